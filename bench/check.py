@@ -1,0 +1,61 @@
+"""How close to the float64 reference a result must be, per dtype.
+
+float32/float64 outputs: the largest error, relative to the array's scale
+(at least 1), within a fixed bound -- on normalized outputs of size ~1 that
+is an absolute bound.  float16/bfloat16 outputs: every element within two
+units in the last place of the exact value (rounding is half an ulp; the
+rest is slack for float32 arithmetic), with the ulp taken no smaller than
+that of scale/256 so values that cancel to near zero are not held to a
+precision the stored inputs do not have.
+"""
+import numpy as np
+
+NORMWISE_TOL = {"float32": 1e-4, "float64": 1e-10}
+MANTISSA_BITS = {"bfloat16": 7, "float16": 10}
+ULPS = 2.0
+
+
+def _ulp(v, bits):
+    _, e = np.frexp(v)
+    return np.ldexp(1.0, e - 1 - bits)
+
+
+def error(got, ref):
+    """Worst |got - ref| over max(1, max|ref|), in float64; inf on NaN/Inf."""
+    g = np.asarray(got, dtype=np.float64)
+    if not np.all(np.isfinite(g)):
+        return float("inf")
+    scale = max(1.0, float(np.max(np.abs(ref), initial=0.0)))
+    return float(np.max(np.abs(g - ref), initial=0.0)) / scale
+
+
+def compare(got, ref, what):
+    """None when `got` is close enough to the float64 `ref`, else a one-line reason."""
+    got = np.asarray(got)
+    if got.shape != ref.shape:
+        return f"{what}: shape {got.shape}, expected {ref.shape}"
+    name = got.dtype.name
+    if name in MANTISSA_BITS:
+        g = got.astype(np.float64)
+        if not np.all(np.isfinite(g)):
+            return f"{what}: non-finite values"
+        bits = MANTISSA_BITS[name]
+        scale = float(np.max(np.abs(ref), initial=0.0))
+        floor = scale / 256.0 if scale > 0 else np.finfo(np.float64).tiny
+        bound = ULPS * _ulp(np.maximum(np.abs(ref), floor), bits)
+        excess = np.abs(g - ref) / bound
+        worst = int(np.argmax(excess)) if excess.size else 0
+        if excess.size and excess.flat[worst] > 1.0:
+            return (f"{what}: {excess.flat[worst] * ULPS:.1f} ulp off at flat index {worst} "
+                    f"(got {g.flat[worst]!r}, expected {ref.flat[worst]!r}; allowed {ULPS:g} ulp)")
+        return None
+    tol = NORMWISE_TOL.get(name, NORMWISE_TOL["float32"])
+    err = error(got, ref)
+    if err > tol:
+        return f"{what}: error {err:.3g} (scaled by max(1, max|ref|)), allowed {tol:g}"
+    return None
+
+
+def compare_all(pairs):
+    """Reasons for every (got, ref, what) that fails; empty when all pass."""
+    return [r for r in (compare(g, ref, w) for g, ref, w in pairs) if r]

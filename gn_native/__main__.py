@@ -1,0 +1,32 @@
+"""`python -m gn_native --cflags --libs`: compiler and linker flags for C users.
+
+    cc demo.c $(python -m gn_native --cflags --libs) -o demo
+"""
+import argparse
+import sys
+
+import gn_native
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m gn_native", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cflags", action="store_true", help="print the compiler flags")
+    ap.add_argument("--libs", action="store_true", help="print the linker flags")
+    ap.add_argument("--config", action="store_true", help="print the configuration")
+    args = ap.parse_args(argv)
+    out = []
+    if args.cflags:
+        out.append(f"-I{gn_native.get_include()}")
+    if args.libs:
+        d = gn_native.get_lib_dir()
+        out.append(f"-L{d} -Wl,-rpath,{d} -lgn_native")
+    if out:
+        print(" ".join(out))
+    if args.config or not out:
+        gn_native.show_config()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

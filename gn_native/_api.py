@@ -1,0 +1,190 @@
+"""The functional API: check once, allocate, dispatch to the CPU or GPU backend.
+
+A backend is a module with three functions that take preallocated,
+C-contiguous arrays in the kernel's memory layout (outputs first):
+
+    forward(plan, y, mean, rstd, x, gamma, beta)
+    normalize(plan, y, x, mean, rstd, gamma, beta)
+    backward(plan, dx, dgamma, dbeta, dy, x, mean, rstd, gamma)
+
+`gn_native._cpu` is the CPU one; `gn_native._gpu` (CuPy) the GPU one.
+"""
+import numpy as np
+
+from . import _validate as V
+
+_gpu_backend = None
+
+
+def _backend(kind):
+    if kind == "numpy":
+        from . import _cpu
+        return np, _cpu
+    global _gpu_backend
+    if _gpu_backend is None:
+        from . import _gpu  # raises a clear error without CuPy or a device
+        _gpu.require_device()
+        _gpu_backend = _gpu
+    return _gpu_backend.cupy, _gpu_backend
+
+
+def _arrays(kind, *pairs):
+    """Convert (value, name) pairs to arrays of the backend's module; None stays None."""
+    out = []
+    for a, name in pairs:
+        if a is None:
+            out.append(None)
+        elif kind == "numpy":
+            out.append(V.as_cpu_array(a, name))
+        else:
+            out.append(a)
+    return out
+
+
+def _layout(xp, x, ax):
+    """Memory layout the kernel runs in, and a function mapping user arrays to it.
+
+    Channels-last data (channel_axis=-1, or channel_axis=1 on an array whose
+    memory is channels-last, as torch's channels_last format) runs in the
+    NHWC kernel without a transposing copy.
+    """
+    nd = x.ndim
+    if nd <= 2:
+        return "nchw", lambda a: a, lambda a: a
+    if ax == nd - 1:
+        return "nhwc", lambda a: a, lambda a: a
+    if not x.flags.c_contiguous and xp.moveaxis(x, 1, -1).flags.c_contiguous:
+        return "nhwc", lambda a: xp.moveaxis(a, 1, -1), lambda a: xp.moveaxis(a, -1, 1)
+    return "nchw", lambda a: a, lambda a: a
+
+
+def _data_ptr(a):
+    d = a.data
+    return d.ptr if hasattr(d, "ptr") else a.__array_interface__["data"][0]
+
+
+def _overlaps_partially(xp, a, b):
+    """True when a and b share memory without being the same view (in place is fine)."""
+    if not xp.may_share_memory(a, b):
+        return False
+    same = _data_ptr(a) == _data_ptr(b) and a.shape == b.shape and a.strides == b.strides
+    return not same
+
+
+def _contig(xp, a):
+    return a if a.flags.c_contiguous else xp.ascontiguousarray(a)
+
+
+def _param(xp, a):
+    return None if a is None else _contig(xp, a)
+
+
+def _output(xp, out, to_k, like_k, sources):
+    """Kernel-layout array to write the result in; the caller's `out` when usable.
+
+    Returns (target, copy_back): when `out` cannot be written directly (wrong
+    memory order, or overlapping an input without being it), the result goes
+    to a temporary first and copy_back is True.
+    """
+    if out is None:
+        return xp.empty(like_k.shape, like_k.dtype), False
+    ok = to_k(out)
+    if ok.flags.c_contiguous:
+        clash = any(s is not None and _overlaps_partially(xp, ok, s) for s in sources)
+        if not clash:
+            return ok, False
+    return xp.empty(like_k.shape, like_k.dtype), True
+
+
+def _prepare(x, n_groups, gamma, beta, eps, stats, channel_axis, out, extra=()):
+    kind = V.array_module_name(x, gamma, beta, out, *[a for a, _ in extra])
+    xp, backend = _backend(kind)
+    x, gamma, beta = _arrays(kind, (x, "x"), (gamma, "gamma"), (beta, "beta"))
+    extra = _arrays(kind, *extra)
+    p = V.plan(x, n_groups, gamma, beta, eps, stats, channel_axis)
+    if out is not None:
+        if not isinstance(out, xp.ndarray):
+            raise TypeError(f"out must be a {xp.__name__}.ndarray, got {type(out).__name__}")
+        V.check_out(out, p)
+    return kind, xp, backend, x, gamma, beta, extra, p
+
+
+def _stat_in(xp, a, p):
+    return _contig(xp, a.astype(p.stat_dtype, copy=False))
+
+
+def group_norm_forward(x, n_groups, gamma=None, beta=None, eps=1e-5, *, stats="sample",
+                       channel_axis=1, out=None, mean=None, var=None):
+    """Group-normalize `x`; return (y, mean, rstd).
+
+    mean and rstd have shape (N, G) for stats="sample" and (G,) for
+    stats="batch"; float64 for float64 x, float32 otherwise.  When both
+    `mean` and `var` are given (shaped like those statistics) they are used
+    instead of the input's own statistics.
+    """
+    if (mean is None) != (var is None):
+        raise ValueError("mean and var must be given together (or neither)")
+    kind, xp, backend, x, gamma, beta, (mean, var), p = _prepare(
+        x, n_groups, gamma, beta, eps, stats, channel_axis, out, ((mean, "mean"), (var, "var")))
+    if mean is not None:
+        V.check_stat(mean, "mean", p)
+        V.check_stat(var, "var", p)
+    layout, to_k, from_k = _layout(xp, x, p.channel_axis)
+    p = V.with_layout(p, layout)
+    xk = _contig(xp, to_k(x))
+    yk, copy_back = _output(xp, out, to_k, xk, (xk,))
+    if mean is None:
+        m = xp.empty(p.stat_shape, p.stat_dtype)
+        r = xp.empty(p.stat_shape, p.stat_dtype)
+        if p.size:
+            backend.forward(p, yk, m, r, xk, _param(xp, gamma), _param(xp, beta))
+        else:
+            m[...] = np.nan
+            r[...] = np.nan
+    else:
+        m = _stat_in(xp, mean, p).copy()
+        v = var.astype(np.float64)
+        if kind == "numpy" and np.any(v < 0):
+            raise ValueError("var must be non-negative")
+        r = (1.0 / xp.sqrt(v + p.eps)).astype(p.stat_dtype)
+        if p.size:
+            backend.normalize(p, yk, xk, m, r, _param(xp, gamma), _param(xp, beta))
+    if out is None:
+        return from_k(yk), m, r
+    if copy_back:
+        xp.copyto(out, from_k(yk))
+    return out, m, r
+
+
+def group_norm(x, n_groups, gamma=None, beta=None, eps=1e-5, *, stats="sample",
+               channel_axis=1, out=None, mean=None, var=None):
+    """Group-normalize `x` (same numbers as torch.nn.functional.group_norm by default)."""
+    return group_norm_forward(x, n_groups, gamma, beta, eps, stats=stats,
+                              channel_axis=channel_axis, out=out, mean=mean, var=var)[0]
+
+
+def group_norm_backward(dy, x, mean, rstd, n_groups, gamma=None, *, stats="sample",
+                        channel_axis=1):
+    """Gradients (dx, dgamma, dbeta) of group_norm at `x`, given dL/dy.
+
+    mean and rstd are what group_norm_forward returned for `x`.  dgamma and
+    dbeta have gamma's shape, or (C,) when gamma is None.
+    """
+    kind, xp, backend, x, gamma, _, (dy, mean, rstd), p = _prepare(
+        x, n_groups, gamma, None, 1.0, stats, channel_axis, None,
+        ((dy, "dy"), (mean, "mean"), (rstd, "rstd")))
+    V.check_like(dy, "dy", p)
+    V.check_stat(mean, "mean", p)
+    V.check_stat(rstd, "rstd", p)
+    layout, to_k, from_k = _layout(xp, x, p.channel_axis)
+    p = V.with_layout(p, layout)
+    xk = _contig(xp, to_k(x))
+    dyk = _contig(xp, to_k(dy))
+    dxk = xp.empty(xk.shape, xk.dtype)
+    pshape = (gamma.shape[0],) if gamma is not None else (p.c,)
+    dgamma = xp.zeros(pshape, p.dtype)
+    dbeta = xp.zeros(pshape, p.dtype)
+    if p.size:
+        backend.backward(p, dxk, dgamma, dbeta, dyk, xk, _stat_in(xp, mean, p),
+                         _stat_in(xp, rstd, p), _param(xp, gamma))
+    return from_k(dxk), dgamma, dbeta

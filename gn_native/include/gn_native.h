@@ -1,0 +1,100 @@
+/*
+ * gn_native.h -- Group Normalization in plain C (no Python, no NumPy).
+ *
+ * Link against libgn_native (see `python -m gn_native --cflags --libs`).
+ * Every function validates its descriptor and pointers and returns a status
+ * code; nothing here aborts, prints or exits.
+ *
+ * Layouts (all arrays dense, C order):
+ *   GN_NCHW : x[n][c][s]   (s = flattened spatial index, `spatial` values)
+ *   GN_NHWC : x[n][s][c]
+ * Statistics: mean/rstd hold n*groups values (GN_STATS_SAMPLE, index n*G+g)
+ * or groups values (GN_STATS_BATCH).  rstd = 1/sqrt(var + eps), var biased.
+ * Affine: gamma/beta/dgamma/dbeta hold c values (GN_AFFINE_CHANNEL), groups
+ * values (GN_AFFINE_GROUP), or are unused (GN_AFFINE_NONE, NULL allowed).
+ * dgamma/dbeta may be NULL when not wanted; when affine is GN_AFFINE_NONE
+ * they receive the per-channel gradient an affine layer would get.
+ *
+ * f16 and bf16 data are passed as uint16_t bit patterns; their statistics
+ * are float.  Results are bit-identical for any thread count.
+ */
+#ifndef GN_NATIVE_H
+#define GN_NATIVE_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32) && defined(GN_BUILDING_DLL)
+#define GN_API __declspec(dllexport)
+#elif defined(__GNUC__)
+#define GN_API __attribute__((visibility("default")))
+#else
+#define GN_API
+#endif
+
+#define GN_VERSION_STRING "0.1.0"
+
+typedef enum { GN_OK = 0, GN_EINVAL, GN_ENOMEM, GN_EUNSUPPORTED } gn_status;
+typedef enum { GN_NCHW = 0, GN_NHWC = 1 } gn_layout;
+typedef enum { GN_STATS_SAMPLE = 0, GN_STATS_BATCH = 1 } gn_stats;
+typedef enum { GN_AFFINE_NONE = 0, GN_AFFINE_CHANNEL, GN_AFFINE_GROUP } gn_affine;
+
+typedef struct {
+    int64_t n, c, spatial, groups;   /* spatial = product of spatial dims */
+    double eps;
+    gn_layout layout;
+    gn_stats stats;
+    gn_affine affine;
+} gn_desc;
+
+/* Forward: y may alias x (in place).  mean/rstd are written. */
+GN_API gn_status gn_forward_f32(float *y, float *mean, float *rstd, const float *x,
+                                const float *gamma, const float *beta, const gn_desc *d);
+GN_API gn_status gn_forward_f64(double *y, double *mean, double *rstd, const double *x,
+                                const double *gamma, const double *beta, const gn_desc *d);
+GN_API gn_status gn_forward_f16(uint16_t *y, float *mean, float *rstd, const uint16_t *x,
+                                const uint16_t *gamma, const uint16_t *beta, const gn_desc *d);
+GN_API gn_status gn_forward_bf16(uint16_t *y, float *mean, float *rstd, const uint16_t *x,
+                                 const uint16_t *gamma, const uint16_t *beta, const gn_desc *d);
+
+/* Normalize with given statistics (laid out as d->stats says); no reduction. */
+GN_API gn_status gn_normalize_f32(float *y, const float *x, const float *mean, const float *rstd,
+                                  const float *gamma, const float *beta, const gn_desc *d);
+GN_API gn_status gn_normalize_f64(double *y, const double *x, const double *mean, const double *rstd,
+                                  const double *gamma, const double *beta, const gn_desc *d);
+GN_API gn_status gn_normalize_f16(uint16_t *y, const uint16_t *x, const float *mean, const float *rstd,
+                                  const uint16_t *gamma, const uint16_t *beta, const gn_desc *d);
+GN_API gn_status gn_normalize_bf16(uint16_t *y, const uint16_t *x, const float *mean, const float *rstd,
+                                   const uint16_t *gamma, const uint16_t *beta, const gn_desc *d);
+
+/* Backward: dx may alias dy.  dgamma/dbeta may be NULL. */
+GN_API gn_status gn_backward_f32(float *dx, float *dgamma, float *dbeta,
+                                 const float *dy, const float *x, const float *mean,
+                                 const float *rstd, const float *gamma, const gn_desc *d);
+GN_API gn_status gn_backward_f64(double *dx, double *dgamma, double *dbeta,
+                                 const double *dy, const double *x, const double *mean,
+                                 const double *rstd, const double *gamma, const gn_desc *d);
+GN_API gn_status gn_backward_f16(uint16_t *dx, uint16_t *dgamma, uint16_t *dbeta,
+                                 const uint16_t *dy, const uint16_t *x, const float *mean,
+                                 const float *rstd, const uint16_t *gamma, const gn_desc *d);
+GN_API gn_status gn_backward_bf16(uint16_t *dx, uint16_t *dgamma, uint16_t *dbeta,
+                                  const uint16_t *dy, const uint16_t *x, const float *mean,
+                                  const float *rstd, const uint16_t *gamma, const gn_desc *d);
+
+GN_API const char *gn_strerror(gn_status s);
+GN_API const char *gn_version(void);
+GN_API void gn_set_num_threads(int n);   /* n <= 0: back to the default */
+GN_API int gn_get_num_threads(void);
+
+/* Run-time configuration: SIMD path in use ("avx2", "scalar", ...), OpenMP. */
+GN_API const char *gn_isa(void);
+GN_API int gn_set_isa(const char *name); /* 0 on success, -1 if unknown/unsupported */
+GN_API int gn_openmp_enabled(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* GN_NATIVE_H */

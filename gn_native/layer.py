@@ -1,0 +1,190 @@
+"""GroupNorm layer: parameters, running statistics, train/eval, backward."""
+import numpy as np
+
+from . import _validate as V
+from ._api import group_norm_backward, group_norm_forward
+
+AFFINE_PER = ("channel", "group")
+DEVICES = ("cpu", "gpu")
+
+
+def _xp(device):
+    if device == "cpu":
+        return np
+    from ._api import _backend
+    return _backend("cupy")[0]
+
+
+def _to_numpy(a):
+    return a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else np.asarray(a)
+
+
+class GroupNorm:
+    """Group Normalization over (N, C, *spatial) inputs (or channels-last).
+
+    Defaults give torch.nn.GroupNorm's numbers.  `stats="batch"` computes the
+    statistics over the batch as well (one mean/variance per group);
+    `affine_per="group"` learns one gamma/beta per group instead of per
+    channel; `track_running_stats=True` keeps running averages that eval mode
+    uses to normalize every sample.
+    """
+
+    def __init__(self, n_groups, n_channels, eps=1e-5, affine=True, *, affine_per="channel",
+                 stats="sample", track_running_stats=False, momentum=0.1,
+                 dtype=np.float32, device="cpu", channel_axis=1):
+        g = V.check_groups(n_groups)
+        c = V.check_groups(n_channels, "n_channels")
+        if c % g:
+            raise ValueError(f"n_groups={g} must divide n_channels={c}")
+        if affine_per not in AFFINE_PER:
+            raise ValueError(f"affine_per must be 'channel' or 'group', got {affine_per!r}")
+        if momentum is not None:
+            m = float(momentum)
+            if not 0.0 <= m <= 1.0:
+                raise ValueError(f"momentum must be in [0, 1] or None, got {momentum!r}")
+            momentum = m
+        if device not in DEVICES:
+            raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
+        if channel_axis not in (1, -1):
+            raise ValueError(f"channel_axis must be 1 or -1, got {channel_axis!r}")
+        self.n_groups, self.n_channels = g, c
+        self.eps = V.check_eps(eps)
+        self.stats = V.check_stats(stats)
+        self.affine = bool(affine)
+        self.affine_per = affine_per
+        self.track_running_stats = bool(track_running_stats)
+        self.momentum = momentum
+        self.channel_axis = channel_axis
+        self.dtype = V.check_dtype(dtype, "dtype")
+        self.device = device
+        self.xp = xp = _xp(device)
+        stat_dtype = V.stat_dtype_for(self.dtype)
+        plen = c if affine_per == "channel" else g
+        self.gamma = xp.ones(plen, self.dtype) if self.affine else None
+        self.beta = xp.zeros(plen, self.dtype) if self.affine else None
+        self.dgamma = self.dbeta = None
+        if self.track_running_stats:
+            self.running_mean = xp.zeros(g, stat_dtype)
+            self.running_var = xp.ones(g, stat_dtype)
+            self.num_batches_tracked = 0
+        else:
+            self.running_mean = self.running_var = None
+        self.training = True
+        self._saved = None
+
+    # ---- modes ----
+    def train(self, mode=True):
+        self.training = bool(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    # ---- forward / backward ----
+    def _check_input(self, x):
+        if getattr(x, "dtype", None) is not None and V.check_dtype(x.dtype, "x") != self.dtype:
+            raise TypeError(f"x has dtype {x.dtype}, but the layer's dtype is {self.dtype}")
+        ax = self.channel_axis
+        if x.ndim < 2:
+            raise ValueError(f"x must have at least 2 dimensions, got shape {tuple(x.shape)}")
+        if x.shape[ax] != self.n_channels:
+            raise ValueError(f"x has {x.shape[ax]} channels on axis {ax}, "
+                             f"the layer expects {self.n_channels}")
+
+    def __call__(self, x):
+        if self.device == "cpu":
+            x = V.as_cpu_array(x, "x")
+        self._check_input(x)
+        use_running = self.track_running_stats and not self.training
+        if use_running:
+            y, mean, rstd = group_norm_forward(
+                x, self.n_groups, self.gamma, self.beta, self.eps, stats="batch",
+                channel_axis=self.channel_axis, mean=self.running_mean, var=self.running_var)
+            self._saved = None
+            return y
+        y, mean, rstd = group_norm_forward(x, self.n_groups, self.gamma, self.beta, self.eps,
+                                           stats=self.stats, channel_axis=self.channel_axis)
+        self._saved = (x, mean, rstd)
+        if self.training and self.track_running_stats:
+            self._update_running(x, mean, rstd)
+        return y
+
+    forward = __call__
+
+    def _update_running(self, x, mean, rstd):
+        xp = self.xp
+        n, c, spatial = V.split_shape(tuple(x.shape), self.channel_axis % x.ndim)
+        k = c // self.n_groups
+        count = k * spatial * (n if self.stats == "batch" else 1)
+        if count == 0 or n == 0:
+            return
+        m = mean.astype(np.float64)
+        var = xp.maximum(1.0 / (rstd.astype(np.float64) ** 2) - self.eps, 0.0)
+        if count > 1:
+            var = var * (count / (count - 1))
+        if self.stats == "sample":
+            m, var = m.mean(axis=0), var.mean(axis=0)
+        self.num_batches_tracked += 1
+        mom = self.momentum if self.momentum is not None else 1.0 / self.num_batches_tracked
+        rm = (1.0 - mom) * self.running_mean.astype(np.float64) + mom * m
+        rv = (1.0 - mom) * self.running_var.astype(np.float64) + mom * var
+        self.running_mean[...] = rm
+        self.running_var[...] = rv
+
+    def backward(self, dy):
+        """dL/dx for the last training-mode call; sets self.dgamma and self.dbeta."""
+        if self._saved is None:
+            raise RuntimeError("backward() needs a forward call that computed batch statistics "
+                               "first (training mode, or eval mode without running statistics)")
+        x, mean, rstd = self._saved
+        dx, dgamma, dbeta = group_norm_backward(dy, x, mean, rstd, self.n_groups,
+                                                self.gamma if self.affine else None,
+                                                stats=self.stats, channel_axis=self.channel_axis)
+        if self.affine:
+            self.dgamma, self.dbeta = dgamma, dbeta
+        return dx
+
+    # ---- state ----
+    def state_dict(self):
+        d = {}
+        if self.affine:
+            d["gamma"] = _to_numpy(self.gamma).copy()
+            d["beta"] = _to_numpy(self.beta).copy()
+        if self.track_running_stats:
+            d["running_mean"] = _to_numpy(self.running_mean).copy()
+            d["running_var"] = _to_numpy(self.running_var).copy()
+            d["num_batches_tracked"] = np.array(self.num_batches_tracked, np.int64)
+        return d
+
+    def load_state_dict(self, state):
+        """Load what state_dict() gave (or np.load of it); all checked before any change."""
+        expected = self.state_dict()
+        keys = set(state.keys()) if hasattr(state, "keys") else None
+        if keys is None:
+            raise TypeError(f"state must be a mapping, got {type(state).__name__}")
+        missing, extra = set(expected) - keys, keys - set(expected)
+        if missing or extra:
+            raise ValueError(f"state_dict keys mismatch: missing {sorted(missing)}, "
+                             f"unexpected {sorted(extra)}")
+        new = {}
+        for k, ref in expected.items():
+            a = np.asarray(state[k])
+            if a.shape != ref.shape:
+                raise ValueError(f"state_dict[{k!r}] has shape {a.shape}, expected {ref.shape}")
+            if a.dtype.kind not in "fiu" and not (ref.dtype == V.BFLOAT16):
+                raise TypeError(f"state_dict[{k!r}] has dtype {a.dtype}, expected {ref.dtype}")
+            new[k] = a.astype(ref.dtype)
+        xp = self.xp
+        if self.affine:
+            self.gamma = xp.asarray(new["gamma"])
+            self.beta = xp.asarray(new["beta"])
+        if self.track_running_stats:
+            self.running_mean = xp.asarray(new["running_mean"])
+            self.running_var = xp.asarray(new["running_var"])
+            self.num_batches_tracked = int(new["num_batches_tracked"])
+
+    def __repr__(self):
+        return (f"GroupNorm({self.n_groups}, {self.n_channels}, eps={self.eps}, "
+                f"affine={self.affine}, affine_per={self.affine_per!r}, stats={self.stats!r}, "
+                f"track_running_stats={self.track_running_stats}, dtype={self.dtype}, "
+                f"device={self.device!r})")

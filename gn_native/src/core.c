@@ -1,0 +1,140 @@
+/* Descriptor checks, status strings, threads and run-time ISA choice. */
+#include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#include "internal.h"
+
+/* Below this many elements a call runs on one thread: starting a team costs
+ * more than it saves. */
+#define GN_MIN_ELEMS_PER_THREAD 16384
+
+gn_status gn_check_desc(const gn_desc *d)
+{
+    if (!d)
+        return GN_EINVAL;
+    if (d->n < 0 || d->c < 0 || d->spatial < 0 || d->groups <= 0 || d->c % d->groups)
+        return GN_EINVAL;
+    if (!(d->eps > 0.0) || !isfinite(d->eps))
+        return GN_EINVAL;
+    if ((unsigned)d->layout > GN_NHWC || (unsigned)d->stats > GN_STATS_BATCH ||
+        (unsigned)d->affine > GN_AFFINE_GROUP)
+        return GN_EINVAL;
+    /* n * c * spatial must fit in int64_t */
+    if (d->n && d->c && d->spatial) {
+        if (d->c > INT64_MAX / d->n || d->spatial > INT64_MAX / (d->n * d->c))
+            return GN_EINVAL;
+    }
+    return GN_OK;
+}
+
+const char *gn_strerror(gn_status s)
+{
+    switch (s) {
+    case GN_OK: return "success";
+    case GN_EINVAL: return "invalid argument (descriptor, sizes or NULL pointer)";
+    case GN_ENOMEM: return "out of memory";
+    case GN_EUNSUPPORTED: return "unsupported operation";
+    }
+    return "unknown status";
+}
+
+const char *gn_version(void) { return GN_VERSION_STRING; }
+
+/* ---- threads ---- */
+
+static atomic_int threads_override;
+
+void gn_set_num_threads(int n) { atomic_store(&threads_override, n > 0 ? n : 0); }
+
+int gn_get_num_threads(void)
+{
+    int n = atomic_load(&threads_override);
+    if (n > 0)
+        return n;
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+int gn_openmp_enabled(void)
+{
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+int gn_threads_for(int64_t work_elems, int64_t units)
+{
+    int64_t nt = gn_get_num_threads();
+    int64_t by_work = work_elems / GN_MIN_ELEMS_PER_THREAD;
+    if (nt > by_work)
+        nt = by_work;
+    if (nt > units)
+        nt = units;
+    return nt < 1 ? 1 : (int)nt;
+}
+
+/* ---- ISA ---- */
+
+static _Atomic(const gn_kernels *) active;
+
+static const gn_kernels *isa_by_name(const char *name)
+{
+    if (!strcmp(name, "scalar"))
+        return &gn_kernels_scalar;
+#ifdef GN_HAVE_AVX2
+    if (!strcmp(name, "avx2")) {
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+            __builtin_cpu_supports("f16c"))
+            return &gn_kernels_avx2;
+    }
+#endif
+    return NULL;
+}
+
+static const gn_kernels *best_isa(void)
+{
+    static const char *order[] = {"avx2", "scalar"};
+    const char *env = getenv("GN_NATIVE_ISA");
+    if (env && *env && strcmp(env, "auto")) {
+        const gn_kernels *k = isa_by_name(env);
+        if (k)
+            return k;
+    }
+    for (size_t i = 0; i < sizeof order / sizeof *order; i++) {
+        const gn_kernels *k = isa_by_name(order[i]);
+        if (k)
+            return k;
+    }
+    return &gn_kernels_scalar;
+}
+
+const gn_kernels *gn_active_kernels(void)
+{
+    const gn_kernels *k = atomic_load(&active);
+    if (!k) {
+        k = best_isa();
+        atomic_store(&active, k);
+    }
+    return k;
+}
+
+const char *gn_isa(void) { return gn_active_kernels()->name; }
+
+int gn_set_isa(const char *name)
+{
+    const gn_kernels *k = name ? (strcmp(name, "auto") ? isa_by_name(name) : best_isa()) : NULL;
+    if (!k)
+        return -1;
+    atomic_store(&active, k);
+    return 0;
+}

@@ -1,0 +1,124 @@
+/* Internal declarations of the gn_native core: dtype conversions, the
+ * per-ISA primitive tables, thread helpers.  Not installed. */
+#ifndef GN_INTERNAL_H
+#define GN_INTERNAL_H
+
+#include <stdint.h>
+#include <string.h>
+#include "gn_native.h"
+
+/* Reductions are cut into chunks of fixed size (never by thread count) and
+ * the chunk partials are folded in index order, so results do not depend on
+ * how many threads ran.  Inside a chunk, contiguous reductions use 16
+ * interleaved double lanes (element i goes to lane i % 16) combined by the
+ * fixed tree in gn_lanes_fold: the SIMD paths do exactly the same
+ * operations, so they are bit-identical to the scalar reference. */
+#define GN_CHUNK 4096          /* elements, a multiple of GN_LANES */
+#define GN_ROWS 256            /* rows (spatial positions) per NHWC chunk */
+#define GN_LANES 16
+
+static inline double gn_lanes_fold(const double *l)
+{
+    double t[4];
+    for (int j = 0; j < 4; j++)
+        t[j] = (l[j] + l[8 + j]) + (l[4 + j] + l[12 + j]);
+    return (t[0] + t[2]) + (t[1] + t[3]);
+}
+
+/* ---- float16 / bfloat16 <-> float, exact and round-to-nearest-even ---- */
+
+static inline float gn_bits_f32(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+static inline uint32_t gn_f32_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+
+static inline float gn_bf16_to_f32(uint16_t h) { return gn_bits_f32((uint32_t)h << 16); }
+
+static inline uint16_t gn_f32_to_bf16(float f)
+{
+    uint32_t u = gn_f32_bits(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u)            /* NaN: keep it quiet */
+        return (uint16_t)((u >> 16) | 0x0040u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+static inline float gn_f16_to_f32(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
+    if (exp == 0x1f)                                 /* inf / NaN */
+        return gn_bits_f32(sign | 0x7f800000u | (man << 13));
+    if (exp == 0) {                                  /* zero / subnormal */
+        float v = (float)man * 5.9604644775390625e-8f;   /* 2^-24 */
+        return sign ? -v : v;
+    }
+    return gn_bits_f32(sign | ((exp + 112u) << 23) | (man << 13));
+}
+
+static inline uint16_t gn_f32_to_f16(float f)
+{
+    uint32_t u = gn_f32_bits(f);
+    uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
+    uint32_t a = u & 0x7fffffffu;
+    if (a > 0x7f800000u)                             /* NaN */
+        return (uint16_t)(sign | 0x7e00u | ((a >> 13) & 0x3ffu));
+    if (a >= 0x477ff000u)                            /* rounds to >= 65520: inf */
+        return (uint16_t)(sign | 0x7c00u);
+    if (a < 0x38800000u) {                           /* below 2^-14: subnormal */
+        /* adding 0.5 (2^-1) aligns the value to the f16 subnormal grid and
+         * rounds to nearest even in float arithmetic */
+        float v = gn_bits_f32(a) + 0.5f;
+        return (uint16_t)(sign | (uint16_t)(gn_f32_bits(v) - 0x3f000000u));
+    }
+    uint32_t mant_odd = (a >> 13) & 1u;
+    a += 0xc8000fffu + mant_odd;                     /* rebias exponent, round */
+    return (uint16_t)(sign | (uint16_t)(a >> 13));
+}
+
+/* ---- primitive tables: one per (ISA, dtype) ---- */
+
+#define GN_DECLARE_PRIMS(SFX, T, F)                                                   \
+    typedef struct {                                                                  \
+        /* one chunk (len <= GN_CHUNK): sum of d and d*d, d = x - shift */           \
+        void (*sums)(const T *x, int64_t len, double shift, double *s, double *q);    \
+        /* y = (x - mh) * sc + sh over a contiguous run */                            \
+        void (*norm)(T *y, const T *x, int64_t len, F mh, F sc, F sh);                \
+        /* per column c: s[c] += x - shift[c], q[c] += (x - shift[c])^2 */            \
+        void (*colsums)(const T *x, int64_t rows, int64_t c, const double *shift,     \
+                        double *s, double *q);                                        \
+        void (*norm_rows)(T *y, const T *x, int64_t rows, int64_t c, const F *mh,     \
+                          const F *sc, const F *sh);                                  \
+        /* one chunk: a = sum dy, b = sum dy * (x - mh) */                            \
+        void (*dsums)(const T *dy, const T *x, int64_t len, double mh, double *a,     \
+                      double *b);                                                     \
+        /* dx = dy * k1 + ((x - mh) * c2 + c3) */                                     \
+        void (*dnorm)(T *dx, const T *dy, const T *x, int64_t len, F k1, F mh, F c2,  \
+                      F c3);                                                          \
+        void (*dcolsums)(const T *dy, const T *x, int64_t rows, int64_t c,            \
+                         const double *mh, double *a, double *b);                     \
+        void (*dnorm_rows)(T *dx, const T *dy, const T *x, int64_t rows, int64_t c,   \
+                           const F *k1, const F *mh, const F *c2, const F *c3);       \
+    } gn_prims_##SFX;
+
+GN_DECLARE_PRIMS(f32, float, float)
+GN_DECLARE_PRIMS(f64, double, double)
+GN_DECLARE_PRIMS(f16, uint16_t, float)
+GN_DECLARE_PRIMS(bf16, uint16_t, float)
+
+typedef struct {
+    const char *name;
+    gn_prims_f32 f32;
+    gn_prims_f64 f64;
+    gn_prims_f16 f16;
+    gn_prims_bf16 bf16;
+} gn_kernels;
+
+extern const gn_kernels gn_kernels_scalar;
+#ifdef GN_HAVE_AVX2
+extern const gn_kernels gn_kernels_avx2;
+#endif
+
+const gn_kernels *gn_active_kernels(void);
+int gn_threads_for(int64_t work_elems, int64_t units);
+gn_status gn_check_desc(const gn_desc *d);
+
+#endif /* GN_INTERNAL_H */

@@ -1,0 +1,148 @@
+"""Plain float64 NumPy reference for Group Normalization.
+
+Slow and obviously correct on purpose: every fast path (C core, SIMD, GPU) is
+tested against these functions.  Nothing here imports gn_native.
+
+Conventions (as in the spec): x is (N, C, *spatial), or (N, *spatial, C) with
+channel_axis=-1; G groups of K = C // G channels; gamma/beta are None, (C,)
+per channel or (G,) per group.  Everything is computed in float64 whatever the
+input dtype, from the input's exact values.
+"""
+import numpy as np
+
+
+def _channels_last(x, channel_axis):
+    return x.ndim > 2 and channel_axis in (-1, x.ndim - 1)
+
+
+def to_ncs(x, channel_axis=1):
+    """float64 copy of x as (N, C, S): channels at axis 1, spatial flattened."""
+    x = np.asarray(x).astype(np.float64)
+    if _channels_last(x, channel_axis):
+        x = np.moveaxis(x, -1, 1)
+    return x.reshape(x.shape[0], x.shape[1], -1)
+
+
+def from_ncs(a, shape, channel_axis=1):
+    """Inverse of to_ncs: (N, C, S) back to `shape` in the caller's layout."""
+    if _channels_last(np.empty(shape, dtype=np.uint8), channel_axis):
+        n, c = shape[0], shape[-1]
+        return np.moveaxis(a.reshape((n, c) + tuple(shape[1:-1])), 1, -1)
+    return a.reshape(shape)
+
+
+def per_channel(p, c, g):
+    """A per-channel (C,) float64 vector from gamma/beta of shape (C,) or (G,)."""
+    p = np.asarray(p).astype(np.float64)
+    if p.shape[0] == c:
+        return p
+    return np.repeat(p, c // g)
+
+
+def _grouped(x3, g):
+    """(N, C, S) -> (N, G, K*S)."""
+    n, c, s = x3.shape
+    return x3.reshape(n, g, (c // g) * s)
+
+
+def _reduce_axes(stats):
+    # in the (N, G, K*S) view: per (n, g) for "sample", per g for "batch"
+    return (2,) if stats == "sample" else (0, 2)
+
+
+def _bcast(stat, stats):
+    """A statistic of shape (N, G) or (G,) broadcast against (N, G, K*S)."""
+    stat = np.asarray(stat, dtype=np.float64)
+    return stat[:, :, None] if stats == "sample" else stat[None, :, None]
+
+
+def moments(x, n_groups, stats="sample", channel_axis=1, ddof=0):
+    """(mean, var) per (n, g) for "sample" or per g for "batch"."""
+    xg = _grouped(to_ncs(x, channel_axis), n_groups)
+    ax = _reduce_axes(stats)
+    mean = xg.mean(axis=ax)
+    count = np.prod([xg.shape[a] for a in ax])
+    var = ((xg - _bcast(mean, stats)) ** 2).sum(axis=ax) / (count - ddof)
+    return mean, var
+
+
+def forward(x, n_groups, gamma=None, beta=None, eps=1e-5, stats="sample", channel_axis=1,
+            mean=None, var=None):
+    """(y, mean, rstd) in float64; y in x's layout.
+
+    With mean= and var= given, they replace the input's statistics.
+    """
+    x3 = to_ncs(x, channel_axis)
+    n, c, s = x3.shape
+    if mean is None:
+        mean, var = moments(x, n_groups, stats, channel_axis)
+    mean = np.asarray(mean, dtype=np.float64)
+    rstd = 1.0 / np.sqrt(np.asarray(var, dtype=np.float64) + eps)
+    xg = _grouped(x3, n_groups)
+    xhat = ((xg - _bcast(mean, stats)) * _bcast(rstd, stats)).reshape(n, c, s)
+    y = xhat
+    if gamma is not None:
+        y = y * per_channel(gamma, c, n_groups)[None, :, None]
+    if beta is not None:
+        y = y + per_channel(beta, c, n_groups)[None, :, None]
+    return from_ncs(y, np.shape(x), channel_axis), mean, rstd
+
+
+def backward(dy, x, mean, rstd, n_groups, gamma=None, stats="sample", channel_axis=1):
+    """(dx, dgamma, dbeta) in float64, from the given mean and rstd.
+
+    mean and rstd are taken as the values of the statistics at x (as torch's
+    backward does); the gradient still accounts for their dependence on x:
+        xhat = (x - mean) * rstd,   g = dy * gamma
+        dx   = rstd * (g - avg(g) - xhat * avg(g * xhat))
+    with avg over the group's values (per (n, g), or per g over the batch).
+    dgamma/dbeta have gamma's shape, or (C,) when gamma is None.
+    """
+    x3 = to_ncs(x, channel_axis)
+    dy3 = to_ncs(dy, channel_axis)
+    n, c, s = x3.shape
+    mean_b, rstd_b = _bcast(mean, stats), _bcast(rstd, stats)
+    xhat = ((_grouped(x3, n_groups) - mean_b) * rstd_b).reshape(n, c, s)
+    gam = np.ones(c) if gamma is None else per_channel(gamma, c, n_groups)
+    g = _grouped(dy3 * gam[None, :, None], n_groups)
+    gx = g * _grouped(xhat, n_groups)
+    ax = _reduce_axes(stats)
+    avg_g = g.mean(axis=ax, keepdims=True)
+    avg_gx = gx.mean(axis=ax, keepdims=True)
+    dx = (rstd_b * (g - avg_g - _grouped(xhat, n_groups) * avg_gx)).reshape(n, c, s)
+    dgamma = (dy3 * xhat).sum(axis=(0, 2))
+    dbeta = dy3.sum(axis=(0, 2))
+    if gamma is not None and np.shape(gamma)[0] != c:  # per group: sum the group's channels
+        dgamma = dgamma.reshape(n_groups, -1).sum(axis=1)
+        dbeta = dbeta.reshape(n_groups, -1).sum(axis=1)
+    return from_ncs(dx, np.shape(x), channel_axis), dgamma, dbeta
+
+
+def batch_running_values(x, n_groups, stats="sample", channel_axis=1):
+    """(mean, unbiased var) of shape (G,) that one training step feeds the running stats.
+
+    "batch": the group's mean and unbiased variance over its N*K*S values.
+    "sample": the batch average of each sample's group mean and unbiased variance.
+    """
+    mean, var = moments(x, n_groups, stats, channel_axis, ddof=1)
+    if stats == "sample":
+        mean, var = mean.mean(axis=0), var.mean(axis=0)
+    return mean, var
+
+
+def update_running(running_mean, running_var, x, n_groups, momentum=0.1, stats="sample",
+                   channel_axis=1):
+    """New (running_mean, running_var) after one training step on x."""
+    bm, bv = batch_running_values(x, n_groups, stats, channel_axis)
+    rm = (1.0 - momentum) * np.asarray(running_mean, np.float64) + momentum * bm
+    rv = (1.0 - momentum) * np.asarray(running_var, np.float64) + momentum * bv
+    return rm, rv
+
+
+def eval_with_running(x, n_groups, running_mean, running_var, gamma=None, beta=None, eps=1e-5,
+                      channel_axis=1):
+    """y of an eval-mode layer with tracked statistics: every sample uses the running ones."""
+    n = np.shape(x)[0]
+    mean = np.broadcast_to(np.asarray(running_mean, np.float64), (n, n_groups))
+    var = np.broadcast_to(np.asarray(running_var, np.float64), (n, n_groups))
+    return forward(x, n_groups, gamma, beta, eps, "sample", channel_axis, mean=mean, var=var)[0]
