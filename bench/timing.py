@@ -46,21 +46,25 @@ def interleaved(fns, timer=cpu_timer, budget_s=0.5, min_reps=5, max_reps=100,
                 warmup=2, gap_s=0.0):
     """Samples (seconds) of each callable in `fns` (name -> fn), timed in rotating rounds.
 
-    gap_s sleeps between calls, outside the timed region, so that one
-    library's idle OpenMP threads stop spinning before another library runs.
+    gap_s > 0 sleeps before each timed call, outside the timed region, so
+    that the idle threads of another library's OpenMP runtime stop spinning
+    on our cores; an untimed call then wakes the contender's own threads, so
+    the timed call runs as it would back to back.
     """
     names = list(fns)
     est = {}
     for name in names:
         ts = [timer(fns[name]) for _ in range(max(1, warmup))]
         est[name] = min(ts)
-    reps = repeats_for(sum(est.values()) + gap_s * len(names), budget_s, min_reps, max_reps)
+    per_call = (lambda e: gap_s + 2 * e) if gap_s else (lambda e: e)
+    reps = repeats_for(sum(per_call(e) for e in est.values()), budget_s, min_reps, max_reps)
     samples = {name: [] for name in names}
     for r in range(reps):
         k = r % len(names)
         for name in names[k:] + names[:k]:
             if gap_s:
                 time.sleep(gap_s)
+                fns[name]()
             samples[name].append(timer(fns[name]))
     return samples
 

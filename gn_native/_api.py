@@ -11,6 +11,7 @@ C-contiguous arrays in the kernel's memory layout (outputs first):
 """
 import numpy as np
 
+from . import _cpu
 from . import _validate as V
 
 _gpu_backend = None
@@ -18,7 +19,6 @@ _gpu_backend = None
 
 def _backend(kind):
     if kind == "numpy":
-        from . import _cpu
         return np, _cpu
     global _gpu_backend
     if _gpu_backend is None:
@@ -41,6 +41,10 @@ def _arrays(kind, *pairs):
     return out
 
 
+def _identity(a):
+    return a
+
+
 def _layout(xp, x, ax):
     """Memory layout the kernel runs in, and a function mapping user arrays to it.
 
@@ -50,12 +54,12 @@ def _layout(xp, x, ax):
     """
     nd = x.ndim
     if nd <= 2:
-        return "nchw", lambda a: a, lambda a: a
+        return "nchw", _identity, _identity
     if ax == nd - 1:
-        return "nhwc", lambda a: a, lambda a: a
+        return "nhwc", _identity, _identity
     if not x.flags.c_contiguous and xp.moveaxis(x, 1, -1).flags.c_contiguous:
         return "nhwc", lambda a: xp.moveaxis(a, 1, -1), lambda a: xp.moveaxis(a, -1, 1)
-    return "nchw", lambda a: a, lambda a: a
+    return "nchw", _identity, _identity
 
 
 def _data_ptr(a):
@@ -88,6 +92,8 @@ def _output(xp, out, to_k, like_k, sources):
     """
     if out is None:
         return xp.empty(like_k.shape, like_k.dtype), False
+    if out is like_k:
+        return out, False
     ok = to_k(out)
     if ok.flags.c_contiguous:
         clash = any(s is not None and _overlaps_partially(xp, ok, s) for s in sources)
@@ -96,11 +102,22 @@ def _output(xp, out, to_k, like_k, sources):
     return xp.empty(like_k.shape, like_k.dtype), True
 
 
+def _all_numpy(*arrays):
+    for a in arrays:
+        if a is not None and type(a) is not np.ndarray:
+            return False
+    return True
+
+
 def _prepare(x, n_groups, gamma, beta, eps, stats, channel_axis, out, extra=()):
-    kind = V.array_module_name(x, gamma, beta, out, *[a for a, _ in extra])
-    xp, backend = _backend(kind)
-    x, gamma, beta = _arrays(kind, (x, "x"), (gamma, "gamma"), (beta, "beta"))
-    extra = _arrays(kind, *extra)
+    if _all_numpy(x, gamma, beta, out, *[a for a, _ in extra]):
+        kind, xp, backend = "numpy", np, _cpu   # the common case, without conversions
+        extra = [a for a, _ in extra]
+    else:
+        kind = V.array_module_name(x, gamma, beta, out, *[a for a, _ in extra])
+        xp, backend = _backend(kind)
+        x, gamma, beta = _arrays(kind, (x, "x"), (gamma, "gamma"), (beta, "beta"))
+        extra = _arrays(kind, *extra)
     p = V.plan(x, n_groups, gamma, beta, eps, stats, channel_axis)
     if out is not None:
         if not isinstance(out, xp.ndarray):

@@ -6,10 +6,8 @@ a successful check is a `Plan`: the sizes and options the kernels need.
 Nothing in this module touches array data; it only reads shapes, dtypes and
 flags, so it serves NumPy and CuPy arrays alike.
 """
-import dataclasses
 import math
 import operator
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -23,22 +21,23 @@ STATS = ("sample", "batch")
 FLOAT_DTYPES = tuple(np.dtype(t) for t in (np.float16, np.float32, np.float64))
 
 
-@dataclass(frozen=True)
 class Plan:
     """What the kernels need to know about one call (all sizes are ints)."""
 
-    shape: tuple        # logical shape of x, as the user passed it
-    n: int
-    c: int
-    spatial: int        # product of the spatial dims (1 when there are none)
-    groups: int
-    eps: float
-    stats: str          # "sample" or "batch"
-    affine: str         # "none", "channel" or "group" (from gamma's length)
-    layout: str         # memory layout the kernel runs in: "nchw" or "nhwc"
-    channel_axis: int   # normalized: 1 or ndim - 1
-    dtype: np.dtype
-    stat_dtype: np.dtype
+    __slots__ = ("shape", "n", "c", "spatial", "groups", "eps", "stats", "affine", "layout",
+                 "channel_axis", "dtype", "stat_dtype")
+
+    def __init__(self, shape, n, c, spatial, groups, eps, stats, affine, layout,
+                 channel_axis, dtype, stat_dtype):
+        self.shape = shape              # logical shape of x, as the user passed it
+        self.n, self.c, self.spatial, self.groups = n, c, spatial, groups
+        self.eps = eps
+        self.stats = stats              # "sample" or "batch"
+        self.affine = affine            # "none", "channel" or "group" (from gamma's length)
+        self.layout = layout            # memory layout the kernel runs in: "nchw" or "nhwc"
+        self.channel_axis = channel_axis  # normalized: 1 or ndim - 1
+        self.dtype = dtype
+        self.stat_dtype = stat_dtype
 
     @property
     def k(self):
@@ -51,6 +50,9 @@ class Plan:
     @property
     def size(self):
         return self.n * self.c * self.spatial
+
+    def __repr__(self):
+        return "Plan(" + ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__) + ")"
 
 
 def array_module_name(*arrays):
@@ -89,19 +91,27 @@ def as_cpu_array(a, name):
     return arr
 
 
+_STAT_DTYPE = {dt: np.dtype(np.float64 if dt == np.float64 else np.float32)
+               for dt in FLOAT_DTYPES + ((BFLOAT16,) if BFLOAT16 is not None else ())}
+
+
 def check_dtype(dtype, name):
+    if dtype in _STAT_DTYPE:
+        return dtype
     dt = np.dtype(dtype)
-    if dt in FLOAT_DTYPES or (BFLOAT16 is not None and dt == BFLOAT16):
+    if dt in _STAT_DTYPE:
         return dt
     raise TypeError(f"{name} has dtype {dt}; gn_native supports float16, bfloat16 "
                     "(ml_dtypes), float32 and float64")
 
 
 def stat_dtype_for(dtype):
-    return np.dtype(np.float64) if dtype == np.float64 else np.dtype(np.float32)
+    return _STAT_DTYPE[dtype]
 
 
 def check_groups(n_groups, name="n_groups"):
+    if type(n_groups) is int and n_groups > 0:
+        return n_groups
     if isinstance(n_groups, (bool, np.bool_)):
         raise ValueError(f"{name} must be a positive int, got {n_groups!r}")
     try:
@@ -114,6 +124,8 @@ def check_groups(n_groups, name="n_groups"):
 
 
 def check_eps(eps):
+    if type(eps) is float and 0.0 < eps < math.inf:
+        return eps
     try:
         e = float(eps)
     except (TypeError, ValueError):
@@ -130,6 +142,8 @@ def check_stats(stats):
 
 
 def check_channel_axis(channel_axis, ndim):
+    if channel_axis == 1 and type(channel_axis) is int:
+        return 1
     if isinstance(channel_axis, (bool, np.bool_)) or not isinstance(channel_axis, (int, np.integer)):
         raise ValueError(f"channel_axis must be 1 or -1, got {channel_axis!r}")
     ax = int(channel_axis)
@@ -214,4 +228,7 @@ def check_out(out, p):
 
 
 def with_layout(p, layout):
-    return p if p.layout == layout else dataclasses.replace(p, layout=layout)
+    if p.layout == layout:
+        return p
+    return Plan(p.shape, p.n, p.c, p.spatial, p.groups, p.eps, p.stats, p.affine, layout,
+                p.channel_axis, p.dtype, p.stat_dtype)

@@ -78,27 +78,32 @@ def _half_ulp_tolerance(ref, dtype):
     return np.abs(r.astype(np.float64) - ref) + ulp
 
 
-# (rtol, atol as a fraction of max|ref|) for float32 and float64; see module doc.
+# (rtol, atol as a fraction of the terms' scale) for float32 and float64; see module doc.
 _TOLS = {
     "forward": {F64: (1e-12, 1e-12), F32: (1e-5, 1e-5)},
     "backward": {F64: (1e-10, 1e-10), F32: (1e-4, 1e-5)},
 }
-# slack (fraction of max|ref|) on top of "rounding + 1 ulp" for 16-bit dtypes
+# slack (fraction of the terms' scale) on top of "rounding + 1 ulp" for 16-bit dtypes
 _HALF_SLACK = {"forward": 2.0 ** -21, "backward": 1e-5}
 
 
-def tolerance(ref, dtype, kind="forward"):
-    """Elementwise allowed |actual - ref| for a result of `dtype`."""
+def tolerance(ref, dtype, kind="forward", scale=None):
+    """Elementwise allowed |actual - ref| for a result of `dtype`.
+
+    `scale` is the size of the terms that make the result (elementwise or
+    scalar; reference.backward_magnitudes for gradients); by default max|ref|.
+    """
     ref = np.asarray(ref, dtype=np.float64)
     dtype = np.dtype(dtype)
-    scale = float(np.max(np.abs(ref), initial=0.0)) if ref.size else 0.0
+    if scale is None:
+        scale = float(np.max(np.abs(ref), initial=0.0)) if ref.size else 0.0
     if dtype in (F32, F64):
         rtol, atol = _TOLS[kind][dtype]
-        return rtol * np.abs(ref) + atol * max(scale, 1.0)
-    return _half_ulp_tolerance(ref, dtype) + _HALF_SLACK[kind] * scale
+        return rtol * np.abs(ref) + atol * np.maximum(scale, 1.0 if kind == "forward" else 0.0)
+    return _half_ulp_tolerance(ref, dtype) + _HALF_SLACK[kind] * np.asarray(scale)
 
 
-def assert_close(actual, ref, dtype=None, kind="forward", name="y"):
+def assert_close(actual, ref, dtype=None, kind="forward", name="y", scale=None):
     """actual (any float dtype) against the float64 reference, with the tolerance of `dtype`."""
     actual = np.asarray(actual)
     dtype = actual.dtype if dtype is None else np.dtype(dtype)
@@ -106,7 +111,7 @@ def assert_close(actual, ref, dtype=None, kind="forward", name="y"):
     assert actual.shape == ref.shape, f"{name}: shape {actual.shape} != reference {ref.shape}"
     a = actual.astype(np.float64)
     err = np.abs(a - ref)
-    tol = tolerance(ref, dtype, kind)
+    tol = tolerance(ref, dtype, kind, scale)
     bad = ~(err <= tol)  # NaN counts as bad
     if bad.any():
         i = np.unravel_index(np.argmax(np.where(bad, np.nan_to_num(err, nan=np.inf) / np.maximum(tol, 1e-300), 0)), bad.shape)
@@ -130,6 +135,18 @@ def assert_stats_close(mean, rstd, ref_mean, ref_rstd, x_dtype):
     r_err = np.abs(rstd.astype(np.float64) - ref_rstd)
     assert np.all(r_err <= rtol * np.abs(ref_rstd)), (
         f"rstd: max relative error {np.max(r_err / np.abs(ref_rstd)):.3g} > {rtol}")
+
+
+def assert_grads_close(got, dy, x, mean, rstd, n_groups, gamma=None, stats="sample",
+                       channel_axis=1, dtype=None):
+    """(dx, dgamma, dbeta) against reference.backward, scaled by the terms' magnitudes."""
+    import reference as ref
+    want = ref.backward(dy, x, mean, rstd, n_groups, gamma, stats, channel_axis)
+    mags = ref.backward_magnitudes(dy, x, mean, rstd, n_groups, gamma, stats, channel_axis)
+    dtype = np.asarray(got[0]).dtype if dtype is None else dtype
+    for name, a, w, m in zip(("dx", "dgamma", "dbeta"), got, want, mags):
+        if a is not None:
+            assert_close(a, w, dtype, "backward", name, scale=m)
 
 
 def bits(a):

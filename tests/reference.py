@@ -118,6 +118,30 @@ def backward(dy, x, mean, rstd, n_groups, gamma=None, stats="sample", channel_ax
     return from_ncs(dx, np.shape(x), channel_axis), dgamma, dbeta
 
 
+def backward_magnitudes(dy, x, mean, rstd, n_groups, gamma=None, stats="sample", channel_axis=1):
+    """Sums of the absolute values of the terms that make dx, dgamma and dbeta.
+
+    Rounding errors of any finite-precision backward scale with these, not
+    with the (possibly cancelled) results; tolerances use them as the scale.
+    """
+    x3, dy3 = to_ncs(x, channel_axis), to_ncs(dy, channel_axis)
+    n, c, s = x3.shape
+    mean_b, rstd_b = _bcast(mean, stats), _bcast(rstd, stats)
+    xhat = np.abs(((_grouped(x3, n_groups) - mean_b) * rstd_b).reshape(n, c, s))
+    gam = np.ones(c) if gamma is None else per_channel(gamma, c, n_groups)
+    g = _grouped(np.abs(dy3 * gam[None, :, None]), n_groups)
+    ax = _reduce_axes(stats)
+    xg = _grouped(xhat, n_groups)
+    dx = (np.abs(rstd_b) * (g + g.mean(axis=ax, keepdims=True)
+                            + xg * (g * xg).mean(axis=ax, keepdims=True))).reshape(n, c, s)
+    dgamma = np.abs(dy3 * xhat).sum(axis=(0, 2))
+    dbeta = np.abs(dy3).sum(axis=(0, 2))
+    if gamma is not None and np.shape(gamma)[0] != c:
+        dgamma = dgamma.reshape(n_groups, -1).sum(axis=1)
+        dbeta = dbeta.reshape(n_groups, -1).sum(axis=1)
+    return from_ncs(dx, np.shape(x), channel_axis), dgamma, dbeta
+
+
 def batch_running_values(x, n_groups, stats="sample", channel_axis=1):
     """(mean, unbiased var) of shape (G,) that one training step feeds the running stats.
 

@@ -1,0 +1,45 @@
+"""Python overhead of one call, measured on the tiny case.
+
+Three variants of our forward call run in interleaved rounds: as users call
+it, with out= preallocated (no allocation of y), and on a (1, G, 1, 1)
+input, where the work is nil and what remains is the fixed cost of a call
+(argument checks, allocation, dispatch, the C call, one parallel region).
+PyTorch's call on the tiny input is timed afterwards, in its own rounds:
+interleaving microsecond calls of two OpenMP runtimes would measure their
+spinning threads rather than either library.
+"""
+import numpy as np
+
+import timing
+from cases import TINY, make_data
+from contenders import EPS
+
+
+def measure(gn, torch, budget_s):
+    d = make_data(TINY, np.float32, 0)
+    x, gamma, beta = d["x"], d["gamma"], d["beta"]
+    y = np.empty_like(x)
+    g = TINY.g
+    x1 = np.linspace(-1.0, 1.0, g, dtype=np.float32).reshape(1, g, 1, 1)
+    fns = {
+        "call": lambda: gn.group_norm_forward(x, g, gamma, beta, EPS),
+        "out": lambda: gn.group_norm_forward(x, g, gamma, beta, EPS, out=y),
+        "minimal": lambda: gn.group_norm_forward(x1, g),
+    }
+    kw = dict(budget_s=budget_s, min_reps=50, max_reps=5000, warmup=20)
+    med = {k: timing.median(v) for k, v in timing.interleaved(fns, **kw).items()}
+    if torch is not None:
+        xt, wt, bt = (torch.from_numpy(a) for a in (x, gamma, beta))
+        tfn = {"torch": lambda: torch.nn.functional.group_norm(xt, g, wt, bt, EPS)}
+        med["torch"] = timing.median(timing.interleaved(tfn, **kw)["torch"])
+    return med
+
+
+def lines(threads, med):
+    us = {k: v * 1e6 for k, v in med.items()}
+    s = (f"tiny {TINY.label()} float32 NCHW, threads={threads}: call {us['call']:.1f} us, "
+         f"with out= {us['out']:.1f} us (allocation {us['call'] - us['out']:+.1f} us)")
+    if "torch" in us:
+        s += f"; torch {us['torch']:.1f} us"
+    return [s, f"  call overhead ~ {us['minimal']:.1f} us "
+               f"(a (1, {TINY.g}, 1, 1) call, where there is no work)"]

@@ -1,0 +1,203 @@
+"""Bit-for-bit determinism: thread counts, SIMD vs scalar path, concurrent Python threads."""
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+import gn_native as gn
+from conftest import DTYPES, assert_bit_identical, make_affine, make_data
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(gn.__file__)))
+TESTS = os.path.dirname(os.path.abspath(__file__))
+
+# Run in a fresh interpreter per configuration: OMP_NUM_THREADS and GN_NATIVE_ISA are
+# read when the library loads.  Saves every output's raw bytes to an .npz.
+WORKER = textwrap.dedent("""
+    import contextlib, io, sys
+    import numpy as np
+    import gn_native as gn
+    from conftest import DTYPES, make_affine, make_data
+
+    CASES = [  # (name, logical shape, n_groups): chunked reductions and many groups
+        ("big_group", (1, 4, 300, 256), 1),
+        ("many_groups", (8, 64, 16, 16), 32),
+        ("odd", (3, 6, 5, 7), 3),
+        ("wide_k", (2, 96, 33, 17), 4),
+    ]
+    res = {"threads": np.array(gn.get_num_threads())}
+    for name, shape, g in CASES:
+        for dt in DTYPES:
+            for layout in ("nchw", "nhwc"):
+                ax = 1 if layout == "nchw" else -1
+                pshape = shape if layout == "nchw" else (shape[0],) + shape[2:] + (shape[1],)
+                x = make_data(pshape, dt, 0, loc=3.0)
+                dy = make_data(pshape, dt, 1)
+                gamma, beta = make_affine("channel", shape[1], g, dt, 0)
+                for stats in ("sample", "batch"):
+                    y, m, r = gn.group_norm_forward(x, g, gamma, beta, stats=stats, channel_axis=ax)
+                    dx, dg, db = gn.group_norm_backward(dy, x, m, r, g, gamma, stats=stats,
+                                                        channel_axis=ax)
+                    for k, a in dict(y=y, mean=m, rstd=r, dx=dx, dgamma=dg, dbeta=db).items():
+                        key = f"{dt.name}/{name}/{layout}/{stats}/{k}"
+                        res[key] = np.ascontiguousarray(a).reshape(-1).view(np.uint8)
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        shown = gn.show_config()
+    res["config"] = np.array(buf.getvalue() + ("" if shown is None else str(shown)))
+    np.savez(sys.argv[1], **res)
+""")
+
+CONFIGS = {
+    "omp1": {"OMP_NUM_THREADS": "1"},
+    "omp2": {"OMP_NUM_THREADS": "2"},
+    "omp3": {"OMP_NUM_THREADS": "3"},
+    "scalar_omp1": {"OMP_NUM_THREADS": "1", "GN_NATIVE_ISA": "scalar"},
+    "scalar_omp2": {"OMP_NUM_THREADS": "2", "GN_NATIVE_ISA": "scalar"},
+}
+
+
+def _env(extra):
+    env = {k: v for k, v in os.environ.items() if k not in ("GN_NATIVE_ISA", "OMP_NUM_THREADS")}
+    env["PYTHONPATH"] = os.pathsep.join([REPO, TESTS] + env.get("PYTHONPATH", "").split(os.pathsep))
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """{config: {key: bytes-array}} from one subprocess per configuration (run in parallel)."""
+    d = tmp_path_factory.mktemp("determinism")
+    procs = {}
+    for name, extra in CONFIGS.items():
+        path = str(d / f"{name}.npz")
+        procs[name] = (path, subprocess.Popen([sys.executable, "-c", WORKER, path], env=_env(extra),
+                                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    out = {}
+    for name, (path, p) in procs.items():
+        log, _ = p.communicate(timeout=300)
+        assert p.returncode == 0, f"worker {name} failed:\n{log.decode(errors='replace')}"
+        with np.load(path) as f:
+            out[name] = {k: f[k] for k in f.files}
+    return out
+
+
+@pytest.mark.parametrize("dtype", [d.name for d in DTYPES])
+@pytest.mark.parametrize("config,baseline", [
+    ("omp2", "omp1"), ("omp3", "omp1"), ("scalar_omp1", "omp1"), ("scalar_omp2", "omp1"),
+])
+def test_bit_identical_across_configs(runs, config, baseline, dtype):
+    a, b = runs[config], runs[baseline]
+    keys = sorted(k for k in b if k.startswith(dtype + "/"))
+    assert keys
+    differ = [k for k in keys if k not in a or a[k].tobytes() != b[k].tobytes()]
+    assert not differ, f"{config} vs {baseline}: {len(differ)}/{len(keys)} outputs differ: {differ[:12]}"
+
+
+@pytest.mark.parametrize("config,n", [("omp1", 1), ("omp2", 2), ("omp3", 3)])
+def test_omp_num_threads_is_honoured(runs, config, n):
+    assert int(runs[config]["threads"]) == n
+
+
+def _cpu_has_avx2():
+    try:
+        with open("/proc/cpuinfo") as f:
+            return " avx2" in f.read()
+    except OSError:
+        return False
+
+
+def test_isa_environment_variable_selects_the_path(runs):
+    """show_config() reports the SIMD path, so the scalar/SIMD comparison is not vacuous."""
+    scalar = str(runs["scalar_omp1"]["config"]).lower()
+    default = str(runs["omp1"]["config"]).lower()
+    assert "scalar" in scalar, f"show_config under GN_NATIVE_ISA=scalar:\n{scalar}"
+    if _cpu_has_avx2():
+        assert "avx2" in default or "avx512" in default, f"show_config by default:\n{default}"
+
+
+# --- in-process ---------------------------------------------------------------------------
+
+@pytest.fixture
+def restore_threads():
+    old = gn.get_num_threads()
+    yield
+    gn.set_num_threads(old)
+
+
+def test_set_num_threads_round_trip(restore_threads):
+    old = gn.get_num_threads()
+    assert isinstance(old, int) and old >= 1
+    for n in (1, 2, 3, old):
+        gn.set_num_threads(n)
+        assert gn.get_num_threads() == n
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_set_num_threads_does_not_change_results(restore_threads, dtype):
+    x = make_data((1, 4, 300, 256), dtype, 2, loc=5.0)
+    dy = make_data(x.shape, dtype, 3)
+    results = []
+    for n in (1, 2, 4):
+        gn.set_num_threads(n)
+        y, m, r = gn.group_norm_forward(x, 1)
+        dx, dg, db = gn.group_norm_backward(dy, x, m, r, 1)
+        results.append((y, m, r, dx, dg, db))
+    for other in results[1:]:
+        for name, a, b in zip(("y", "mean", "rstd", "dx", "dgamma", "dbeta"), results[0], other):
+            assert_bit_identical(a, b, name)
+
+
+def test_threadpoolctl_limit_applies():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    code = textwrap.dedent("""
+        import gn_native as gn
+        from threadpoolctl import threadpool_limits
+        with threadpool_limits(limits=1, user_api="openmp"):
+            inside = gn.get_num_threads()
+        print(inside, gn.get_num_threads())
+    """)
+    r = subprocess.run([sys.executable, "-c", code], env=_env({"OMP_NUM_THREADS": "2"}),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    inside, after = map(int, r.stdout.split())
+    assert inside == 1, "threadpool_limits(1) should limit gn_native's threads"
+    assert after == 2
+
+
+def test_concurrent_python_threads_match_serial():
+    """8 Python threads (the GIL is released in the core) give the serial results exactly."""
+    jobs = []
+    for i in range(8):
+        dt = DTYPES[i % len(DTYPES)]
+        shape = [(4, 32, 32, 32), (2, 64, 20, 30), (3, 12, 7, 9), (1, 8, 128, 96)][i % 4]
+        ax = 1 if i % 2 == 0 else -1
+        pshape = shape if ax == 1 else (shape[0],) + shape[2:] + (shape[1],)
+        x = make_data(pshape, dt, 10 + i, loc=2.0)
+        dy = make_data(pshape, dt, 20 + i)
+        gamma, beta = make_affine("channel", shape[1], 4, dt, i)
+        jobs.append((x, dy, gamma, beta, ax, "sample" if i % 3 else "batch"))
+
+    def run(job):
+        x, dy, gamma, beta, ax, stats = job
+        y, m, r = gn.group_norm_forward(x, 4, gamma, beta, stats=stats, channel_axis=ax)
+        return (y, m, r) + gn.group_norm_backward(dy, x, m, r, 4, gamma, stats=stats,
+                                                   channel_axis=ax)
+
+    serial = [run(j) for j in jobs]
+    start = threading.Barrier(8)
+
+    def concurrent(job):
+        start.wait()
+        return [run(job) for _ in range(3)]
+
+    with ThreadPoolExecutor(8) as ex:
+        results = list(ex.map(concurrent, jobs))
+    for i, (expected, repeats) in enumerate(zip(serial, results)):
+        for got in repeats:
+            for name, a, b in zip(("y", "mean", "rstd", "dx", "dgamma", "dbeta"), got, expected):
+                assert_bit_identical(a, b, f"job {i} {name}")

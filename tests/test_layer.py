@@ -1,0 +1,210 @@
+"""The GroupNorm layer: parameters, running statistics, train/eval, backward, state dicts."""
+import io
+
+import numpy as np
+import pytest
+
+import gn_native as gn
+import reference as ref
+from conftest import (STATS, assert_bit_identical, assert_close, assert_grads_close, dtype_params,
+                      make_data)
+
+G, C = 3, 6
+SHAPE = (4, C, 5, 5)
+
+
+def _layer(**kw):
+    return gn.GroupNorm(G, C, **kw)
+
+
+def _set_params(layer, seed):
+    """Give the layer non-trivial gamma/beta (in place, keeping their shape and dtype)."""
+    rng = np.random.default_rng(seed)
+    layer.gamma[...] = rng.uniform(0.5, 1.5, layer.gamma.shape).astype(layer.gamma.dtype)
+    layer.beta[...] = rng.normal(0.0, 0.5, layer.beta.shape).astype(layer.beta.dtype)
+
+
+def _steps(dtype, n=3):
+    """Training batches whose statistics move from step to step."""
+    return [make_data(SHAPE, dtype, 100 + i, loc=0.5 * i, scale=1.0 + 0.5 * i) for i in range(n)]
+
+
+@pytest.mark.parametrize("stats", STATS)
+@pytest.mark.parametrize("affine_per,pshape", [("channel", (C,)), ("group", (G,))])
+@pytest.mark.parametrize("dtype", dtype_params())
+def test_initial_state(dtype, affine_per, pshape, stats):
+    layer = _layer(affine_per=affine_per, stats=stats, track_running_stats=True, dtype=dtype)
+    assert layer.training
+    assert layer.gamma.shape == layer.beta.shape == pshape
+    assert layer.gamma.dtype == layer.beta.dtype == dtype
+    np.testing.assert_array_equal(layer.gamma.astype(np.float64), 1.0)
+    np.testing.assert_array_equal(layer.beta.astype(np.float64), 0.0)
+    assert layer.running_mean.shape == layer.running_var.shape == (G,)
+    np.testing.assert_array_equal(layer.running_mean, 0.0)
+    np.testing.assert_array_equal(layer.running_var, 1.0)
+
+
+def test_train_eval_flags():
+    layer = _layer()
+    layer.eval()
+    assert not layer.training
+    layer.train()
+    assert layer.training
+
+
+@pytest.mark.parametrize("momentum", [0.1, 0.5])
+@pytest.mark.parametrize("stats", STATS)
+@pytest.mark.parametrize("dtype", [pytest.param(np.float32, id="float32"),
+                                   pytest.param(np.float64, id="float64")])
+def test_running_statistics(dtype, stats, momentum):
+    layer = _layer(stats=stats, track_running_stats=True, momentum=momentum, dtype=dtype)
+    _set_params(layer, 0)
+    rm, rv = np.zeros(G), np.ones(G)
+    for x in _steps(dtype):
+        y = layer(x)
+        # training normalizes with the batch's own statistics
+        assert_close(y, ref.forward(x, G, layer.gamma, layer.beta, 1e-5, stats)[0], dtype)
+        rm, rv = ref.update_running(rm, rv, x, G, momentum, stats)
+        np.testing.assert_allclose(layer.running_mean, rm, rtol=1e-5, atol=1e-6, err_msg="running_mean")
+        np.testing.assert_allclose(layer.running_var, rv, rtol=1e-5, atol=1e-6, err_msg="running_var")
+
+    layer.eval()
+    x = make_data(SHAPE, dtype, 7, loc=2.0, scale=3.0)
+    y = layer(x)
+    y_ref = ref.eval_with_running(x, G, layer.running_mean, layer.running_var, layer.gamma,
+                                  layer.beta, 1e-5)
+    assert_close(y, y_ref, dtype)
+    # eval neither updates the running statistics nor depends on the batch
+    np.testing.assert_allclose(layer.running_mean, rm, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(layer.running_var, rv, rtol=1e-5, atol=1e-6)
+    assert_bit_identical(layer(x[1:2]), y[1:2], "y of one sample in eval")
+
+
+@pytest.mark.parametrize("stats", STATS)
+def test_eval_without_tracking_behaves_as_training(stats):
+    layer = _layer(stats=stats)
+    _set_params(layer, 1)
+    x = make_data(SHAPE, np.float32, 8, loc=1.0)
+    y_train = layer(x)
+    layer.eval()
+    y_eval = layer(x)
+    assert_bit_identical(y_eval, y_train, "y in eval")
+    assert_bit_identical(y_train, gn.group_norm(x, G, layer.gamma, layer.beta, stats=stats))
+
+
+@pytest.mark.parametrize("track", [False, True], ids=["untracked", "tracked"])
+@pytest.mark.parametrize("stats", STATS)
+@pytest.mark.parametrize("affine_per", ["channel", "group"])
+@pytest.mark.parametrize("dtype", dtype_params())
+def test_backward(dtype, affine_per, stats, track):
+    layer = _layer(affine_per=affine_per, stats=stats, track_running_stats=track, dtype=dtype)
+    _set_params(layer, 2)
+    x = make_data(SHAPE, dtype, 9)
+    dy = make_data(SHAPE, dtype, 10)
+    y = layer(x)
+    y_ref, m_ref, r_ref = ref.forward(x, G, layer.gamma, layer.beta, 1e-5, stats)
+    assert_close(y, y_ref, dtype)
+    dx = layer.backward(dy)
+    assert dx.shape == x.shape and dx.dtype == dtype
+    assert layer.dgamma.shape == layer.dbeta.shape == layer.gamma.shape
+    assert layer.dgamma.dtype == layer.dbeta.dtype == dtype
+    assert_grads_close((dx, layer.dgamma, layer.dbeta), dy, x, m_ref, r_ref, G, layer.gamma, stats)
+
+
+@pytest.mark.parametrize("stats", STATS)
+def test_no_affine(stats):
+    layer = _layer(affine=False, stats=stats, dtype=np.float64)
+    x = make_data(SHAPE, np.float64, 11, loc=-3.0)
+    dy = make_data(SHAPE, np.float64, 12)
+    y_ref, m_ref, r_ref = ref.forward(x, G, stats=stats)
+    assert_close(layer(x), y_ref, np.float64)
+    assert_grads_close((layer.backward(dy), None, None), dy, x, m_ref, r_ref, G, None, stats)
+
+
+def test_backward_uses_the_last_training_call():
+    layer = _layer(dtype=np.float64)
+    x1, x2 = make_data(SHAPE, np.float64, 13), make_data(SHAPE, np.float64, 14, loc=1.0)
+    dy = make_data(SHAPE, np.float64, 15)
+    layer(x1)
+    layer(x2)
+    _, m, r = ref.forward(x2, G)
+    assert_grads_close((layer.backward(dy), None, None), dy, x2, m, r, G)
+
+
+# --- state dicts --------------------------------------------------------------------------
+
+def _trained(seed=3, **kw):
+    layer = _layer(track_running_stats=True, **kw)
+    _set_params(layer, seed)
+    for x in _steps(np.float32, 2):
+        layer(x)
+    return layer
+
+
+def _snapshot(layer):
+    return {k: np.array(v, copy=True) for k, v in layer.state_dict().items()}
+
+
+def _assert_same_state(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert np.asarray(a[k]).shape == np.asarray(b[k]).shape, k
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def _roundtrip_direct(sd):
+    return sd
+
+
+def _roundtrip_savez(sd):
+    buf = io.BytesIO()
+    np.savez(buf, **sd)
+    buf.seek(0)
+    with np.load(buf) as f:
+        return {k: f[k] for k in f.files}
+
+
+@pytest.mark.parametrize("roundtrip", [_roundtrip_direct, _roundtrip_savez], ids=["direct", "savez"])
+@pytest.mark.parametrize("affine_per", ["channel", "group"])
+@pytest.mark.parametrize("stats", STATS)
+def test_state_dict_round_trip(stats, affine_per, roundtrip):
+    src = _trained(stats=stats, affine_per=affine_per)
+    sd = src.state_dict()
+    assert all(isinstance(v, np.ndarray) for v in sd.values()), {k: type(v) for k, v in sd.items()}
+    dst = _layer(track_running_stats=True, stats=stats, affine_per=affine_per)
+    dst.load_state_dict(roundtrip(sd))
+    _assert_same_state(_snapshot(dst), _snapshot(src))
+    np.testing.assert_array_equal(dst.gamma, src.gamma)
+    np.testing.assert_array_equal(dst.running_var, src.running_var)
+    src.eval()
+    dst.eval()
+    x = make_data(SHAPE, np.float32, 16)
+    assert_bit_identical(dst(x), src(x), "eval output after load_state_dict")
+
+
+def test_state_dict_is_a_snapshot():
+    layer = _trained()
+    sd = layer.state_dict()
+    before = _snapshot(layer)
+    layer(make_data(SHAPE, np.float32, 17, loc=5.0))  # updates the running statistics
+    _assert_same_state(sd, before)
+
+
+def _bad_shape(v):
+    return np.zeros(v.shape[:-1] + (v.shape[-1] + 1,), v.dtype)
+
+
+def test_refused_load_state_dict_leaves_layer_unchanged():
+    layer = _trained()
+    before = _snapshot(layer)
+    good = _trained(seed=4).state_dict()
+    keys = [k for k, v in before.items() if np.ndim(v) >= 1]
+    assert keys
+    for bad_key in keys:
+        # every other entry valid (and different), so a partial load would show
+        bad = {k: np.array(v, copy=True) for k, v in good.items()}
+        bad[bad_key] = _bad_shape(before[bad_key])
+        with pytest.raises(ValueError) as info:
+            layer.load_state_dict(bad)
+        assert bad_key in str(info.value) or "shape" in str(info.value)
+        _assert_same_state(_snapshot(layer), before)
