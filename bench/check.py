@@ -45,10 +45,11 @@ def compare(got, ref, what):
         floor = scale / 256.0 if scale > 0 else np.finfo(np.float64).tiny
         bound = ULPS * _ulp(np.maximum(np.abs(ref), floor), bits)
         excess = np.abs(g - ref) / bound
-        worst = int(np.argmax(excess)) if excess.size else 0
-        if excess.size and excess.flat[worst] > 1.0:
-            return (f"{what}: {excess.flat[worst] * ULPS:.1f} ulp off at flat index {worst} "
-                    f"(got {g.flat[worst]!r}, expected {ref.flat[worst]!r}; allowed {ULPS:g} ulp)")
+        if excess.size and np.max(excess) > 1.0:
+            at = np.unravel_index(int(np.argmax(excess)), excess.shape)
+            return (f"{what}: {excess[at] * ULPS:.1f} ulp off at {tuple(map(int, at))} "
+                    f"(got {float(g[at]):.6g}, expected {float(ref[at]):.6g}; "
+                    f"allowed {ULPS:g} ulp)")
         return None
     tol = NORMWISE_TOL.get(name, NORMWISE_TOL["float32"])
     err = error(got, ref)

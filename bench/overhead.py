@@ -37,8 +37,10 @@ def measure(gn, torch, budget_s):
 
 def lines(threads, med):
     us = {k: v * 1e6 for k, v in med.items()}
+    saved = us["call"] - us["out"]
     s = (f"tiny {TINY.label()} float32 NCHW, threads={threads}: call {us['call']:.1f} us, "
-         f"with out= {us['out']:.1f} us (allocation {us['call'] - us['out']:+.1f} us)")
+         f"with out= {us['out']:.1f} us (out= " +
+         (f"saves {saved:.1f} us)" if saved >= 0 else f"costs {-saved:.1f} us more)"))
     if "torch" in us:
         s += f"; torch {us['torch']:.1f} us"
     return [s, f"  call overhead ~ {us['minimal']:.1f} us "

@@ -59,26 +59,28 @@ def load_average():
         return None
 
 
-def show_config_text(gn):
-    """gn.show_config()'s report, whether it returns it or prints it."""
+def show_config(gn):
+    """(text, value): gn.show_config()'s report as printed, and what it returned."""
     fn = getattr(gn, "show_config", None)
     if fn is None:
-        return "(gn_native has no show_config)"
+        return "(gn_native has no show_config)", None
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         ret = fn()
-    text = buf.getvalue().strip()
+    text = buf.getvalue().rstrip()
     if ret is not None and not text:
         text = (json.dumps(ret, indent=1, default=str) if isinstance(ret, dict) else str(ret))
-    return text or "(show_config printed nothing)"
+    return text or "(show_config printed nothing)", ret
 
 
 def environment(gn, torch, gpu_line, threads, args):
+    config_text, config = show_config(gn)
     return {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "gn_native": getattr(gn, "__version__", "?"),
         "gn_native_path": os.path.dirname(getattr(gn, "__file__", "") or ""),
-        "show_config": show_config_text(gn),
+        "show_config": config_text,
+        "config": config,
         "python": platform.python_version(),
         "numpy": np.__version__,
         "torch": getattr(torch, "__version__", None),
@@ -110,6 +112,12 @@ def header_lines(env):
                      ("  -- the machine is busy: timings, multi-threaded ones most, will be noisy"
                       if busy else ""))
     lines.append(f"GPU: {env['gpu']}")
+    tm = env.get("timing")
+    if tm:
+        lines.append(f"timing: ~{tm['budget_s_per_row']:g} s per row, {tm['min_reps']}-"
+                     f"{tm['max_reps']} interleaved rounds after warm-up"
+                     + (f", {tm['gap_ms']:g} ms pause before multi-threaded calls"
+                        if tm["gap_ms"] else ""))
     lines.append(LEGEND)
     return lines
 
@@ -198,9 +206,9 @@ def summary_lines(rows, with_gpu):
         if with_gpu:
             gs = [r["gpu"] for r in rs if r.get("gpu") and not r["gpu"].get("na")
                   and r["gpu"].get("status") == "ok"]
-            cells += [_num(_med(g["gbps"] for g in gs), ".0f"),
-                      _num(_med(g["x_copy"] for g in gs), ".2f"),
-                      _num(_med(g["x_torch"] for g in gs), ".2f")]
+            cells += ([_num(_med(g["gbps"] for g in gs), ".0f"),
+                       _num(_med(g["x_copy"] for g in gs), ".2f"),
+                       _num(_med(g["x_torch"] for g in gs), ".2f")] if gs else ["", "", ""])
         out.append(_line(cells, cols))
     return out
 

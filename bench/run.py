@@ -245,7 +245,10 @@ def main(argv=None):
     stats_modes = select(args.stats, STATS, "--stats") or list(STATS)
     passes = select(args.passes, PASSES, "--pass") or list(PASSES)
 
+    run = Run(args, gn, torch, gpu)
     env = report.environment(gn, torch, gpu_line, threads, args)
+    env["timing"] = {"budget_s_per_row": run.budget, "min_reps": run.min_reps,
+                     "max_reps": run.max_reps, "gap_ms": run.gap_s * 1e3}
     for line in report.header_lines(env):
         print(line)
     print()
@@ -254,7 +257,6 @@ def main(argv=None):
         print(line)
     sys.stdout.flush()
 
-    run = Run(args, gn, torch, gpu)
     threads_before = gn.get_num_threads()
     bar = Progress(len(cases) * len(dtypes) * len(layouts) * len(stats_modes) * len(passes)
                    * len(threads))

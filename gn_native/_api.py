@@ -63,8 +63,9 @@ def _layout(xp, x, ax):
 
 
 def _data_ptr(a):
-    d = a.data
-    return d.ptr if hasattr(d, "ptr") else a.__array_interface__["data"][0]
+    if isinstance(a, np.ndarray):
+        return a.ctypes.data     # a.data (a memoryview) refuses bfloat16
+    return a.data.ptr
 
 
 def _overlaps_partially(xp, a, b):
@@ -110,10 +111,12 @@ def _all_numpy(*arrays):
 
 
 def _prepare(x, n_groups, gamma, beta, eps, stats, channel_axis, out, extra=()):
-    if _all_numpy(x, gamma, beta, out, *[a for a, _ in extra]):
+    if type(x) is np.ndarray and _all_numpy(gamma, beta, out, *[a for a, _ in extra]):
         kind, xp, backend = "numpy", np, _cpu   # the common case, without conversions
         extra = [a for a, _ in extra]
     else:
+        if x is None:
+            raise TypeError("x must be an array, got None")
         kind = V.array_module_name(x, gamma, beta, out, *[a for a, _ in extra])
         xp, backend = _backend(kind)
         x, gamma, beta = _arrays(kind, (x, "x"), (gamma, "gamma"), (beta, "beta"))

@@ -146,13 +146,24 @@ def test_in_place(dtype, layout, stats):
     assert_bit_identical(x, expected)
 
 
-def test_out_partially_overlapping_input():
-    buf = make_data((4, 6, 5, 5), np.float32, 9)
+@pytest.mark.parametrize("dtype", dtype_params())
+def test_in_place_channels_last_memory(dtype):
+    """out=x where x is a channels_last (NHWC-memory) array seen as NCHW."""
+    x = np.moveaxis(make_data((2, 5, 4, 6), dtype, 19), -1, 1)
+    expected = gn.group_norm(x.copy(order="K"), 3)  # same (NHWC) kernel
+    res = gn.group_norm(x, 3, out=x)
+    assert res is x
+    np.testing.assert_array_equal(x.astype(np.float64), expected.astype(np.float64))
+
+
+@pytest.mark.parametrize("dtype", dtype_params())
+def test_out_partially_overlapping_input(dtype):
+    buf = make_data((4, 6, 5, 5), dtype, 9)
     x = buf[:3]
     expected = gn.group_norm(x.copy(), 3)
     out = buf[1:]
     gn.group_norm(x, 3, out=out)
-    np.testing.assert_array_equal(buf[1:], expected)
+    np.testing.assert_array_equal(buf[1:].astype(np.float64), expected.astype(np.float64))
 
 
 def test_out_with_other_memory_order():
@@ -264,3 +275,4 @@ def test_empty_input(shape, dtype, layout, stats):
     out = np.empty_like(x)
     assert gn.group_norm(x, 3, gamma, beta, stats=stats, channel_axis=channel_axis(layout),
                          out=out) is out
+

@@ -1,0 +1,45 @@
+"""Package-level API: version, include folder, configuration."""
+import os
+
+import numpy as np
+
+import gn_native as gn
+
+
+def test_version_is_a_version_string():
+    parts = gn.__version__.split(".")
+    assert len(parts) >= 2 and all(p.isdigit() for p in parts[:2]), gn.__version__
+
+
+def test_get_include_holds_the_c_header():
+    header = os.path.join(gn.get_include(), "gn_native.h")
+    assert os.path.isfile(header)
+    with open(header) as f:
+        assert "Python.h" not in f.read(), "the C API header must not need Python"
+
+
+def test_show_config_names_the_simd_path_and_threads(capsys):
+    cfg = gn.show_config()
+    text = capsys.readouterr().out + ("" if cfg is None else str(cfg))
+    assert "scalar" in text.lower() or "avx" in text.lower() or "neon" in text.lower(), text
+    assert str(gn.get_num_threads()) in text
+
+
+def test_public_names():
+    for name in ("group_norm", "group_norm_forward", "group_norm_backward", "GroupNorm",
+                 "get_num_threads", "set_num_threads", "get_include", "show_config"):
+        assert callable(getattr(gn, name)), name
+
+
+def test_import_needs_only_numpy():
+    """`import gn_native` must not pull in torch, cupy or ml_dtypes-dependent frameworks."""
+    import subprocess
+    import sys
+    code = ("import sys, gn_native; bad = [m for m in ('torch', 'cupy', 'jax', 'tensorflow') "
+            "if m in sys.modules]; print(bad); assert not bad")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(gn.__file__)))
+    env = dict(os.environ, PYTHONPATH=repo)
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert np is not None
