@@ -10,10 +10,13 @@
 /* Reductions are cut into chunks of fixed size (never by thread count) and
  * the chunk partials are folded in index order, so results do not depend on
  * how many threads ran.  Inside a chunk, contiguous reductions use 16
- * interleaved double lanes (element i goes to lane i % 16) combined by the
- * fixed tree in gn_lanes_fold: the SIMD paths do exactly the same
- * operations, so they are bit-identical to the scalar reference. */
-#define GN_CHUNK 4096          /* elements, a multiple of GN_LANES */
+ * interleaved lanes (element i goes to lane i % 16): each block of GN_BLOCK
+ * elements accumulates in the compute type (4 values per lane), then is
+ * added to double lanes, which the fixed tree in gn_lanes_fold combines.
+ * The SIMD paths do exactly the same operations, so they are bit-identical
+ * to the scalar reference. */
+#define GN_CHUNK 4096          /* elements, a multiple of GN_BLOCK */
+#define GN_BLOCK 64
 #define GN_ROWS 256            /* rows (spatial positions) per NHWC chunk */
 #define GN_LANES 16
 

@@ -1,0 +1,345 @@
+// gn_kernels.cuh -- the RawKernels of the GPU backend (templates).
+//
+// T is the storage type (gn_half, gn_bfloat, float, double), L the memory
+// layout (GN_NCHW: x[n][c][s], GN_NHWC: x[n][s][c]), AFF the affine kind.
+// A = gn_traits<T>::acc is the compute type, S = gn_traits<T>::stat the
+// type of mean/rstd.  Launch geometry (grid, block, shared memory, chunks)
+// comes from gn_native/_gpu_geometry.py; blockDim.x is a power of two.
+//
+// Only __syncthreads() and dynamic shared memory are used between threads
+// (no warp shuffles, no atomics): reductions run in a fixed order, results
+// are the same run after run, and tests/gpu_harness/host_shim.h can run
+// these kernels on the CPU with one std::thread per CUDA thread.
+#ifndef GN_KERNELS_CUH
+#define GN_KERNELS_CUH
+
+#include "gn_math.cuh"
+
+#ifndef GN_HOST_EMULATION
+#define GN_DEV __device__ __forceinline__
+#define GN_DYN_SMEM(name) extern __shared__ __align__(16) unsigned char name[]
+#define GN_SYNC() __syncthreads()
+#define GN_TID ((int)threadIdx.x)
+#define GN_NT ((int)blockDim.x)
+#define GN_BID ((long long)blockIdx.x)
+#define GN_NB ((long long)gridDim.x)
+#endif
+
+#define GN_UNROLL 4
+
+template <typename T> struct gn_ptr { typedef typename gn_traits<T>::stat S; typedef typename gn_traits<T>::acc A; };
+
+// ---------------------------------------------------------------------------
+// Block-level pieces.  Every thread of the block must call them.
+
+// Tree-merge the moments held in (sn, smean, sm2)[0..nt) into slot 0.
+GN_DEV void gn_block_merge_moments(double* sn, double* smean, double* sm2, int tid, int nt) {
+    for (int s = nt >> 1; s > 0; s >>= 1) {
+        if (tid < s) gn_chan_merge<double>(sn[tid], smean[tid], sm2[tid], sn[tid + s], smean[tid + s], sm2[tid + s]);
+        GN_SYNC();
+    }
+}
+
+// Moments (count, mean, M2) of elements [j0, j1) of one group, whose element
+// j sits at xg[walk offset of j].  Threads hold Welford/Chan moments in the
+// compute type, of values shifted by the range's first element (so that the
+// mean of data far from zero stays exact); the block merges them in double.
+template <typename T>
+GN_DEV void gn_block_moments(const T* xg, long long j0, long long j1, long long len, long long stride,
+                             double* smem, double& cnt, double& mean, double& m2) {
+    typedef typename gn_traits<T>::acc A;
+    const int tid = GN_TID, nt = GN_NT;
+    double* sn = smem;
+    double* smean = smem + nt;
+    double* sm2 = smem + 2 * nt;
+    gn_walk w;
+    w.init(j0, 1, len, stride);
+    const A shift = gn_to_acc(xg[w.offset()]);
+    w.init(j0 + tid, nt, len, stride);
+    A n = 0, mu = 0, s2 = 0;
+    for (long long j = j0 + tid; j < j1; j += (long long)GN_UNROLL * nt) {
+        A v[GN_UNROLL];
+        int u = 0;
+#pragma unroll
+        for (int q = 0; q < GN_UNROLL; ++q) {
+            if (j + (long long)q * nt < j1) {
+                v[q] = gn_to_acc(xg[w.offset()]) - shift;
+                w.advance();
+                ++u;
+            }
+        }
+        A cm, cm2;
+        gn_chunk_moments<A, GN_UNROLL>(v, u, cm, cm2);
+        gn_chan_merge<A>(n, mu, s2, (A)u, cm, cm2);
+    }
+    sn[tid] = (double)n;
+    smean[tid] = (double)shift + (double)mu;
+    sm2[tid] = (double)s2;
+    GN_SYNC();
+    gn_block_merge_moments(sn, smean, sm2, tid, nt);
+    cnt = sn[0]; mean = smean[0]; m2 = sm2[0];
+    GN_SYNC();  // slot 0 read by all before the caller reuses shared memory
+}
+
+// Tree-sum two arrays over one dimension of the block, viewed as (rlen) rows
+// of stride `rstride`: thread at reduce position rpos adds its partner's.
+GN_DEV void gn_block_sum2(double* ra, double* rb, int tid, int rpos, int rlen, int rstride) {
+    for (int s = rlen >> 1; s > 0; s >>= 1) {
+        if (rpos < s) { ra[tid] += ra[tid + s * rstride]; rb[tid] += rb[tid + s * rstride]; }
+        GN_SYNC();
+    }
+}
+
+// How a block of nt threads covers a tile of channels x spatial positions:
+// NCHW rows are channels (contiguous along s): tx runs along s, ty over
+// channels.  NHWC rows are positions (contiguous along c): tx runs over
+// channels, ty along s.  tx has tx_len (a power of two) values.
+struct gn_tile {
+    int cpos, clen, rpos, rlen, rstride;
+    GN_DEV void init(int layout, int tid, int nt, int tx_len) {
+        int tx = tid & (tx_len - 1), ty = tid / tx_len, ty_len = nt / tx_len;
+        if (layout == GN_NCHW) { cpos = ty; clen = ty_len; rpos = tx; rlen = tx_len; rstride = 1; }
+        else { cpos = tx; clen = tx_len; rpos = ty; rlen = ty_len; rstride = tx_len; }
+    }
+};
+
+// sum(dy) and sum(dy * (x - mu)) over positions s0 + rpos, s0 + rpos + rlen, ...
+// < s1 of channel c of one sample (xb, dyb point at the sample).  Chunks of
+// GN_UNROLL values are summed in the compute type, then in double.
+template <typename T, int L>
+GN_DEV void gn_channel_sums(const T* dyb, const T* xb, long long c, long long s0, long long s1,
+                            long long C, long long Sp, int rpos, int rlen,
+                            typename gn_traits<T>::acc mu, double& sdy, double& sdyx) {
+    typedef typename gn_traits<T>::acc A;
+    sdy = 0.0; sdyx = 0.0;
+    const long long cstride = L == GN_NCHW ? 1 : C;    // distance between positions
+    const long long cbase = L == GN_NCHW ? c * Sp : c;
+    for (long long s = s0 + rpos; s < s1; s += (long long)GN_UNROLL * rlen) {
+        A a = 0, b = 0;
+#pragma unroll
+        for (int q = 0; q < GN_UNROLL; ++q) {
+            long long sq = s + (long long)q * rlen;
+            if (sq < s1) {
+                long long off = cbase + sq * cstride;
+                A d = gn_to_acc(dyb[off]);
+                A xv = gn_to_acc(xb[off]);
+                a += d;
+                b += d * (xv - mu);
+            }
+        }
+        sdy += (double)a;
+        sdyx += (double)b;
+    }
+}
+
+template <int AFF, typename T>
+GN_DEV void gn_affine_load(const T* gamma, const T* beta, long long c, long long g,
+                           typename gn_traits<T>::acc& gam, typename gn_traits<T>::acc& bet) {
+    typedef typename gn_traits<T>::acc A;
+    gam = (A)1; bet = (A)0;
+    if (AFF == GN_AFFINE_NONE) return;
+    long long idx = AFF == GN_AFFINE_CHANNEL ? c : g;
+    if (gamma) gam = gn_to_acc(gamma[idx]);
+    if (beta) bet = gn_to_acc(beta[idx]);
+}
+
+// ---------------------------------------------------------------------------
+// Forward, stats="sample", one block per group (n, g): statistics, then
+// normalize + affine re-reading the group (from L2 for groups of moderate
+// size).  y may alias x.  Shared memory: 3 * blockDim doubles.
+template <typename T, int L, int AFF>
+__global__ void gn_fwd_fused(T* y, typename gn_traits<T>::stat* mean, typename gn_traits<T>::stat* rstd,
+                             const T* x, const T* gamma, const T* beta,
+                             long long N, long long C, long long Sp, long long G, double eps) {
+    typedef typename gn_traits<T>::acc A;
+    typedef typename gn_traits<T>::stat S;
+    GN_DYN_SMEM(smem_raw);
+    double* smem = (double*)smem_raw;
+    const int tid = GN_TID, nt = GN_NT;
+    const long long K = C / G, M = K * Sp;
+    const long long len = L == GN_NCHW ? Sp : K, stride = L == GN_NCHW ? Sp : C;
+    for (long long grp = GN_BID; grp < N * G; grp += GN_NB) {
+        const long long n = grp / G, g = grp - n * G;
+        const long long base = L == GN_NCHW ? (n * C + g * K) * Sp : n * Sp * C + g * K;
+        double cnt, mu, m2;
+        gn_block_moments<T>(x + base, 0, M, len, stride, smem, cnt, mu, m2);
+        const double r = gn_rstd(cnt, m2, eps);
+        if (tid == 0) { mean[grp] = (S)mu; rstd[grp] = (S)r; }
+        A mhi, mlo;
+        gn_mean_parts(mu, mhi, mlo);
+        const A ra = (A)r;
+        gn_walk w;
+        w.init(tid, nt, len, stride);
+        for (long long j = tid; j < M; j += (long long)GN_UNROLL * nt) {
+            long long off[GN_UNROLL], ch[GN_UNROLL];
+            A v[GN_UNROLL];
+#pragma unroll
+            for (int q = 0; q < GN_UNROLL; ++q) {
+                if (j + (long long)q * nt < M) {
+                    off[q] = base + w.offset();
+                    ch[q] = g * K + w.channel(L);
+                    v[q] = gn_to_acc(x[off[q]]);
+                    w.advance();
+                }
+            }
+#pragma unroll
+            for (int q = 0; q < GN_UNROLL; ++q) {
+                if (j + (long long)q * nt < M) {
+                    A gam, bet;
+                    gn_affine_load<AFF, T>(gamma, beta, ch[q], g, gam, bet);
+                    y[off[q]] = gn_from_acc<T>(gn_normalize<A>(v[q], mhi, mlo, ra, gam, bet));
+                }
+            }
+        }
+    }
+}
+
+// Forward, split path, stage 1: moments of chunk p of group (n, g), for
+// item = (p * N + n) * G + g, chunk = elements [p*chunk, (p+1)*chunk) of the
+// group's linear index.  Merged by the gn_merge_stats ReductionKernel.
+template <typename T, int L>
+__global__ void gn_stats_partial(double* pn, double* pmean, double* pm2, const T* x,
+                                 long long N, long long C, long long Sp, long long G,
+                                 long long P, long long chunk) {
+    GN_DYN_SMEM(smem_raw);
+    double* smem = (double*)smem_raw;
+    const long long K = C / G, M = K * Sp;
+    const long long len = L == GN_NCHW ? Sp : K, stride = L == GN_NCHW ? Sp : C;
+    for (long long item = GN_BID; item < P * N * G; item += GN_NB) {
+        const long long p = item / (N * G), ng = item - p * (N * G);
+        const long long n = ng / G, g = ng - n * G;
+        const long long base = L == GN_NCHW ? (n * C + g * K) * Sp : n * Sp * C + g * K;
+        const long long j0 = p * chunk;
+        const long long j1 = j0 + chunk < M ? j0 + chunk : M;
+        double cnt, mu, m2;
+        gn_block_moments<T>(x + base, j0, j1, len, stride, smem, cnt, mu, m2);
+        if (GN_TID == 0) { pn[item] = cnt; pmean[item] = mu; pm2[item] = m2; }
+    }
+}
+
+// Backward, stats="sample", one block per group (n, g).  Pass 1: per channel
+// sum(dy) and sum(dy * (x - mean)), written to pdb/pdg[n * C + c] (pdg
+// times rstd: the sample's share of dgamma).  Pass 2: dx.  dx may alias dy.
+// Shared memory: 2 * (blockDim + K) doubles.  tx_len: see gn_tile.
+template <typename T, int L, int AFF>
+__global__ void gn_bwd_fused(T* dx, typename gn_traits<T>::acc* pdb, typename gn_traits<T>::acc* pdg,
+                             const T* dy, const T* x, const typename gn_traits<T>::stat* mean,
+                             const typename gn_traits<T>::stat* rstd, const T* gamma,
+                             long long N, long long C, long long Sp, long long G, int tx_len) {
+    typedef typename gn_traits<T>::acc A;
+    GN_DYN_SMEM(smem_raw);
+    const int tid = GN_TID, nt = GN_NT;
+    double* ra = (double*)smem_raw;
+    double* rb = ra + nt;
+    const long long K = C / G, M = K * Sp;
+    double* cdy = rb + nt;
+    double* cdyx = cdy + K;
+    const long long len = L == GN_NCHW ? Sp : K, stride = L == GN_NCHW ? Sp : C;
+    gn_tile t;
+    t.init(L, tid, nt, tx_len);
+    for (long long grp = GN_BID; grp < N * G; grp += GN_NB) {
+        const long long n = grp / G, g = grp - n * G;
+        const long long nbase = n * C * Sp;
+        const A mu = (A)mean[grp];
+        const double r = (double)rstd[grp];
+        for (long long k0 = 0; k0 < K; k0 += t.clen) {
+            const long long k = k0 + t.cpos;
+            double sdy = 0.0, sdyx = 0.0;
+            if (k < K)
+                gn_channel_sums<T, L>(dy + nbase, x + nbase, g * K + k, 0, Sp, C, Sp, t.rpos, t.rlen, mu, sdy, sdyx);
+            ra[tid] = sdy; rb[tid] = sdyx;
+            GN_SYNC();
+            gn_block_sum2(ra, rb, tid, t.rpos, t.rlen, t.rstride);
+            if (t.rpos == 0 && k < K) { cdy[k] = ra[tid]; cdyx[k] = rb[tid]; }
+            GN_SYNC();
+        }
+        double a = 0.0, b = 0.0;
+        for (long long k = tid; k < K; k += nt) {
+            const long long c = g * K + k;
+            pdb[n * C + c] = (A)cdy[k];
+            pdg[n * C + c] = (A)(r * cdyx[k]);
+            A gam, bet;
+            gn_affine_load<AFF, T>(gamma, (const T*)0, c, g, gam, bet);
+            a += (double)gam * cdy[k];
+            b += (double)gam * cdyx[k];
+        }
+        ra[tid] = a; rb[tid] = b;
+        GN_SYNC();
+        gn_block_sum2(ra, rb, tid, tid, nt, 1);
+        double c2, c3;
+        gn_bwd_coef(ra[0], r * rb[0], r, (double)M, c2, c3);
+        GN_SYNC();
+        const A rA = (A)r, c2A = (A)c2, c3A = (A)c3;
+        gn_walk w;
+        w.init(tid, nt, len, stride);
+        const long long gbase = L == GN_NCHW ? (n * C + g * K) * Sp : n * Sp * C + g * K;
+        for (long long j = tid; j < M; j += (long long)GN_UNROLL * nt) {
+            long long off[GN_UNROLL], ch[GN_UNROLL];
+            A dv[GN_UNROLL], xv[GN_UNROLL];
+#pragma unroll
+            for (int q = 0; q < GN_UNROLL; ++q) {
+                if (j + (long long)q * nt < M) {
+                    off[q] = gbase + w.offset();
+                    ch[q] = g * K + w.channel(L);
+                    dv[q] = gn_to_acc(dy[off[q]]);
+                    xv[q] = gn_to_acc(x[off[q]]);
+                    w.advance();
+                }
+            }
+#pragma unroll
+            for (int q = 0; q < GN_UNROLL; ++q) {
+                if (j + (long long)q * nt < M) {
+                    A gam, bet;
+                    gn_affine_load<AFF, T>(gamma, (const T*)0, ch[q], g, gam, bet);
+                    dx[off[q]] = gn_from_acc<T>(gn_dx<A>(dv[q], xv[q], mu, rA, gam, c2A, c3A));
+                }
+            }
+        }
+    }
+}
+
+// Backward, split path, stage 1: per channel sums over positions
+// [p*chunk, (p+1)*chunk) of sample n, for a tile of channels; written to
+// pdb/pdg[(p * N + n) * C + c] (pdg times the channel's rstd).  gn is G for
+// stats="sample" (statistics index n*G + g), 0 for "batch" (index g).
+// Shared memory: 2 * blockDim doubles.
+template <typename T, int L>
+__global__ void gn_bwd_partial(typename gn_traits<T>::acc* pdb, typename gn_traits<T>::acc* pdg,
+                               const T* dy, const T* x, const typename gn_traits<T>::stat* mean,
+                               const typename gn_traits<T>::stat* rstd,
+                               long long N, long long C, long long Sp, long long G, long long gn,
+                               long long P, long long chunk, int tx_len) {
+    typedef typename gn_traits<T>::acc A;
+    GN_DYN_SMEM(smem_raw);
+    const int tid = GN_TID, nt = GN_NT;
+    double* ra = (double*)smem_raw;
+    double* rb = ra + nt;
+    const long long K = C / G;
+    gn_tile t;
+    t.init(L, tid, nt, tx_len);
+    const long long ntiles = (C + t.clen - 1) / t.clen;
+    for (long long item = GN_BID; item < P * N * ntiles; item += GN_NB) {
+        const long long p = item / (N * ntiles), rem = item - p * (N * ntiles);
+        const long long n = rem / ntiles, tile = rem - n * ntiles;
+        const long long c = tile * t.clen + t.cpos;
+        const long long s0 = p * chunk;
+        const long long s1 = s0 + chunk < Sp ? s0 + chunk : Sp;
+        const long long nbase = n * C * Sp;
+        double sdy = 0.0, sdyx = 0.0, r = 0.0;
+        if (c < C) {
+            const long long st = n * gn + c / K;
+            r = (double)rstd[st];
+            gn_channel_sums<T, L>(dy + nbase, x + nbase, c, s0, s1, C, Sp, t.rpos, t.rlen, (A)mean[st], sdy, sdyx);
+        }
+        ra[tid] = sdy; rb[tid] = sdyx;
+        GN_SYNC();
+        gn_block_sum2(ra, rb, tid, t.rpos, t.rlen, t.rstride);
+        if (t.rpos == 0 && c < C) {
+            pdb[(p * N + n) * C + c] = (A)ra[tid];
+            pdg[(p * N + n) * C + c] = (A)(r * rb[tid]);
+        }
+        GN_SYNC();
+    }
+}
+
+#endif  // GN_KERNELS_CUH

@@ -1,0 +1,313 @@
+// gn_math.cuh -- the arithmetic of the GPU kernels, shared by the device and the host.
+//
+// Every formula the CUDA kernels use lives here in small __host__ __device__
+// functions: dtype conversions, Welford/Chan moments, the final statistics,
+// normalize + affine, the backward coefficients, index walking and fast
+// division.  The RawKernels (gn_kernels.cuh) and the CuPy Elementwise /
+// Reduction kernels (operation strings in gn_native/_gpu_kernels.py) call
+// them; tests/test_gpu_host.py compiles this same file with g++ and checks
+// the results against a float64 NumPy reference.
+//
+// No includes on the device side: NVRTC compiles it without any header.
+#ifndef GN_MATH_CUH
+#define GN_MATH_CUH
+
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
+#define GN_HD __host__ __device__ __forceinline__
+#else
+#define GN_HD inline
+#include <cmath>
+#include <cstring>
+#endif
+
+#define GN_NCHW 0
+#define GN_NHWC 1
+#define GN_AFFINE_NONE 0
+#define GN_AFFINE_CHANNEL 1
+#define GN_AFFINE_GROUP 2
+
+// ---------------------------------------------------------------------------
+// Storage types.  float16 and bfloat16 travel as their 16-bit patterns.
+
+struct gn_half { unsigned short bits; };
+struct gn_bfloat { unsigned short bits; };
+
+// acc: the type values are computed in; stat: the type of mean/rstd arrays.
+// Any other type (CuPy's own float16/bfloat16 classes) computes in float.
+template <typename T> struct gn_traits { typedef float acc; typedef float stat; };
+template <> struct gn_traits<double> { typedef double acc; typedef double stat; };
+
+GN_HD float gn_bits_to_float(unsigned int u) {
+#ifdef __CUDA_ARCH__
+    return __uint_as_float(u);
+#else
+    float f;
+    std::memcpy(&f, &u, sizeof f);
+    return f;
+#endif
+}
+
+GN_HD unsigned int gn_float_to_bits(float f) {
+#ifdef __CUDA_ARCH__
+    return __float_as_uint(f);
+#else
+    unsigned int u;
+    std::memcpy(&u, &f, sizeof u);
+    return u;
+#endif
+}
+
+GN_HD float gn_half_to_float(unsigned short h) {
+#ifdef __CUDA_ARCH__
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+    return f;
+#else
+    unsigned int sign = (unsigned int)(h & 0x8000u) << 16;
+    unsigned int exp = (h >> 10) & 0x1fu;
+    unsigned int man = h & 0x3ffu;
+    if (exp == 0x1fu)                      // inf / nan (payload kept, quiet)
+        return gn_bits_to_float(sign | 0x7f800000u | (man << 13) | (man ? 0x400000u : 0u));
+    if (exp == 0) {
+        if (man == 0) return gn_bits_to_float(sign);
+        // subnormal half: value = man * 2^-24, exact in float
+        float v = (float)man * 5.9604644775390625e-8f;
+        return sign ? -v : v;
+    }
+    return gn_bits_to_float(sign | ((exp + 112u) << 23) | (man << 13));
+#endif
+}
+
+// Round to nearest even, as cvt.rn.f16.f32.
+GN_HD unsigned short gn_float_to_half(float f) {
+#ifdef __CUDA_ARCH__
+    unsigned short h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
+    return h;
+#else
+    unsigned int u = gn_float_to_bits(f);
+    unsigned int sign = (u >> 16) & 0x8000u;
+    unsigned int a = u & 0x7fffffffu;
+    if (a > 0x7f800000u) return (unsigned short)(sign | 0x7e00u | ((a >> 13) & 0x3ffu));  // nan
+    if (a >= 0x477ff000u) return (unsigned short)(sign | 0x7c00u);  // rounds to inf (>= 65520)
+    if (a < 0x38800000u) {                 // below the smallest normal half: subnormal or 0
+        if (a < 0x33000000u) return (unsigned short)sign;          // < 2^-25: rounds to 0
+        unsigned int e = a >> 23;          // 102..112
+        unsigned int m = (a & 0x7fffffu) | 0x800000u;
+        unsigned int shift = 126u - e;     // 14..24: value = m * 2^(e-150), half unit 2^-24
+        unsigned int q = m >> shift;
+        unsigned int rem = m & ((1u << shift) - 1u);
+        unsigned int halfway = 1u << (shift - 1u);
+        if (rem > halfway || (rem == halfway && (q & 1u))) ++q;
+        return (unsigned short)(sign | q);
+    }
+    unsigned int r = a + 0xfffu + ((a >> 13) & 1u);   // round the 13 dropped bits to even
+    return (unsigned short)(sign | ((r - 0x38000000u) >> 13));
+#endif
+}
+
+GN_HD float gn_bf16_to_float(unsigned short b) { return gn_bits_to_float((unsigned int)b << 16); }
+
+// Round to nearest even; NaN stays NaN (quiet).  Same code on every arch.
+GN_HD unsigned short gn_float_to_bf16(float f) {
+    unsigned int u = gn_float_to_bits(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (unsigned short)((u >> 16) | 0x40u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (unsigned short)(u >> 16);
+}
+
+GN_HD float gn_to_acc(float v) { return v; }
+GN_HD double gn_to_acc(double v) { return v; }
+GN_HD float gn_to_acc(gn_half v) { return gn_half_to_float(v.bits); }
+GN_HD float gn_to_acc(gn_bfloat v) { return gn_bf16_to_float(v.bits); }
+// CuPy's float16 / bfloat16 classes convert to float themselves.
+template <typename U> GN_HD float gn_to_acc(const U& v) { return (float)v; }
+
+template <typename T> struct gn_store {
+    GN_HD static T from(float v) { return T(v); }      // CuPy's 16-bit classes
+};
+template <> struct gn_store<float> { GN_HD static float from(float v) { return v; } };
+template <> struct gn_store<double> { GN_HD static double from(double v) { return v; } };
+template <> struct gn_store<gn_half> {
+    GN_HD static gn_half from(float v) { gn_half h; h.bits = gn_float_to_half(v); return h; }
+};
+template <> struct gn_store<gn_bfloat> {
+    GN_HD static gn_bfloat from(float v) { gn_bfloat h; h.bits = gn_float_to_bf16(v); return h; }
+};
+template <typename T> GN_HD T gn_from_acc(typename gn_traits<T>::acc v) { return gn_store<T>::from(v); }
+
+GN_HD double gn_sqrt(double v) {
+#ifdef __CUDA_ARCH__
+    return sqrt(v);
+#else
+    return std::sqrt(v);
+#endif
+}
+
+// ---------------------------------------------------------------------------
+// Moments (count, mean, M2) and their Chan merge.  A merge with an empty side
+// copies the other exactly, so identities and idle threads change nothing.
+
+template <typename A>
+GN_HD void gn_chan_merge(A& n, A& mean, A& m2, A nb, A meanb, A m2b) {
+    if (nb == (A)0) return;
+    if (n == (A)0) { n = nb; mean = meanb; m2 = m2b; return; }
+    A nn = n + nb;
+    A wb = nb / nn;
+    A delta = meanb - mean;
+    mean = mean + delta * wb;
+    m2 = m2 + m2b + delta * delta * n * wb;
+    n = nn;
+}
+
+// Mean and M2 of u (1 <= u <= U) values held in registers: an exact
+// two-pass over a handful of numbers.
+template <typename A, int U>
+GN_HD void gn_chunk_moments(const A* v, int u, A& mean, A& m2) {
+    A s = 0;
+#pragma unroll
+    for (int q = 0; q < U; ++q) if (q < u) s += v[q];
+    mean = s / (A)u;
+    A t = 0;
+#pragma unroll
+    for (int q = 0; q < U; ++q) if (q < u) { A d = v[q] - mean; t += d * d; }
+    m2 = t;
+}
+
+// The reduce type of the CuPy ReductionKernel that merges partial moments.
+struct gn_welford { double n, mean, m2; };
+
+GN_HD gn_welford gn_welford_make(double n, double mean, double m2) {
+    gn_welford w; w.n = n; w.mean = mean; w.m2 = m2; return w;
+}
+GN_HD gn_welford gn_welford_merge(gn_welford a, const gn_welford& b) {
+    gn_chan_merge<double>(a.n, a.mean, a.m2, b.n, b.mean, b.m2);
+    return a;
+}
+
+// Final statistics from merged moments: biased variance (never negative),
+// rstd = 1/sqrt(var + eps) in double.
+GN_HD double gn_rstd(double n, double m2, double eps) {
+    double var = m2 / n;
+    if (var < 0.0) var = 0.0;
+    return 1.0 / gn_sqrt(var + eps);
+}
+
+// The mean as hi + lo in the compute type: x - hi is exact for data near the
+// mean, and lo carries what float cannot hold (data with |mean| >> std).
+GN_HD void gn_mean_parts(double mean, float& hi, float& lo) {
+    hi = (float)mean;
+    lo = (float)(mean - (double)hi);
+}
+GN_HD void gn_mean_parts(double mean, double& hi, double& lo) { hi = mean; lo = 0.0; }
+
+// Post-map of the merge ReductionKernel: writes mean, rstd and the low part.
+template <typename S>
+GN_HD void gn_stats_post(const gn_welford& a, double eps, S& mean, S& rstd, float& mlo) {
+    mean = (S)a.mean;
+    rstd = (S)gn_rstd(a.n, a.m2, eps);
+    mlo = (float)(a.mean - (double)mean);
+}
+
+// y = (x - mean) * rstd * gamma + beta, written so that x - hi is exact.
+template <typename A>
+GN_HD A gn_normalize(A x, A mhi, A mlo, A r, A gam, A bet) {
+    A sc = r * gam;
+    A sh = bet - mlo * sc;
+    return (x - mhi) * sc + sh;
+}
+
+// Backward, per statistics group of M values:
+//   a = sum_c gamma_c * sum(dy),  br = rstd * sum_c gamma_c * sum(dy * (x - mean))
+//   dx = rstd * gamma_c * dy + c2 * (x - mean) + c3
+GN_HD void gn_bwd_coef(double a, double br, double r, double m, double& c2, double& c3) {
+    c2 = -(r * r) * br / m;
+    c3 = -r * a / m;
+}
+
+template <typename A>
+GN_HD A gn_dx(A dy, A x, A mean, A r, A gam, A c2, A c3) {
+    return r * gam * dy + c2 * (x - mean) + c3;
+}
+
+// Two sums at once: the reduce type of the partial-sum ReductionKernel.
+struct gn_d2 { double x, y; };
+GN_HD gn_d2 gn_d2_make(double x, double y) { gn_d2 r; r.x = x; r.y = y; return r; }
+GN_HD gn_d2 gn_d2_add(const gn_d2& a, const gn_d2& b) { return gn_d2_make(a.x + b.x, a.y + b.y); }
+
+// ---------------------------------------------------------------------------
+// Indexing.
+
+// Walks the elements of one group, in steps of `step` along its linear index
+// j, without a division per element.  NCHW: j = k*S + s, offset = j.
+// NHWC: j = s*K + k, offset = s*C + k.  (outer, inner) = j / len, j % len.
+struct gn_walk {
+    long long inner, outer, len, stride, step_in, step_out;
+    GN_HD void init(long long j, long long step, long long len_, long long stride_) {
+        len = len_; stride = stride_;
+        outer = j / len; inner = j - outer * len;
+        step_out = step / len; step_in = step - step_out * len;
+    }
+    GN_HD long long offset() const { return outer * stride + inner; }
+    // channel within the group
+    GN_HD long long channel(int layout) const { return layout == GN_NCHW ? outer : inner; }
+    GN_HD void advance() {
+        inner += step_in; outer += step_out;
+        if (inner >= len) { inner -= len; ++outer; }
+    }
+};
+
+// q = n / d for 0 <= n, d < 2^31 with a multiply: (magic, shift) come from
+// gn_native._gpu_geometry.fastdiv(d).
+GN_HD unsigned int gn_umulhi(unsigned int a, unsigned int b) {
+#ifdef __CUDA_ARCH__
+    return __umulhi(a, b);
+#else
+    return (unsigned int)(((unsigned long long)a * b) >> 32);
+#endif
+}
+GN_HD unsigned int gn_fastdiv(unsigned int n, unsigned int magic, unsigned int shift) {
+    return (gn_umulhi(n, magic) + n) >> shift;
+}
+
+// (sample n, channel c) of flat element i of x in the kernel layout, and the
+// index of its statistics (n * gn + g; gn is G for stats="sample", 0 for
+// "batch").  small != 0: i < 2^31, use the fast 32-bit division.
+struct gn_flat {
+    long long c, sp, k, gn;
+    int nhwc, small;
+    unsigned int mc, sc, ms, ss, mk, sk;
+    GN_HD void locate(long long i, long long& n, long long& ch, long long& st) const {
+        long long q, g;
+        if (small) {
+            unsigned int ui = (unsigned int)i, uq;
+            if (nhwc) {
+                uq = gn_fastdiv(ui, mc, sc);
+                ch = (long long)(ui - uq * (unsigned int)c);
+                n = (long long)gn_fastdiv(uq, ms, ss);
+            } else {
+                uq = gn_fastdiv(ui, ms, ss);
+                unsigned int un = gn_fastdiv(uq, mc, sc);
+                ch = (long long)(uq - un * (unsigned int)c);
+                n = (long long)un;
+            }
+            g = (long long)gn_fastdiv((unsigned int)ch, mk, sk);
+        } else {
+            if (nhwc) { q = i / c; ch = i - q * c; n = q / sp; }
+            else { q = i / sp; n = q / c; ch = q - n * c; }
+            g = ch / k;
+        }
+        st = n * gn + g;
+    }
+};
+
+GN_HD gn_flat gn_flat_make(long long c, long long sp, long long k, long long gn, int nhwc, int small,
+                           unsigned int mc, unsigned int sc, unsigned int ms, unsigned int ss,
+                           unsigned int mk, unsigned int sk) {
+    gn_flat f;
+    f.c = c; f.sp = sp; f.k = k; f.gn = gn; f.nhwc = nhwc; f.small = small;
+    f.mc = mc; f.sc = sc; f.ms = ms; f.ss = ss; f.mk = mk; f.sk = sk;
+    return f;
+}
+
+#endif  // GN_MATH_CUH
