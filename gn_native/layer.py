@@ -100,11 +100,11 @@ class GroupNorm:
             y, mean, rstd = group_norm_forward(
                 x, self.n_groups, self.gamma, self.beta, self.eps, stats="batch",
                 channel_axis=self.channel_axis, mean=self.running_mean, var=self.running_var)
-            self._saved = None
+            self._saved = (x, mean, rstd, True)
             return y
         y, mean, rstd = group_norm_forward(x, self.n_groups, self.gamma, self.beta, self.eps,
                                            stats=self.stats, channel_axis=self.channel_axis)
-        self._saved = (x, mean, rstd)
+        self._saved = (x, mean, rstd, False)
         if self.training and self.track_running_stats:
             self._update_running(x, mean, rstd)
         return y
@@ -134,15 +134,44 @@ class GroupNorm:
     def backward(self, dy):
         """dL/dx for the last training-mode call; sets self.dgamma and self.dbeta."""
         if self._saved is None:
-            raise RuntimeError("backward() needs a forward call that computed batch statistics "
-                               "first (training mode, or eval mode without running statistics)")
-        x, mean, rstd = self._saved
-        dx, dgamma, dbeta = group_norm_backward(dy, x, mean, rstd, self.n_groups,
-                                                self.gamma if self.affine else None,
-                                                stats=self.stats, channel_axis=self.channel_axis)
+            raise RuntimeError("backward() needs a forward call first")
+        x, mean, rstd, frozen = self._saved
+        gamma = self.gamma if self.affine else None
+        if frozen:
+            dx, dgamma, dbeta = self._frozen_backward(dy, x, mean, rstd, gamma)
+        else:
+            dx, dgamma, dbeta = group_norm_backward(dy, x, mean, rstd, self.n_groups, gamma,
+                                                    stats=self.stats,
+                                                    channel_axis=self.channel_axis)
         if self.affine:
             self.dgamma, self.dbeta = dgamma, dbeta
         return dx
+
+    def _frozen_backward(self, dy, x, mean, rstd, gamma):
+        """Backward through an eval-mode call: the running statistics are constants,
+        so dx = dy * gamma * rstd (as torch gives for a frozen normalization)."""
+        xp = self.xp
+        if self.device == "cpu":
+            dy = V.as_cpu_array(dy, "dy")
+        if tuple(dy.shape) != tuple(x.shape):
+            raise ValueError(f"dy must have shape {tuple(x.shape)}, got {tuple(dy.shape)}")
+        G, C = self.n_groups, self.n_channels
+        n = x.shape[0]
+        xv = xp.moveaxis(x, self.channel_axis, 1).reshape(n, G, C // G, -1).astype(np.float64)
+        gv = xp.moveaxis(dy, self.channel_axis, 1).reshape(n, G, C // G, -1).astype(np.float64)
+        r = rstd.astype(np.float64)[None, :, None, None]
+        xhat = (xv - mean.astype(np.float64)[None, :, None, None]) * r
+        gam = xp.ones(C) if gamma is None else gamma.astype(np.float64)
+        if gam.shape[0] == G:
+            gam = xp.repeat(gam, C // G)
+        dxv = gv * gam.reshape(1, G, C // G, 1) * r
+        dgamma = (gv * xhat).sum(axis=(0, 3)).reshape(C)
+        dbeta = gv.sum(axis=(0, 3)).reshape(C)
+        if gamma is not None and gamma.shape[0] == G:
+            dgamma, dbeta = dgamma.reshape(G, -1).sum(1), dbeta.reshape(G, -1).sum(1)
+        shape_c1 = (n, C) + tuple(s for i, s in enumerate(x.shape) if i not in (0, self.channel_axis % x.ndim))
+        dx = xp.moveaxis(dxv.reshape(shape_c1), 1, self.channel_axis).astype(self.dtype)
+        return xp.ascontiguousarray(dx), dgamma.astype(self.dtype), dbeta.astype(self.dtype)
 
     # ---- state ----
     def state_dict(self):
