@@ -142,6 +142,14 @@ def group_norm_forward(x, n_groups, gamma=None, beta=None, eps=1e-5, *, stats="s
     `mean` and `var` are given (shaped like those statistics) they are used
     instead of the input's own statistics.
     """
+    return forward_with_var(x, n_groups, gamma, beta, eps, stats=stats, channel_axis=channel_axis,
+                            out=out, mean=mean, var=var)[:3]
+
+
+def forward_with_var(x, n_groups, gamma=None, beta=None, eps=1e-5, *, stats="sample",
+                     channel_axis=1, out=None, mean=None, var=None, want_var=False):
+    """group_norm_forward, plus the biased variance of each group when `want_var`
+    (None when the backend cannot give it; the layer then derives it from rstd)."""
     if (mean is None) != (var is None):
         raise ValueError("mean and var must be given together (or neither)")
     kind, xp, backend, x, gamma, beta, (mean, var), p = _prepare(
@@ -151,13 +159,20 @@ def group_norm_forward(x, n_groups, gamma=None, beta=None, eps=1e-5, *, stats="s
         V.check_stat(var, "var", p)
     layout, to_k, from_k = _layout(xp, x, p.channel_axis)
     p = V.with_layout(p, layout)
+    gamma, beta = V.expand_affine(xp, p, gamma), V.expand_affine(xp, p, beta)
     xk = _contig(xp, to_k(x))
     yk, copy_back = _output(xp, out, to_k, xk, (xk,))
+    v = None
     if mean is None:
         m = xp.empty(p.stat_shape, p.stat_dtype)
         r = xp.empty(p.stat_shape, p.stat_dtype)
+        if want_var and backend is _cpu:
+            v = xp.empty(p.stat_shape, p.stat_dtype)
         if p.size:
-            backend.forward(p, yk, m, r, xk, _param(xp, gamma), _param(xp, beta))
+            if v is None:
+                backend.forward(p, yk, m, r, xk, _param(xp, gamma), _param(xp, beta))
+            else:
+                backend.forward(p, yk, m, r, xk, _param(xp, gamma), _param(xp, beta), var=v)
         else:
             m[...] = np.nan
             r[...] = np.nan
@@ -170,10 +185,10 @@ def group_norm_forward(x, n_groups, gamma=None, beta=None, eps=1e-5, *, stats="s
         if p.size:
             backend.normalize(p, yk, xk, m, r, _param(xp, gamma), _param(xp, beta))
     if out is None:
-        return from_k(yk), m, r
+        return from_k(yk), m, r, v
     if copy_back:
         xp.copyto(out, from_k(yk))
-    return out, m, r
+    return out, m, r, v
 
 
 def group_norm(x, n_groups, gamma=None, beta=None, eps=1e-5, *, stats="sample",

@@ -61,29 +61,31 @@ cdef _check(gn_status st):
         raise RuntimeError(f"gn_native C core: {gn_strerror(st).decode()}")
 
 
-def forward(p, y, mean, rstd, x, gamma, beta):
+def forward(p, y, mean, rstd, x, gamma, beta, var=None):
+    """Statistics and y; `var` (optional, shaped like mean) gets the biased variance."""
     cdef gn_desc d = _desc(p)
     cdef int code = _code(p.dtype)
     cdef void *py = _ptr(y)
     cdef void *pm = _ptr(mean)
     cdef void *pr = _ptr(rstd)
+    cdef void *pv = _ptr(var)
     cdef void *px = _ptr(x)
     cdef void *pg = _ptr(gamma)
     cdef void *pb = _ptr(beta)
     cdef gn_status st
     with nogil:
         if code == F32:
-            st = gn_forward_f32(<float *>py, <float *>pm, <float *>pr, <float *>px,
-                                <float *>pg, <float *>pb, &d)
+            st = gn_forward_var_f32(<float *>py, <float *>pm, <float *>pr, <float *>pv,
+                                    <float *>px, <float *>pg, <float *>pb, &d)
         elif code == F64:
-            st = gn_forward_f64(<double *>py, <double *>pm, <double *>pr, <double *>px,
-                                <double *>pg, <double *>pb, &d)
+            st = gn_forward_var_f64(<double *>py, <double *>pm, <double *>pr, <double *>pv,
+                                    <double *>px, <double *>pg, <double *>pb, &d)
         elif code == F16:
-            st = gn_forward_f16(<uint16_t *>py, <float *>pm, <float *>pr, <uint16_t *>px,
-                                <uint16_t *>pg, <uint16_t *>pb, &d)
+            st = gn_forward_var_f16(<uint16_t *>py, <float *>pm, <float *>pr, <float *>pv,
+                                    <uint16_t *>px, <uint16_t *>pg, <uint16_t *>pb, &d)
         else:
-            st = gn_forward_bf16(<uint16_t *>py, <float *>pm, <float *>pr, <uint16_t *>px,
-                                 <uint16_t *>pg, <uint16_t *>pb, &d)
+            st = gn_forward_var_bf16(<uint16_t *>py, <float *>pm, <float *>pr, <float *>pv,
+                                     <uint16_t *>px, <uint16_t *>pg, <uint16_t *>pb, &d)
     _check(st)
 
 

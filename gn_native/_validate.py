@@ -191,10 +191,9 @@ def plan(x, n_groups, gamma=None, beta=None, eps=1e-5, stats="sample", channel_a
         raise ValueError(f"n_groups={g} must divide the number of channels C={c}")
     kg = check_affine_param(gamma, "gamma", c, g, dtype)
     kb = check_affine_param(beta, "beta", c, g, dtype)
-    if gamma is not None and beta is not None and kg != kb:
-        raise ValueError(f"gamma and beta must both be per channel or both per group, "
-                         f"got shapes {tuple(gamma.shape)} and {tuple(beta.shape)}")
-    affine = kg or kb or "none"
+    # one per channel and the other per group: the kernel runs per channel and
+    # the caller expands the per-group one (see expand_affine)
+    affine = "channel" if "channel" in (kg, kb) else (kg or kb or "none")
     if c == g and affine == "group":
         affine = "channel"
     return Plan(tuple(x.shape), n, c, spatial, g, e, st, affine, layout, ax, dtype,
@@ -232,3 +231,10 @@ def with_layout(p, layout):
         return p
     return Plan(p.shape, p.n, p.c, p.spatial, p.groups, p.eps, p.stats, p.affine, layout,
                 p.channel_axis, p.dtype, p.stat_dtype)
+
+
+def expand_affine(xp, p, a):
+    """A per-group gamma/beta repeated per channel when the plan runs per channel."""
+    if a is not None and p.affine == "channel" and a.shape[0] != p.c:
+        return xp.repeat(a, p.k)
+    return a

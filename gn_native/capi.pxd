@@ -38,6 +38,17 @@ cdef extern from "gn_native.h" nogil:
                              const uint16_t *gamma, const uint16_t *beta, const gn_desc *d)
     gn_status gn_forward_bf16(uint16_t *y, float *mean, float *rstd, const uint16_t *x,
                               const uint16_t *gamma, const uint16_t *beta, const gn_desc *d)
+    gn_status gn_forward_var_f32(float *y, float *mean, float *rstd, float *var, const float *x,
+                                 const float *gamma, const float *beta, const gn_desc *d)
+    gn_status gn_forward_var_f64(double *y, double *mean, double *rstd, double *var,
+                                 const double *x, const double *gamma, const double *beta,
+                                 const gn_desc *d)
+    gn_status gn_forward_var_f16(uint16_t *y, float *mean, float *rstd, float *var,
+                                 const uint16_t *x, const uint16_t *gamma, const uint16_t *beta,
+                                 const gn_desc *d)
+    gn_status gn_forward_var_bf16(uint16_t *y, float *mean, float *rstd, float *var,
+                                  const uint16_t *x, const uint16_t *gamma, const uint16_t *beta,
+                                  const gn_desc *d)
     gn_status gn_normalize_f32(float *y, const float *x, const float *mean, const float *rstd,
                                const float *gamma, const float *beta, const gn_desc *d)
     gn_status gn_normalize_f64(double *y, const double *x, const double *mean, const double *rstd,

@@ -2,7 +2,7 @@
 import numpy as np
 
 from . import _validate as V
-from ._api import group_norm_backward, group_norm_forward
+from ._api import forward_with_var, group_norm_backward, group_norm_forward
 
 AFFINE_PER = ("channel", "group")
 DEVICES = ("cpu", "gpu")
@@ -102,16 +102,18 @@ class GroupNorm:
                 channel_axis=self.channel_axis, mean=self.running_mean, var=self.running_var)
             self._saved = (x, mean, rstd, True)
             return y
-        y, mean, rstd = group_norm_forward(x, self.n_groups, self.gamma, self.beta, self.eps,
-                                           stats=self.stats, channel_axis=self.channel_axis)
+        update = self.training and self.track_running_stats
+        y, mean, rstd, var = forward_with_var(x, self.n_groups, self.gamma, self.beta, self.eps,
+                                              stats=self.stats, channel_axis=self.channel_axis,
+                                              want_var=update)
         self._saved = (x, mean, rstd, False)
-        if self.training and self.track_running_stats:
-            self._update_running(x, mean, rstd)
+        if update:
+            self._update_running(x, mean, rstd, var)
         return y
 
     forward = __call__
 
-    def _update_running(self, x, mean, rstd):
+    def _update_running(self, x, mean, rstd, var):
         xp = self.xp
         n, c, spatial = V.split_shape(tuple(x.shape), self.channel_axis % x.ndim)
         k = c // self.n_groups
@@ -119,7 +121,10 @@ class GroupNorm:
         if count == 0 or n == 0:
             return
         m = mean.astype(np.float64)
-        var = xp.maximum(1.0 / (rstd.astype(np.float64) ** 2) - self.eps, 0.0)
+        if var is None:   # backend without a variance output: derive it from rstd
+            var = xp.maximum(1.0 / (rstd.astype(np.float64) ** 2) - self.eps, 0.0)
+        else:
+            var = var.astype(np.float64)
         if count > 1:
             var = var * (count / (count - 1))
         if self.stats == "sample":

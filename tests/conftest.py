@@ -122,7 +122,8 @@ def assert_close(actual, ref, dtype=None, kind="forward", name="y", scale=None):
     tol = tolerance(ref, dtype, kind, scale)
     bad = ~(err <= tol)  # NaN counts as bad
     if bad.any():
-        i = np.unravel_index(np.argmax(np.where(bad, np.nan_to_num(err, nan=np.inf) / np.maximum(tol, 1e-300), 0)), bad.shape)
+        ratio = np.where(bad, np.nan_to_num(err, nan=np.inf) / np.maximum(tol, 1e-300), 0)
+        i = np.unravel_index(np.argmax(ratio), bad.shape)
         raise AssertionError(
             f"{name} ({dtype.name}, {kind}): {int(bad.sum())}/{bad.size} values out of tolerance; "
             f"worst at {tuple(int(j) for j in i)}: got {a[i]!r}, reference {ref[i]!r}, "
@@ -139,7 +140,8 @@ def assert_stats_close(mean, rstd, ref_mean, ref_rstd, x_dtype):
     std = 1.0 / np.asarray(ref_rstd, np.float64)
     m_tol = rtol * (np.abs(ref_mean) + std)
     m_err = np.abs(mean.astype(np.float64) - ref_mean)
-    assert np.all(m_err <= m_tol), f"mean: max error {np.max(m_err):.3g} (max tolerance {np.max(m_tol):.3g})"
+    assert np.all(m_err <= m_tol), (
+        f"mean: max error {np.max(m_err):.3g} (max tolerance {np.max(m_tol):.3g})")
     r_err = np.abs(rstd.astype(np.float64) - ref_rstd)
     assert np.all(r_err <= rtol * np.abs(ref_rstd)), (
         f"rstd: max relative error {np.max(r_err / np.abs(ref_rstd)):.3g} > {rtol}")
@@ -163,7 +165,8 @@ def bits(a):
 
 
 def assert_bit_identical(a, b, name="y"):
-    assert a.shape == b.shape and a.dtype == b.dtype, f"{name}: {a.shape}/{a.dtype} vs {b.shape}/{b.dtype}"
+    assert a.shape == b.shape and a.dtype == b.dtype, (
+        f"{name}: {a.shape}/{a.dtype} vs {b.shape}/{b.dtype}")
     if bits(a) != bits(b):
         ua = np.ascontiguousarray(a).view(np.uint8).reshape(-1, a.dtype.itemsize)
         ub = np.ascontiguousarray(b).view(np.uint8).reshape(-1, b.dtype.itemsize)

@@ -276,3 +276,18 @@ def test_empty_input(shape, dtype, layout, stats):
     assert gn.group_norm(x, 3, gamma, beta, stats=stats, channel_axis=channel_axis(layout),
                          out=out) is out
 
+
+
+@pytest.mark.parametrize("gamma_per,beta_per", [("channel", "group"), ("group", "channel")])
+def test_mixed_affine_kinds(gamma_per, beta_per):
+    """gamma per channel with beta per group (or the reverse) matches the reference."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 6, 5)).astype(np.float32)
+    gamma = rng.standard_normal(6 if gamma_per == "channel" else 3).astype(np.float32)
+    beta = rng.standard_normal(6 if beta_per == "channel" else 3).astype(np.float32)
+    y = gn.group_norm(x, 3, gamma, beta)
+    xr = x.astype(np.float64).reshape(2, 3, -1)
+    yr = ((xr - xr.mean(2, keepdims=True)) / np.sqrt(xr.var(2, keepdims=True) + 1e-5)).reshape(2, 6, 5)
+    g = np.repeat(gamma, 6 // gamma.size).astype(np.float64)
+    b = np.repeat(beta, 6 // beta.size).astype(np.float64)
+    np.testing.assert_allclose(y, yr * g[None, :, None] + b[None, :, None], rtol=1e-5, atol=1e-5)

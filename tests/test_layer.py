@@ -81,6 +81,18 @@ def test_running_statistics(dtype, stats, momentum):
 
 
 @pytest.mark.parametrize("stats", STATS)
+@pytest.mark.parametrize("std", [1e-2, 1e-4])
+def test_running_var_accurate_when_variance_below_eps(std, stats):
+    """running_var is the batch's unbiased variance to float32 precision, whatever eps is."""
+    layer = _layer(stats=stats, track_running_stats=True, momentum=1.0)
+    x = make_data(SHAPE, np.float32, 18, loc=1.0, scale=std)
+    layer(x)
+    rm, rv = ref.update_running(np.zeros(G), np.ones(G), x, G, 1.0, stats)
+    np.testing.assert_allclose(layer.running_mean, rm, rtol=1e-6, err_msg="running_mean")
+    np.testing.assert_allclose(layer.running_var, rv, rtol=1e-5, err_msg="running_var")
+
+
+@pytest.mark.parametrize("stats", STATS)
 def test_eval_without_tracking_behaves_as_training(stats):
     layer = _layer(stats=stats)
     _set_params(layer, 1)

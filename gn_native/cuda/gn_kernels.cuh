@@ -27,7 +27,6 @@
 
 #define GN_UNROLL 4
 
-template <typename T> struct gn_ptr { typedef typename gn_traits<T>::stat S; typedef typename gn_traits<T>::acc A; };
 
 // ---------------------------------------------------------------------------
 // Block-level pieces.  Every thread of the block must call them.

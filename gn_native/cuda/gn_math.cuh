@@ -277,8 +277,8 @@ struct gn_flat {
     long long c, sp, k, gn;
     int nhwc, small;
     unsigned int mc, sc, ms, ss, mk, sk;
-    GN_HD void locate(long long i, long long& n, long long& ch, long long& st) const {
-        long long q, g;
+    GN_HD void locate(long long i, long long& n, long long& ch, long long& g, long long& st) const {
+        long long q;
         if (small) {
             unsigned int ui = (unsigned int)i, uq;
             if (nhwc) {

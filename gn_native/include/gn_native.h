@@ -60,6 +60,21 @@ GN_API gn_status gn_forward_f16(uint16_t *y, float *mean, float *rstd, const uin
 GN_API gn_status gn_forward_bf16(uint16_t *y, float *mean, float *rstd, const uint16_t *x,
                                  const uint16_t *gamma, const uint16_t *beta, const gn_desc *d);
 
+/* Forward that also returns the biased variance (n*G or G values; var may
+ * be NULL), e.g. for running statistics: var computed from rstd loses
+ * precision when it is small against eps. */
+GN_API gn_status gn_forward_var_f32(float *y, float *mean, float *rstd, float *var, const float *x,
+                                    const float *gamma, const float *beta, const gn_desc *d);
+GN_API gn_status gn_forward_var_f64(double *y, double *mean, double *rstd, double *var,
+                                    const double *x, const double *gamma, const double *beta,
+                                    const gn_desc *d);
+GN_API gn_status gn_forward_var_f16(uint16_t *y, float *mean, float *rstd, float *var,
+                                    const uint16_t *x, const uint16_t *gamma,
+                                    const uint16_t *beta, const gn_desc *d);
+GN_API gn_status gn_forward_var_bf16(uint16_t *y, float *mean, float *rstd, float *var,
+                                     const uint16_t *x, const uint16_t *gamma,
+                                     const uint16_t *beta, const gn_desc *d);
+
 /* Normalize with given statistics (laid out as d->stats says); no reduction. */
 GN_API gn_status gn_normalize_f32(float *y, const float *x, const float *mean, const float *rstd,
                                   const float *gamma, const float *beta, const gn_desc *d);
