@@ -142,6 +142,10 @@ def group_norm_forward(x, n_groups, gamma=None, beta=None, eps=1e-5, *, stats="s
     `mean` and `var` are given (shaped like those statistics) they are used
     instead of the input's own statistics.
     """
+    if mean is None and var is None:
+        r = _cpu.forward_fast(x, n_groups, gamma, beta, eps, stats, channel_axis, out)
+        if r is not None:
+            return r
     return forward_with_var(x, n_groups, gamma, beta, eps, stats=stats, channel_axis=channel_axis,
                             out=out, mean=mean, var=var)[:3]
 
@@ -194,6 +198,10 @@ def forward_with_var(x, n_groups, gamma=None, beta=None, eps=1e-5, *, stats="sam
 def group_norm(x, n_groups, gamma=None, beta=None, eps=1e-5, *, stats="sample",
                channel_axis=1, out=None, mean=None, var=None):
     """Group-normalize `x` (same numbers as torch.nn.functional.group_norm by default)."""
+    if mean is None and var is None:
+        r = _cpu.forward_fast(x, n_groups, gamma, beta, eps, stats, channel_axis, out)
+        if r is not None:
+            return r[0]
     return group_norm_forward(x, n_groups, gamma, beta, eps, stats=stats,
                               channel_axis=channel_axis, out=out, mean=mean, var=var)[0]
 
@@ -205,6 +213,9 @@ def group_norm_backward(dy, x, mean, rstd, n_groups, gamma=None, *, stats="sampl
     mean and rstd are what group_norm_forward returned for `x`.  dgamma and
     dbeta have gamma's shape, or (C,) when gamma is None.
     """
+    r = _cpu.backward_fast(dy, x, mean, rstd, n_groups, gamma, stats, channel_axis)
+    if r is not None:
+        return r
     kind, xp, backend, x, gamma, _, (dy, mean, rstd), p = _prepare(
         x, n_groups, gamma, None, 1.0, stats, channel_axis, None,
         ((dy, "dy"), (mean, "mean"), (rstd, "rstd")))

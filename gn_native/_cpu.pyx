@@ -5,7 +5,9 @@ Arguments were checked by gn_native._validate; arrays arrive C-contiguous,
 in the kernel's layout and of the right dtypes (see gn_native._api).
 """
 cimport numpy as cnp
-from libc.stdint cimport uint16_t
+from libc.stdint cimport int64_t, uint16_t
+
+import numpy as np
 
 from gn_native.capi cimport *
 
@@ -168,3 +170,234 @@ def openmp_enabled():
 
 def version():
     return gn_version().decode()
+
+
+# ---- fast paths -------------------------------------------------------------
+# The common call (contiguous, aligned NumPy arrays of a supported dtype,
+# plain int/float/str options) is recognized here without building a Plan,
+# to keep the Python cost of a small call to a few microseconds.  These
+# functions never raise for bad input: anything they do not recognize as
+# valid returns None and the caller takes the general path, where
+# gn_native._validate checks it and gives the error.
+
+cdef extern from "numpy/arrayobject.h":
+    object PyArray_NewLikeArray(cnp.ndarray prototype, cnp.NPY_ORDER order, void *descr,
+                                int subok)
+
+cdef int _bf16_num = -1
+try:
+    import ml_dtypes as _ml
+    _bf16_num = np.dtype(_ml.bfloat16).num
+except ImportError:
+    pass
+
+
+cdef int _fast_code(cnp.ndarray a):
+    """dtype code of a well-behaved array, or -1."""
+    if not (cnp.PyArray_IS_C_CONTIGUOUS(a) and cnp.PyArray_ISALIGNED(a)
+            and cnp.PyArray_ISNOTSWAPPED(a)):
+        return -1
+    cdef int t = cnp.PyArray_TYPE(a)
+    if t == cnp.NPY_FLOAT32:
+        return F32
+    if t == cnp.NPY_FLOAT64:
+        return F64
+    if t == cnp.NPY_FLOAT16:
+        return F16
+    if t == _bf16_num:
+        return BF16
+    return -1
+
+
+cdef bint _fast_param(p, int code, Py_ssize_t c, Py_ssize_t g, int *kind):
+    """None, or a well-behaved 1-D array of length c (kind 1) or g (kind 2)."""
+    if p is None:
+        kind[0] = 0
+        return True
+    if not cnp.PyArray_CheckExact(p):
+        return False
+    cdef cnp.ndarray a = <cnp.ndarray>p
+    if cnp.PyArray_NDIM(a) != 1 or _fast_code(a) != code:
+        return False
+    cdef Py_ssize_t n = cnp.PyArray_DIM(a, 0)
+    if n == c:
+        kind[0] = 1
+    elif n == g:
+        kind[0] = 2
+    else:
+        return False
+    return True
+
+
+cdef bint _fast_desc(cnp.ndarray x, n_groups, eps, stats, channel_axis, gn_desc *d):
+    """Fill d from x and the options when all are plainly valid."""
+    cdef int nd = cnp.PyArray_NDIM(x)
+    if nd < 2 or type(n_groups) is not int or type(eps) is not float:
+        return False
+    if type(channel_axis) is not int:
+        return False
+    cdef long ax = channel_axis
+    cdef double e = eps
+    if not (e > 0.0 and e < float("inf")) or n_groups <= 0:
+        return False
+    if ax == -1 or ax == nd - 1:
+        ax = nd - 1
+    elif ax != 1:
+        return False
+    if stats == "sample":
+        d.stats = GN_STATS_SAMPLE
+    elif stats == "batch":
+        d.stats = GN_STATS_BATCH
+    else:
+        return False
+    cdef int64_t spatial = 1
+    cdef int i
+    for i in range(2, nd) if ax == 1 else range(1, nd - 1):
+        spatial *= cnp.PyArray_DIM(x, i)
+    d.n = cnp.PyArray_DIM(x, 0)
+    d.c = cnp.PyArray_DIM(x, ax)
+    d.spatial = spatial
+    d.groups = n_groups
+    d.eps = e
+    d.layout = GN_NHWC if (ax == nd - 1 and nd > 2) else GN_NCHW
+    if d.c % d.groups or d.n * d.c * d.spatial == 0:
+        return False
+    return True
+
+
+cdef object _stat_array(gn_desc *d, int code):
+    cdef cnp.npy_intp dims[2]
+    cdef int typ = cnp.NPY_FLOAT64 if code == F64 else cnp.NPY_FLOAT32
+    if d.stats == GN_STATS_BATCH:
+        dims[0] = d.groups
+        return cnp.PyArray_EMPTY(1, dims, typ, 0)
+    dims[0] = d.n
+    dims[1] = d.groups
+    return cnp.PyArray_EMPTY(2, dims, typ, 0)
+
+
+cdef bint _disjoint(cnp.ndarray a, cnp.ndarray b):
+    cdef char *pa = <char *>cnp.PyArray_DATA(a)
+    cdef char *pb = <char *>cnp.PyArray_DATA(b)
+    return pa + cnp.PyArray_NBYTES(a) <= pb or pb + cnp.PyArray_NBYTES(b) <= pa
+
+
+def forward_fast(x, n_groups, gamma, beta, eps, stats, channel_axis, out):
+    """(y, mean, rstd) for a plainly valid common call, else None."""
+    if not cnp.PyArray_CheckExact(x):
+        return None
+    cdef cnp.ndarray xa = <cnp.ndarray>x
+    cdef int code = _fast_code(xa)
+    cdef gn_desc d
+    cdef int kg, kb
+    if code < 0 or not _fast_desc(xa, n_groups, eps, stats, channel_axis, &d):
+        return None
+    if not (_fast_param(gamma, code, d.c, d.groups, &kg) and
+            _fast_param(beta, code, d.c, d.groups, &kb)):
+        return None
+    if kg and kb and kg != kb:
+        return None
+    d.affine = GN_AFFINE_NONE if not (kg or kb) else (
+        GN_AFFINE_CHANNEL if (kg or kb) == 1 or d.c == d.groups else GN_AFFINE_GROUP)
+    cdef cnp.ndarray ya
+    if out is None:
+        ya = PyArray_NewLikeArray(xa, cnp.NPY_CORDER, NULL, 0)
+    else:
+        if not cnp.PyArray_CheckExact(out):
+            return None
+        ya = <cnp.ndarray>out
+        if (_fast_code(ya) != code or not cnp.PyArray_ISWRITEABLE(ya)
+                or not cnp.PyArray_SAMESHAPE(ya, xa)):
+            return None
+        if ya is not xa and not _disjoint(ya, xa):
+            return None
+    mean = _stat_array(&d, code)
+    rstd = _stat_array(&d, code)
+    cdef void *py = cnp.PyArray_DATA(ya)
+    cdef void *pm = _ptr(mean)
+    cdef void *pr = _ptr(rstd)
+    cdef void *px = cnp.PyArray_DATA(xa)
+    cdef void *pg = _ptr(gamma)
+    cdef void *pb = _ptr(beta)
+    cdef gn_status st
+    with nogil:
+        if code == F32:
+            st = gn_forward_f32(<float *>py, <float *>pm, <float *>pr, <float *>px,
+                                <float *>pg, <float *>pb, &d)
+        elif code == F64:
+            st = gn_forward_f64(<double *>py, <double *>pm, <double *>pr, <double *>px,
+                                <double *>pg, <double *>pb, &d)
+        elif code == F16:
+            st = gn_forward_f16(<uint16_t *>py, <float *>pm, <float *>pr, <uint16_t *>px,
+                                <uint16_t *>pg, <uint16_t *>pb, &d)
+        else:
+            st = gn_forward_bf16(<uint16_t *>py, <float *>pm, <float *>pr, <uint16_t *>px,
+                                 <uint16_t *>pg, <uint16_t *>pb, &d)
+    _check(st)
+    return ya, mean, rstd
+
+
+cdef bint _fast_stat(a, gn_desc *d, int code):
+    if not cnp.PyArray_CheckExact(a):
+        return False
+    cdef cnp.ndarray s = <cnp.ndarray>a
+    cdef int typ = cnp.NPY_FLOAT64 if code == F64 else cnp.NPY_FLOAT32
+    if not (cnp.PyArray_IS_C_CONTIGUOUS(s) and cnp.PyArray_ISALIGNED(s)
+            and cnp.PyArray_ISNOTSWAPPED(s)) or cnp.PyArray_TYPE(s) != typ:
+        return False
+    if d.stats == GN_STATS_BATCH:
+        return cnp.PyArray_NDIM(s) == 1 and cnp.PyArray_DIM(s, 0) == d.groups
+    return (cnp.PyArray_NDIM(s) == 2 and cnp.PyArray_DIM(s, 0) == d.n
+            and cnp.PyArray_DIM(s, 1) == d.groups)
+
+
+def backward_fast(dy, x, mean, rstd, n_groups, gamma, stats, channel_axis):
+    """(dx, dgamma, dbeta) for a plainly valid common call, else None."""
+    if not (cnp.PyArray_CheckExact(x) and cnp.PyArray_CheckExact(dy)):
+        return None
+    cdef cnp.ndarray xa = <cnp.ndarray>x
+    cdef cnp.ndarray ga = <cnp.ndarray>dy
+    cdef int code = _fast_code(xa)
+    cdef gn_desc d
+    cdef int kg
+    if code < 0 or _fast_code(ga) != code or not cnp.PyArray_SAMESHAPE(ga, xa):
+        return None
+    if not _fast_desc(xa, n_groups, 1.0, stats, channel_axis, &d):
+        return None
+    if not (_fast_param(gamma, code, d.c, d.groups, &kg) and _fast_stat(mean, &d, code)
+            and _fast_stat(rstd, &d, code)):
+        return None
+    d.affine = GN_AFFINE_NONE if kg == 0 else (
+        GN_AFFINE_CHANNEL if kg == 1 or d.c == d.groups else GN_AFFINE_GROUP)
+    cdef cnp.ndarray dxa = PyArray_NewLikeArray(xa, cnp.NPY_CORDER, NULL, 0)
+    cdef cnp.npy_intp plen = d.groups if kg == 2 else d.c
+    dgamma = cnp.PyArray_EMPTY(1, &plen, cnp.PyArray_TYPE(xa), 0) if code != BF16 else \
+        np.empty(plen, xa.dtype)
+    dbeta = cnp.PyArray_EMPTY(1, &plen, cnp.PyArray_TYPE(xa), 0) if code != BF16 else \
+        np.empty(plen, xa.dtype)
+    cdef void *pdx = cnp.PyArray_DATA(dxa)
+    cdef void *pdg = _ptr(dgamma)
+    cdef void *pdb = _ptr(dbeta)
+    cdef void *pdy = cnp.PyArray_DATA(ga)
+    cdef void *px = cnp.PyArray_DATA(xa)
+    cdef void *pm = _ptr(mean)
+    cdef void *pr = _ptr(rstd)
+    cdef void *pg = _ptr(gamma)
+    cdef gn_status st
+    with nogil:
+        if code == F32:
+            st = gn_backward_f32(<float *>pdx, <float *>pdg, <float *>pdb, <float *>pdy,
+                                 <float *>px, <float *>pm, <float *>pr, <float *>pg, &d)
+        elif code == F64:
+            st = gn_backward_f64(<double *>pdx, <double *>pdg, <double *>pdb, <double *>pdy,
+                                 <double *>px, <double *>pm, <double *>pr, <double *>pg, &d)
+        elif code == F16:
+            st = gn_backward_f16(<uint16_t *>pdx, <uint16_t *>pdg, <uint16_t *>pdb,
+                                 <uint16_t *>pdy, <uint16_t *>px, <float *>pm, <float *>pr,
+                                 <uint16_t *>pg, &d)
+        else:
+            st = gn_backward_bf16(<uint16_t *>pdx, <uint16_t *>pdg, <uint16_t *>pdb,
+                                  <uint16_t *>pdy, <uint16_t *>px, <float *>pm, <float *>pr,
+                                  <uint16_t *>pg, &d)
+    _check(st)
+    return dxa, dgamma, dbeta

@@ -232,10 +232,11 @@ class CupyVariant:
     out_dtypes: tuple      # dtypes of the out_params
     scalars: tuple         # names of in_params passed as scalars
     regime: str            # index_regime: "i32", "mixed", "i64"
+    tag: str = ""          # the placeholders' dtypes, for the label
 
     @property
     def label(self):
-        return f"{self.spec.name}[{','.join(self.in_dtypes + self.out_dtypes)};{self.regime}]"
+        return f"{self.spec.name}[{self.tag};{self.regime}]"
 
 
 def _param_names(params):
@@ -268,8 +269,20 @@ def scalar_names(spec):
     return tuple(out)
 
 
+def _ew(spec, tmap, regime="i32"):
+    ins, outs = elementwise_dtypes(spec, tmap)
+    used = [p for p in ("T", "S") if p in _param_types(spec.in_params) + _param_types(spec.out_params)]
+    tag = ",".join(f"{p}={tmap[p]}" for p in used)
+    return CupyVariant(spec, ins, outs, scalar_names(spec), regime, tag)
+
+
 def variants(dtypes=DTYPES):
-    """Every (kernel, dtypes, index regime) the GPU backend launches."""
+    """Every (kernel, dtypes, index regime) the GPU backend launches.
+
+    normalize and dx run over x itself, so they come in the three index
+    regimes; the other CuPy kernels touch arrays of O(N*C) values, 32-bit
+    unless a tensor has more than 2**28 channels in all.
+    """
     out = []
     for dt in dtypes:
         for lay in LAYOUTS:
@@ -278,22 +291,15 @@ def variants(dtypes=DTYPES):
         tmap = {"T": dt, "S": stat_dtype(dt)}
         for aff in AFFINES:
             for spec in (normalize_spec(aff), dx_spec(aff)):
-                ins, outs = elementwise_dtypes(spec, tmap)
                 for regime in ("i32", "mixed", "i64"):
-                    out.append(CupyVariant(spec, ins, outs, scalar_names(spec), regime))
+                    out.append(_ew(spec, tmap, regime))
             if aff != "none":
-                spec = bwd_coef_spec(aff)
-                ins, outs = elementwise_dtypes(spec, tmap)
-                out.append(CupyVariant(spec, ins, outs, scalar_names(spec), "i32"))
-        spec = param_out_spec()
-        ins, outs = elementwise_dtypes(spec, tmap)
-        out.append(CupyVariant(spec, ins, outs, scalar_names(spec), "i32"))
+                out.append(_ew(bwd_coef_spec(aff), tmap))
+        out.append(_ew(param_out_spec(), tmap))
     for sd in sorted({stat_dtype(d) for d in dtypes}):
-        spec = bwd_coef_spec("none")
-        ins, outs = elementwise_dtypes(spec, {"S": sd})
-        out.append(CupyVariant(spec, ins, outs, scalar_names(spec), "i32"))
+        out.append(_ew(bwd_coef_spec("none"), {"S": sd}))
         spec = merge_stats_spec(sd)
-        out.append(CupyVariant(spec, ("float64",) * 4, (sd,) * 3, scalar_names(spec), "i32"))
+        out.append(CupyVariant(spec, ("float64",) * 4, (sd,) * 3, scalar_names(spec), "i32", f"S={sd}"))
     for ad in sorted({acc_dtype(d) for d in dtypes}):
-        out.append(CupyVariant(sum2_spec(), (ad, ad), ("float64", "float64"), (), "i32"))
+        out.append(CupyVariant(sum2_spec(), (ad, ad), ("float64", "float64"), (), "i32", f"T={ad}"))
     return out
