@@ -112,73 +112,66 @@ FLAT_LOCATE = """
     f_.locate(i, n_, c_, g_, st_);"""
 
 
-def _affine_index(affine):
-    return {"channel": "c_", "group": "g_"}[affine]
+# The elementwise kernels take the affine kind at run time (aff: 0 none, 1 per
+# channel, 2 per group; a uniform branch), so one kernel per dtype serves all.
+AFFINE_CODE = {"none": 0, "channel": 1, "group": 2}
 
 
-def normalize_spec(affine):
-    """y = (x - mean) * rstd * gamma + beta with given statistics (any layout, any stats mode)."""
-    aff_params = ", raw T gamma, raw T beta, int32 has_gamma, int32 has_beta" if affine != "none" else ""
-    aff_code = ""
-    if affine != "none":
-        ix = _affine_index(affine)
-        aff_code = f"""
-    if (has_gamma) gam_ = gn_to_acc(gamma[{ix}]);
-    if (has_beta) bet_ = gn_to_acc(beta[{ix}]);"""
-    op = FLAT_LOCATE + f"""
+def normalize_spec():
+    """y = (x - mean) * rstd * gamma + beta with given statistics (any layout, stats mode, affine)."""
+    op = FLAT_LOCATE + """
     typedef typename gn_traits<T>::acc A_;
     const A_ mhi_ = (A_)mean[st_];
     const A_ mlo_ = has_lo ? (A_)mlo[st_] : (A_)0;
     const A_ r_ = (A_)rstd[st_];
-    A_ gam_ = (A_)1, bet_ = (A_)0;{aff_code}
+    A_ gam_ = (A_)1, bet_ = (A_)0;
+    if (aff) {
+        const long long ix_ = aff == 1 ? c_ : g_;
+        if (has_gamma) gam_ = gn_to_acc(gamma[ix_]);
+        if (has_beta) bet_ = gn_to_acc(beta[ix_]);
+    }
     y = gn_from_acc<T>(gn_normalize<A_>(gn_to_acc(x), mhi_, mlo_, r_, gam_, bet_));
 """
-    return Elementwise(f"gn_normalize_{affine}",
-                       f"T x, raw S mean, raw S rstd, raw S mlo, {FLAT_PARAMS}, int32 has_lo{aff_params}",
+    return Elementwise("gn_normalize",
+                       f"T x, raw S mean, raw S rstd, raw S mlo, raw T gamma, raw T beta, {FLAT_PARAMS}, "
+                       "int32 has_lo, int32 aff, int32 has_gamma, int32 has_beta",
                        "T y", op)
 
 
-def dx_spec(affine):
+def dx_spec():
     """dx = rstd * gamma_c * dy + c2 * (x - mean) + c3, per statistics group."""
-    aff_params = ", raw T gamma, int32 has_gamma" if affine != "none" else ""
-    aff_code = ""
-    if affine != "none":
-        aff_code = f"\n    if (has_gamma) gam_ = gn_to_acc(gamma[{_affine_index(affine)}]);"
-    op = FLAT_LOCATE + f"""
+    op = FLAT_LOCATE + """
     typedef typename gn_traits<T>::acc A_;
-    A_ gam_ = (A_)1;{aff_code}
+    A_ gam_ = (A_)1;
+    if (aff) gam_ = gn_to_acc(gamma[aff == 1 ? c_ : g_]);
     dx = gn_from_acc<T>(gn_dx<A_>(gn_to_acc(dy), gn_to_acc(x), (A_)mean[st_], (A_)rstd[st_], gam_,
                                   (A_)c2[st_], (A_)c3[st_]));
 """
-    return Elementwise(f"gn_dx_{affine}",
-                       f"T dy, T x, raw S mean, raw S rstd, raw S c2, raw S c3, {FLAT_PARAMS}{aff_params}",
+    return Elementwise("gn_dx",
+                       f"T dy, T x, raw S mean, raw S rstd, raw S c2, raw S c3, raw T gamma, {FLAT_PARAMS}, "
+                       "int32 aff",
                        "T dx", op)
 
 
-def bwd_coef_spec(affine):
+def bwd_coef_spec():
     """c2, c3 of each statistics group i from per-channel sums (rows of C; row i // G)."""
-    aff_params = ", raw T gamma, int32 has_gamma" if affine != "none" else ""
-    aff_code = ""
-    if affine != "none":
-        ix = {"channel": "ch_", "group": "g_"}[affine]
-        aff_code = f"\n        if (has_gamma) gam_ = (double)gn_to_acc(gamma[{ix}]);"
-    op = f"""
+    op = """
     const long long n_ = i / G, g_ = i - n_ * G;
     double a_ = 0.0, b_ = 0.0;
-    for (long long k_ = 0; k_ < K; ++k_) {{
+    for (long long k_ = 0; k_ < K; ++k_) {
         const long long ch_ = g_ * K + k_;
-        double gam_ = 1.0;{aff_code}
+        const double gam_ = aff ? (double)gn_to_acc(gamma[aff == 1 ? ch_ : g_]) : 1.0;
         a_ += gam_ * sdb[n_ * C + ch_];
         b_ += gam_ * sdg[n_ * C + ch_];
-    }}
+    }
     double c2_, c3_;
     gn_bwd_coef(a_, b_, (double)rstd[i], M, c2_, c3_);
     c2 = (S)c2_;
     c3 = (S)c3_;
 """
-    return Elementwise(f"gn_bwd_coef_{affine}",
-                       f"raw float64 sdb, raw float64 sdg, raw S rstd, int64 C, int64 K, int64 G, "
-                       f"float64 M{aff_params}",
+    return Elementwise("gn_bwd_coef",
+                       "raw float64 sdb, raw float64 sdg, raw S rstd, raw T gamma, int64 C, int64 K, int64 G, "
+                       "float64 M, int32 aff",
                        "S c2, S c3", op)
 
 
@@ -289,15 +282,12 @@ def variants(dtypes=DTYPES):
             out.append(RawVariant(dt, lay, raw_names(dt, lay)))
     for dt in dtypes:
         tmap = {"T": dt, "S": stat_dtype(dt)}
-        for aff in AFFINES:
-            for spec in (normalize_spec(aff), dx_spec(aff)):
-                for regime in ("i32", "mixed", "i64"):
-                    out.append(_ew(spec, tmap, regime))
-            if aff != "none":
-                out.append(_ew(bwd_coef_spec(aff), tmap))
+        for spec in (normalize_spec(), dx_spec()):
+            for regime in ("i32", "mixed", "i64"):
+                out.append(_ew(spec, tmap, regime))
+        out.append(_ew(bwd_coef_spec(), tmap))
         out.append(_ew(param_out_spec(), tmap))
     for sd in sorted({stat_dtype(d) for d in dtypes}):
-        out.append(_ew(bwd_coef_spec("none"), {"S": sd}))
         spec = merge_stats_spec(sd)
         out.append(CupyVariant(spec, ("float64",) * 4, (sd,) * 3, scalar_names(spec), "i32", f"S={sd}"))
     for ad in sorted({acc_dtype(d) for d in dtypes}):

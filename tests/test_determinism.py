@@ -28,6 +28,8 @@ WORKER = textwrap.dedent("""
         ("many_groups", (8, 64, 16, 16), 32),
         ("odd", (3, 6, 5, 7), 3),
         ("wide_k", (2, 96, 33, 17), 4),
+        # outputs of >= 16 MiB take the streaming-store path (odd rows: unaligned heads)
+        ("streamed", (1, 64, 361, 365), 8),
     ]
     res = {"threads": np.array(gn.get_num_threads())}
     for name, shape, g in CASES:

@@ -203,10 +203,10 @@ GN_HD void gn_mean_parts(double mean, double& hi, double& lo) { hi = mean; lo = 
 
 // Post-map of the merge ReductionKernel: writes mean, rstd and the low part.
 template <typename S>
-GN_HD void gn_stats_post(const gn_welford& a, double eps, S& mean, S& rstd, float& mlo) {
+GN_HD void gn_stats_post(const gn_welford& a, double eps, S& mean, S& rstd, S& mlo) {
     mean = (S)a.mean;
     rstd = (S)gn_rstd(a.n, a.m2, eps);
-    mlo = (float)(a.mean - (double)mean);
+    mlo = (S)(a.mean - (double)mean);
 }
 
 // y = (x - mean) * rstd * gamma + beta, written so that x - hi is exact.

@@ -17,6 +17,7 @@
  * to the scalar reference. */
 #define GN_CHUNK 4096          /* elements, a multiple of GN_BLOCK */
 #define GN_BLOCK 64
+#define GN_NT_BYTES (16 << 20) /* outputs from this size on use streaming stores */
 #define GN_ROWS 256            /* rows (spatial positions) per NHWC chunk */
 #define GN_LANES 16
 
@@ -85,6 +86,8 @@ static inline uint16_t gn_f32_to_f16(float f)
         void (*sums)(const T *x, int64_t len, double shift, double *s, double *q);    \
         /* y = (x - mh) * sc + sh over a contiguous run */                            \
         void (*norm)(T *y, const T *x, int64_t len, F mh, F sc, F sh);                \
+        /* the same with streaming stores, for outputs too big to stay in cache */   \
+        void (*norm_nt)(T *y, const T *x, int64_t len, F mh, F sc, F sh);             \
         /* per column c: s[c] += x - shift[c], q[c] += (x - shift[c])^2 */            \
         void (*colsums)(const T *x, int64_t rows, int64_t c, const double *shift,     \
                         double *s, double *q);                                        \
@@ -96,6 +99,8 @@ static inline uint16_t gn_f32_to_f16(float f)
         /* dx = dy * k1 + ((x - mh) * c2 + c3) */                                     \
         void (*dnorm)(T *dx, const T *dy, const T *x, int64_t len, F k1, F mh, F c2,  \
                       F c3);                                                          \
+        void (*dnorm_nt)(T *dx, const T *dy, const T *x, int64_t len, F k1, F mh,     \
+                         F c2, F c3);                                                 \
         void (*dcolsums)(const T *dy, const T *x, int64_t rows, int64_t c,            \
                          const double *mh, double *a, double *b);                     \
         void (*dnorm_rows)(T *dx, const T *dy, const T *x, int64_t rows, int64_t c,   \

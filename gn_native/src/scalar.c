@@ -51,6 +51,6 @@
 #define ST ST_BF16
 #include "prims_scalar.inc"
 
-#define INIT(S) {sums_##S, norm_##S, colsums_##S, norm_rows_##S, \
-                 dsums_##S, dnorm_##S, dcolsums_##S, dnorm_rows_##S}
+#define INIT(S) {sums_##S, norm_##S, norm_nt_##S, colsums_##S, norm_rows_##S, \
+                 dsums_##S, dnorm_##S, dnorm_nt_##S, dcolsums_##S, dnorm_rows_##S}
 const gn_kernels gn_kernels_scalar = {"scalar", INIT(f32), INIT(f64), INIT(f16), INIT(bf16)};

@@ -10,7 +10,7 @@ static inline __m256 ld8_bf16(const uint16_t *p)
     return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
 }
 
-static inline void st8_bf16(uint16_t *p, __m256 v)
+static inline __m128i pack8_bf16(__m256 v)
 {
     __m256i u = _mm256_castps_si256(v);
     __m256i absu = _mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff));
@@ -20,14 +20,18 @@ static inline void st8_bf16(uint16_t *p, __m256 v)
         _mm256_add_epi32(u, _mm256_add_epi32(_mm256_set1_epi32(0x7fff), odd)), 16);
     __m256i qn = _mm256_or_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x40));
     r = _mm256_and_si256(_mm256_blendv_epi8(r, qn, nan), _mm256_set1_epi32(0xffff));
-    __m128i packed = _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
-    _mm_storeu_si128((__m128i *)p, packed);
+    return _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
 }
+
+#define st8_bf16(p, v) _mm_storeu_si128((__m128i *)(p), pack8_bf16(v))
+#define st8nt_bf16(p, v) _mm_stream_si128((__m128i *)(p), pack8_bf16(v))
 
 #define LD8_F32(p) _mm256_loadu_ps(p)
 #define ST8_F32(p, v) _mm256_storeu_ps((p), (v))
 #define LD8_F16(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p)))
 #define ST8_F16(p, v) _mm_storeu_si128((__m128i *)(p), _mm256_cvtps_ph((v), _MM_FROUND_TO_NEAREST_INT))
+#define ST8NT_F32(p, v) _mm256_stream_ps((p), (v))
+#define ST8NT_F16(p, v) _mm_stream_si128((__m128i *)(p), _mm256_cvtps_ph((v), _MM_FROUND_TO_NEAREST_INT))
 #define LD_PLAIN(p) (*(p))
 #define ST_PLAIN(p, v) (*(p) = (v))
 
@@ -35,6 +39,7 @@ static inline void st8_bf16(uint16_t *p, __m256 v)
 #define T float
 #define LD8 LD8_F32
 #define ST8 ST8_F32
+#define ST8NT ST8NT_F32
 #define LD LD_PLAIN
 #define ST ST_PLAIN
 #include "prims_avx2.inc"
@@ -42,6 +47,7 @@ static inline void st8_bf16(uint16_t *p, __m256 v)
 #undef T
 #undef LD8
 #undef ST8
+#undef ST8NT
 #undef LD
 #undef ST
 
@@ -49,6 +55,7 @@ static inline void st8_bf16(uint16_t *p, __m256 v)
 #define T uint16_t
 #define LD8 LD8_F16
 #define ST8 ST8_F16
+#define ST8NT ST8NT_F16
 #define LD(p) gn_f16_to_f32(*(p))
 #define ST(p, v) (*(p) = gn_f32_to_f16(v))
 #include "prims_avx2.inc"
@@ -56,6 +63,7 @@ static inline void st8_bf16(uint16_t *p, __m256 v)
 #undef T
 #undef LD8
 #undef ST8
+#undef ST8NT
 #undef LD
 #undef ST
 
@@ -63,6 +71,7 @@ static inline void st8_bf16(uint16_t *p, __m256 v)
 #define T uint16_t
 #define LD8 ld8_bf16
 #define ST8 st8_bf16
+#define ST8NT st8nt_bf16
 #define LD(p) gn_bf16_to_f32(*(p))
 #define ST(p, v) (*(p) = gn_f32_to_bf16(v))
 #include "prims_avx2.inc"
@@ -70,6 +79,7 @@ static inline void st8_bf16(uint16_t *p, __m256 v)
 #undef T
 #undef LD8
 #undef ST8
+#undef ST8NT
 #undef LD
 #undef ST
 
@@ -80,6 +90,6 @@ static inline void st8_bf16(uint16_t *p, __m256 v)
 #define ST ST_PLAIN
 #include "prims_scalar.inc"
 
-#define INIT(S) {sums_##S, norm_##S, colsums_##S, norm_rows_##S, \
-                 dsums_##S, dnorm_##S, dcolsums_##S, dnorm_rows_##S}
+#define INIT(S) {sums_##S, norm_##S, norm_nt_##S, colsums_##S, norm_rows_##S, \
+                 dsums_##S, dnorm_##S, dnorm_nt_##S, dcolsums_##S, dnorm_rows_##S}
 const gn_kernels gn_kernels_avx2 = {"avx2", INIT(f32), INIT(f64), INIT(f16), INIT(bf16)};

@@ -1,0 +1,224 @@
+"""The GPU backend (CuPy): forward, normalize and backward on device arrays.
+
+Called by gn_native._api with preallocated C-contiguous CuPy arrays in the
+kernel's memory layout, outputs first (see _api's docstring).  Nothing here
+validates; nothing synchronizes with the host: every launch goes to CuPy's
+current stream, temporaries come from CuPy's memory pool, and all sizes are
+known from the plan.
+
+Paths (chosen by gn_native._gpu_geometry from the shape alone):
+- fused: one RawKernel block per (n, g) computes the group's statistics and
+  normalizes it (forward), or its channel sums and dx (backward);
+- split (stats="batch", or few large groups): a RawKernel writes partial
+  moments / channel sums per chunk, a CuPy ReductionKernel merges them in a
+  fixed order, and CuPy ElementwiseKernels normalize or compute dx.
+normalize() (statistics given) is one ElementwiseKernel.
+
+The orchestration below is written against a small executor (`_CupyExec`)
+so that tests/test_gpu_host.py can run the very same sequence of kernels,
+with the same geometry and arguments, on the CPU.
+"""
+import functools
+
+import numpy as np
+
+from . import _gpu_geometry as G
+from . import _gpu_kernels as K
+
+try:
+    import cupy
+except ImportError as _e:   # CuPy is optional
+    cupy = None
+    _CUPY_IMPORT_ERROR = _e
+
+
+def require_device():
+    """Raise a clear error unless CuPy is installed and sees a CUDA device."""
+    if cupy is None:
+        raise ImportError("gn_native: the GPU backend needs CuPy, which is not installed "
+                          f"({_CUPY_IMPORT_ERROR}); install it, e.g. pip install cupy-cuda13x")
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as e:  # CUDARuntimeError: no driver, or no device
+        raise RuntimeError(f"gn_native: CuPy is installed but no CUDA device is usable ({e})") from None
+    if count < 1:
+        raise RuntimeError("gn_native: CuPy is installed but found no CUDA device")
+
+
+def dtype_name(dtype):
+    return np.dtype(dtype).name   # float16, bfloat16 (ml_dtypes), float32, float64
+
+
+# ---------------------------------------------------------------------------
+# Kernels, built once (CuPy also caches the compiled binaries on disk).
+
+@functools.lru_cache(maxsize=None)
+def _raw_module(dtype, layout):
+    return cupy.RawModule(code=K.raw_source(), options=K.RAW_OPTIONS, name_expressions=K.raw_names(dtype, layout))
+
+
+@functools.lru_cache(maxsize=None)
+def _raw_kernel(kind, dtype, layout, affine):
+    return _raw_module(dtype, layout).get_function(K.raw_name(kind, dtype, layout, affine))
+
+
+_SPECS = {
+    "normalize": K.normalize_spec, "dx": K.dx_spec, "bwd_coef": K.bwd_coef_spec,
+    "param_out": K.param_out_spec, "sum2": K.sum2_spec,
+    "merge_float32": lambda: K.merge_stats_spec("float32"),
+    "merge_float64": lambda: K.merge_stats_spec("float64"),
+}
+
+
+@functools.lru_cache(maxsize=None)
+def _cupy_kernel(key):
+    s = _SPECS[key]()
+    if isinstance(s, K.Elementwise):
+        return cupy.ElementwiseKernel(s.in_params, s.out_params, s.operation, s.name, preamble=K.preamble())
+    return cupy.ReductionKernel(s.in_params, s.out_params, s.map_expr, s.reduce_expr, s.post_map_expr,
+                                s.identity, s.name, reduce_type=s.reduce_type, preamble=K.preamble())
+
+
+_NULL = np.uint64(0)   # a null device pointer, passed by value
+
+
+class _CupyExec:
+    """Launches on the device, on CuPy's current stream."""
+
+    def empty(self, shape, dtype):
+        return cupy.empty(shape, dtype)
+
+    def raw(self, kind, dtype, layout, affine, launch, args):
+        k = _raw_kernel(kind, dtype, layout, affine)
+        k((launch.grid,), (launch.block,), tuple(_NULL if a is None else a for a in args),
+          shared_mem=launch.smem)
+
+    def elementwise(self, key, *args):
+        _cupy_kernel(key)(*args)
+
+    def reduce(self, key, *args):
+        """Reduction over axis 0 of the 2-D inputs; outputs are passed in args."""
+        _cupy_kernel(key)(*args, axis=0)
+
+
+_EXEC = _CupyExec()
+
+
+# ---------------------------------------------------------------------------
+# The backend contract.
+
+def forward(plan, y, mean, rstd, x, gamma, beta):
+    """Statistics of x into mean/rstd (plan.stat_shape), y = normalized x."""
+    run_forward(_EXEC, plan, y, mean, rstd, x, gamma, beta)
+
+
+def normalize(plan, y, x, mean, rstd, gamma, beta):
+    """y = normalized x with the given mean/rstd (plan.stat_shape, plan.stat_dtype)."""
+    run_normalize(_EXEC, plan, y, x, mean, rstd, None, gamma, beta)
+
+
+def backward(plan, dx, dgamma, dbeta, dy, x, mean, rstd, gamma):
+    """dx, and dgamma/dbeta (shape (C,) or gamma's) in x's dtype."""
+    run_backward(_EXEC, plan, dx, dgamma, dbeta, dy, x, mean, rstd, gamma)
+
+
+def describe(plan):
+    """What forward/backward launch for this plan (for benchmarks and profiles)."""
+    f = G.forward_geometry(plan.n, plan.c, plan.spatial, plan.groups, plan.stats)
+    b = G.backward_geometry(plan.n, plan.c, plan.spatial, plan.groups, plan.stats, plan.layout)
+    return {"forward": f.path, "backward": b.path, "forward_geometry": f, "backward_geometry": b}
+
+
+# ---------------------------------------------------------------------------
+# Orchestration (device-agnostic: `ex` is _CupyExec or the tests' CPU one).
+
+def _i64(v):
+    return np.int64(v)
+
+
+def _flat_args(plan):
+    c, sp, k, gn, nhwc, small, mc, sc, ms, ss, mk, sk = G.flat_params(
+        plan.n, plan.c, plan.spatial, plan.groups, plan.stats, plan.layout)
+    return (np.int64(c), np.int64(sp), np.int64(k), np.int64(gn), np.int32(nhwc), np.int32(small),
+            np.uint32(mc), np.uint32(sc), np.uint32(ms), np.uint32(ss), np.uint32(mk), np.uint32(sk))
+
+
+def _affine_of(gamma, beta, c):
+    p = gamma if gamma is not None else beta
+    if p is None:
+        return "none"
+    return "channel" if p.shape[0] == c else "group"
+
+
+def _sizes(plan):
+    return _i64(plan.n), _i64(plan.c), _i64(plan.spatial), _i64(plan.groups)
+
+
+def run_forward(ex, plan, y, mean, rstd, x, gamma, beta):
+    dt = dtype_name(plan.dtype)
+    geo = G.forward_geometry(plan.n, plan.c, plan.spatial, plan.groups, plan.stats)
+    affine = _affine_of(gamma, beta, plan.c)
+    if geo.path == "fused":
+        ex.raw("fwd_fused", dt, plan.layout, affine, geo.launch,
+               (y, mean, rstd, x, gamma, beta) + _sizes(plan) + (np.float64(plan.eps),))
+        return
+    q, r = geo.merge_shape
+    parts = ex.empty((3, q * r), np.float64)
+    ex.raw("stats_partial", dt, plan.layout, "none", geo.launch,
+           (parts[0], parts[1], parts[2], x) + _sizes(plan) + (_i64(geo.parts), _i64(geo.chunk)))
+    sd = dtype_name(plan.stat_dtype)
+    mlo = ex.empty((r,), plan.stat_dtype)
+    ex.reduce("merge_" + sd, parts[0].reshape(q, r), parts[1].reshape(q, r), parts[2].reshape(q, r),
+              np.float64(plan.eps), mean.reshape(-1), rstd.reshape(-1), mlo)
+    run_normalize(ex, plan, y, x, mean, rstd, mlo, gamma, beta)
+
+
+def run_normalize(ex, plan, y, x, mean, rstd, mlo, gamma, beta):
+    """y from x and per-group statistics; mlo (the mean's low part) may be None."""
+    affine = _affine_of(gamma, beta, plan.c)
+    xf = x.reshape(-1)
+    mf = mean.reshape(-1)
+    ex.elementwise("normalize", xf, mf, rstd.reshape(-1), mf if mlo is None else mlo,
+                   xf if gamma is None else gamma, xf if beta is None else beta,
+                   *_flat_args(plan), np.int32(mlo is not None), np.int32(K.AFFINE_CODE[affine]),
+                   np.int32(gamma is not None), np.int32(beta is not None), y.reshape(-1))
+
+
+def run_backward(ex, plan, dx, dgamma, dbeta, dy, x, mean, rstd, gamma):
+    dt = dtype_name(plan.dtype)
+    acc = np.float64 if plan.dtype == np.float64 else np.float32
+    affine = _affine_of(gamma, None, plan.c)
+    geo = G.backward_geometry(plan.n, plan.c, plan.spatial, plan.groups, plan.stats, plan.layout)
+    n, c = plan.n, plan.c
+    if geo.path == "fused":
+        pdb = ex.empty((n, c), acc)
+        pdg = ex.empty((n, c), acc)
+        ex.raw("bwd_fused", dt, plan.layout, affine, geo.launch,
+               (dx, pdb, pdg, dy, x, mean, rstd, gamma) + _sizes(plan) + (np.int32(geo.tx_len),))
+        rows_db, rows_dg = pdb, pdg
+    else:
+        q, r = geo.sum_shape
+        pdb = ex.empty((q, r), acc)
+        pdg = ex.empty((q, r), acc)
+        gn = plan.groups if plan.stats == "sample" else 0
+        ex.raw("bwd_partial", dt, plan.layout, "none", geo.launch,
+               (pdb, pdg, dy, x, mean, rstd) + _sizes(plan)
+               + (_i64(gn), _i64(geo.parts), _i64(geo.chunk), np.int32(geo.tx_len)))
+        sdb = ex.empty((r,), np.float64)        # per (n, c) ("sample") or per c ("batch")
+        sdg = ex.empty((r,), np.float64)
+        ex.reduce("sum2", pdb, pdg, sdb, sdg)
+        rows = n if plan.stats == "sample" else 1
+        c2 = ex.empty(plan.stat_shape, plan.stat_dtype)
+        c3 = ex.empty(plan.stat_shape, plan.stat_dtype)
+        xf = x.reshape(-1)
+        ex.elementwise("bwd_coef", sdb, sdg, rstd.reshape(-1), xf if gamma is None else gamma,
+                       _i64(c), _i64(plan.k), _i64(plan.groups), np.float64(plan.k * plan.spatial * (plan.n if plan.stats == "batch" else 1)),
+                       np.int32(K.AFFINE_CODE[affine]), c2.reshape(-1), c3.reshape(-1))
+        ex.elementwise("dx", dy.reshape(-1), xf, mean.reshape(-1), rstd.reshape(-1), c2.reshape(-1),
+                       c3.reshape(-1), xf if gamma is None else gamma, *_flat_args(plan),
+                       np.int32(K.AFFINE_CODE[affine]), dx.reshape(-1))
+        rows_db, rows_dg = sdb.reshape(rows, c), sdg.reshape(rows, c)
+    tdb = ex.empty((c,), np.float64)
+    tdg = ex.empty((c,), np.float64)
+    ex.reduce("sum2", rows_db, rows_dg, tdb, tdg)
+    ex.elementwise("param_out", tdb, tdg, _i64(c // dgamma.shape[0]), dgamma, dbeta)
