@@ -63,6 +63,38 @@ cdef _check(gn_status st):
         raise RuntimeError(f"gn_native C core: {gn_strerror(st).decode()}")
 
 
+cdef gn_status _forward(int code, void *y, void *mean, void *rstd, void *var, void *x,
+                       void *gamma, void *beta, gn_desc *d) noexcept nogil:
+    if code == F32:
+        return gn_forward_var_f32(<float *>y, <float *>mean, <float *>rstd, <float *>var,
+                                  <float *>x, <float *>gamma, <float *>beta, d)
+    if code == F64:
+        return gn_forward_var_f64(<double *>y, <double *>mean, <double *>rstd, <double *>var,
+                                  <double *>x, <double *>gamma, <double *>beta, d)
+    if code == F16:
+        return gn_forward_var_f16(<uint16_t *>y, <float *>mean, <float *>rstd, <float *>var,
+                                  <uint16_t *>x, <uint16_t *>gamma, <uint16_t *>beta, d)
+    return gn_forward_var_bf16(<uint16_t *>y, <float *>mean, <float *>rstd, <float *>var,
+                               <uint16_t *>x, <uint16_t *>gamma, <uint16_t *>beta, d)
+
+
+cdef gn_status _backward(int code, void *dx, void *dgamma, void *dbeta, void *dy, void *x,
+                         void *mean, void *rstd, void *gamma, gn_desc *d) noexcept nogil:
+    if code == F32:
+        return gn_backward_f32(<float *>dx, <float *>dgamma, <float *>dbeta, <float *>dy,
+                               <float *>x, <float *>mean, <float *>rstd, <float *>gamma, d)
+    if code == F64:
+        return gn_backward_f64(<double *>dx, <double *>dgamma, <double *>dbeta, <double *>dy,
+                               <double *>x, <double *>mean, <double *>rstd, <double *>gamma, d)
+    if code == F16:
+        return gn_backward_f16(<uint16_t *>dx, <uint16_t *>dgamma, <uint16_t *>dbeta,
+                               <uint16_t *>dy, <uint16_t *>x, <float *>mean, <float *>rstd,
+                               <uint16_t *>gamma, d)
+    return gn_backward_bf16(<uint16_t *>dx, <uint16_t *>dgamma, <uint16_t *>dbeta,
+                            <uint16_t *>dy, <uint16_t *>x, <float *>mean, <float *>rstd,
+                            <uint16_t *>gamma, d)
+
+
 def forward(p, y, mean, rstd, x, gamma, beta, var=None):
     """Statistics and y; `var` (optional, shaped like mean) gets the biased variance."""
     cdef gn_desc d = _desc(p)
@@ -76,18 +108,7 @@ def forward(p, y, mean, rstd, x, gamma, beta, var=None):
     cdef void *pb = _ptr(beta)
     cdef gn_status st
     with nogil:
-        if code == F32:
-            st = gn_forward_var_f32(<float *>py, <float *>pm, <float *>pr, <float *>pv,
-                                    <float *>px, <float *>pg, <float *>pb, &d)
-        elif code == F64:
-            st = gn_forward_var_f64(<double *>py, <double *>pm, <double *>pr, <double *>pv,
-                                    <double *>px, <double *>pg, <double *>pb, &d)
-        elif code == F16:
-            st = gn_forward_var_f16(<uint16_t *>py, <float *>pm, <float *>pr, <float *>pv,
-                                    <uint16_t *>px, <uint16_t *>pg, <uint16_t *>pb, &d)
-        else:
-            st = gn_forward_var_bf16(<uint16_t *>py, <float *>pm, <float *>pr, <float *>pv,
-                                     <uint16_t *>px, <uint16_t *>pg, <uint16_t *>pb, &d)
+        st = _forward(code, py, pm, pr, pv, px, pg, pb, &d)
     _check(st)
 
 
@@ -130,20 +151,7 @@ def backward(p, dx, dgamma, dbeta, dy, x, mean, rstd, gamma):
     cdef void *pg = _ptr(gamma)
     cdef gn_status st
     with nogil:
-        if code == F32:
-            st = gn_backward_f32(<float *>pdx, <float *>pdg, <float *>pdb, <float *>pdy,
-                                 <float *>px, <float *>pm, <float *>pr, <float *>pg, &d)
-        elif code == F64:
-            st = gn_backward_f64(<double *>pdx, <double *>pdg, <double *>pdb, <double *>pdy,
-                                 <double *>px, <double *>pm, <double *>pr, <double *>pg, &d)
-        elif code == F16:
-            st = gn_backward_f16(<uint16_t *>pdx, <uint16_t *>pdg, <uint16_t *>pdb,
-                                 <uint16_t *>pdy, <uint16_t *>px, <float *>pm, <float *>pr,
-                                 <uint16_t *>pg, &d)
-        else:
-            st = gn_backward_bf16(<uint16_t *>pdx, <uint16_t *>pdg, <uint16_t *>pdb,
-                                  <uint16_t *>pdy, <uint16_t *>px, <float *>pm, <float *>pr,
-                                  <uint16_t *>pg, &d)
+        st = _backward(code, pdx, pdg, pdb, pdy, px, pm, pr, pg, &d)
     _check(st)
 
 
@@ -321,18 +329,7 @@ def forward_fast(x, n_groups, gamma, beta, eps, stats, channel_axis, out):
     cdef void *pb = _ptr(beta)
     cdef gn_status st
     with nogil:
-        if code == F32:
-            st = gn_forward_f32(<float *>py, <float *>pm, <float *>pr, <float *>px,
-                                <float *>pg, <float *>pb, &d)
-        elif code == F64:
-            st = gn_forward_f64(<double *>py, <double *>pm, <double *>pr, <double *>px,
-                                <double *>pg, <double *>pb, &d)
-        elif code == F16:
-            st = gn_forward_f16(<uint16_t *>py, <float *>pm, <float *>pr, <uint16_t *>px,
-                                <uint16_t *>pg, <uint16_t *>pb, &d)
-        else:
-            st = gn_forward_bf16(<uint16_t *>py, <float *>pm, <float *>pr, <uint16_t *>px,
-                                 <uint16_t *>pg, <uint16_t *>pb, &d)
+        st = _forward(code, py, pm, pr, NULL, px, pg, pb, &d)
     _check(st)
     return ya, mean, rstd
 
@@ -385,19 +382,6 @@ def backward_fast(dy, x, mean, rstd, n_groups, gamma, stats, channel_axis):
     cdef void *pg = _ptr(gamma)
     cdef gn_status st
     with nogil:
-        if code == F32:
-            st = gn_backward_f32(<float *>pdx, <float *>pdg, <float *>pdb, <float *>pdy,
-                                 <float *>px, <float *>pm, <float *>pr, <float *>pg, &d)
-        elif code == F64:
-            st = gn_backward_f64(<double *>pdx, <double *>pdg, <double *>pdb, <double *>pdy,
-                                 <double *>px, <double *>pm, <double *>pr, <double *>pg, &d)
-        elif code == F16:
-            st = gn_backward_f16(<uint16_t *>pdx, <uint16_t *>pdg, <uint16_t *>pdb,
-                                 <uint16_t *>pdy, <uint16_t *>px, <float *>pm, <float *>pr,
-                                 <uint16_t *>pg, &d)
-        else:
-            st = gn_backward_bf16(<uint16_t *>pdx, <uint16_t *>pdg, <uint16_t *>pdb,
-                                  <uint16_t *>pdy, <uint16_t *>px, <float *>pm, <float *>pr,
-                                  <uint16_t *>pg, &d)
+        st = _backward(code, pdx, pdg, pdb, pdy, px, pm, pr, pg, &d)
     _check(st)
     return dxa, dgamma, dbeta
