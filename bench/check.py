@@ -58,6 +58,17 @@ def compare(got, ref, what):
     return None
 
 
+def bitwise_equal(a, b):
+    """Same shape and the same bits (NaNs included) in every element."""
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if a.dtype.itemsize not in (2, 4, 8):
+        return bool(np.array_equal(a, b))
+    u = {2: np.uint16, 4: np.uint32, 8: np.uint64}[a.dtype.itemsize]
+    return bool(np.array_equal(a.view(u), b.view(u)))
+
+
 def compare_all(pairs):
     """Reasons for every (got, ref, what) that fails; empty when all pass."""
     return [r for r in (compare(g, ref, w) for g, ref, w in pairs) if r]

@@ -1,8 +1,9 @@
 """A PNG of a run: time and ratios per row, CPU (each thread count) vs torch vs GPU.
 
-One column of panels per pass.  Top: median time (log scale) of ours, of
-torch and of the GPU.  Bottom: ours / memory floor and ours / torch, with
-the line 1.0 drawn (below it torch is slower; the floor is rarely beaten).
+Two panels per pass, one above the other.  Upper: median time (log scale)
+of ours, of torch and of the GPU.  Lower: ours / memory floor and ours /
+torch, with the line 1.0 drawn (below it torch is slower; the floor is
+rarely beaten).
 """
 import os
 
@@ -24,13 +25,14 @@ def plot(rows, path, title=""):
         return
     threads = sorted({r["threads"] for r in rows})
     n_max = max(len({_label(r) for r in rows if r["pass"] == p}) for p in passes)
-    fig, axes = plt.subplots(2, len(passes), squeeze=False, sharex="col",
-                             figsize=(max(8.0, 0.28 * n_max * len(passes) + 3), 9))
+    fig, axes = plt.subplots(2 * len(passes), 1, squeeze=False, layout="constrained",
+                             figsize=(max(8.0, 0.26 * n_max + 3), 5.4 * len(passes)),
+                             height_ratios=[1.0, 1.35] * len(passes))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for col, ps in enumerate(passes):
         labels = list(dict.fromkeys(_label(r) for r in rows if r["pass"] == ps))
         pos = {lab: i for i, lab in enumerate(labels)}
-        t_ax, r_ax = axes[0][col], axes[1][col]
+        t_ax, r_ax = axes[2 * col][0], axes[2 * col + 1][0]
         for k, t in enumerate(threads):
             rs = [r for r in rows if r["pass"] == ps and r["threads"] == t]
             xs = [pos[_label(r)] for r in rs]
@@ -58,6 +60,8 @@ def plot(rows, path, title=""):
         t_ax.set_yscale("log")
         t_ax.set_ylabel("median ms (log)")
         t_ax.set_title(ps)
+        t_ax.set_xticks(range(len(labels)))
+        t_ax.set_xticklabels([])
         r_ax.axhline(1.0, color="gray", lw=0.8)
         r_ax.set_yscale("log")
         r_ax.set_ylabel("time ratio: ours / other")
@@ -68,7 +72,6 @@ def plot(rows, path, title=""):
             ax.legend(fontsize=7, ncol=2)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -105,12 +105,13 @@ def header_lines(env):
                  f"threads timed: {', '.join(map(str, env['threads']))}")
     rts = env["openmp_runtimes"]
     lines.append(f"OpenMP runtimes loaded: {', '.join(rts) if rts else 'none found'}")
-    load = env["load_average_1min"]
-    if load is not None:
-        busy = load > 0.5
-        lines.append(f"load average (1 min) at start: {load:.2f}" +
-                     ("  -- the machine is busy: timings, multi-threaded ones most, will be noisy"
-                      if busy else ""))
+    others = env.get("others_cores_at_start")
+    if others is not None:
+        lines.append(f"other processes at start: {others:.2f} cores busy"
+                     + (f" -- the machine is busy: timings, multi-threaded ones most, will be "
+                        f"noisy" if others > NOISY_CORES else "")
+                     + (f" (load average {env['load_average_1min']:.2f})"
+                        if env.get("load_average_1min") is not None else ""))
     lines.append(f"GPU: {env['gpu']}")
     tm = env.get("timing")
     if tm:
@@ -124,7 +125,9 @@ def header_lines(env):
 
 # ---- the table -------------------------------------------------------------
 
-_CPU_COLS = (("case", 10, "<"), ("dtype", 8, "<"), ("layout", 6, "<"), ("stats", 6, "<"),
+NOISY_CORES = 0.25  # other processes' use above which a row is marked noisy
+
+_CPU_COLS = (("case", 13, "<"), ("dtype", 8, "<"), ("layout", 6, "<"), ("stats", 6, "<"),
              ("pass", 8, "<"), ("thr", 3, ">"), ("ms", 9, ">"), ("GB/s", 7, ">"),
              ("x floor", 7, ">"), ("x torch", 7, ">"))
 _GPU_COLS = (("GPU ms", 8, ">"), ("GB/s", 7, ">"), ("x copy", 6, ">"), ("x torch", 7, ">"))
@@ -158,6 +161,7 @@ def format_row(r, with_gpu):
     else:
         cells += [_ms(r["ms"] * 1e-3), _num(r["gbps"], ".1f"),
                   _num(r["x_floor"], ".2f"), _num(r["x_torch"], ".2f")]
+    noisy = (r.get("others_cores") or 0.0) > NOISY_CORES
     cols = _CPU_COLS
     if with_gpu:
         cols = _CPU_COLS + _GPU_COLS
@@ -171,7 +175,16 @@ def format_row(r, with_gpu):
         else:
             cells += [_ms(g["ms"] * 1e-3), _num(g["gbps"], ".0f"),
                       _num(g["x_copy"], ".2f"), _num(g["x_torch"], ".2f")]
-    return _line(cells, cols)
+    return _line(cells, cols) + ("  ~" if noisy else "")
+
+
+def noise_lines(rows):
+    loads = [r["others_cores"] for r in rows if r.get("others_cores") is not None]
+    if not loads:
+        return []
+    noisy = sum(v > NOISY_CORES for v in loads)
+    return [f"other processes kept {statistics.mean(loads):.2f} cores busy on average while rows "
+            f"ran; {noisy} row(s) marked ~ ran while they used more than {NOISY_CORES} cores"]
 
 
 # ---- the summary -----------------------------------------------------------

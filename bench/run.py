@@ -13,17 +13,12 @@ import os
 import sys
 import time
 
-import numpy as np
-
-import check
-import contenders
 import overhead
-import reference
 import report
 import timing
-from cases import (ALL_DTYPES, DTYPES, LAYOUTS, PASSES, STATS, channel_axis, dtype_of,
+from cases import (ALL_DTYPES, DTYPES, LAYOUTS, PASSES, QUICK_CASES, STATS, dtype_of,
                    in_layout, make_data, select, select_cases)
-from contenders import EPS, NotAvailable
+from measure import Rows, references
 from progress import Progress
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -34,7 +29,7 @@ def parse_args(argv):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", help="CPU thread counts, e.g. 1,2 (default: 1 and all cores)")
     p.add_argument("--quick", action="store_true",
-                   help="cases " + ", ".join(("sd-unet", "b32-14", "tiny")) + ", fewer repeats")
+                   help="cases " + ", ".join(QUICK_CASES) + ", fewer repeats")
     p.add_argument("--cases", help="comma list of case names (or prefixes), or NxCxHxW/G shapes")
     p.add_argument("--dtype", help=f"comma list of {', '.join(ALL_DTYPES)} "
                                    f"(default {', '.join(DTYPES)})")
@@ -45,7 +40,7 @@ def parse_args(argv):
                                   "bench/out/quick.json with --quick; 'none' to skip)")
     p.add_argument("--plot", help="PNG plot (default bench/out/bench.png or quick.png; 'none' to skip)")
     p.add_argument("--budget", type=float, help="seconds of timing per row "
-                                                "(default 0.5, 0.08 with --quick)")
+                                                "(default 0.4, 0.08 with --quick)")
     p.add_argument("--gap-ms", type=float,
                    help="pause before each timed call when threads > 1, so the idle threads of "
                         "another OpenMP runtime stop spinning (default: 2 when more than one "
@@ -119,118 +114,6 @@ def out_path(value, quick, ext):
     return value or os.path.join(HERE, "out", ("quick" if quick else "bench") + ext)
 
 
-class Run:
-    """One benchmark run: its options, its contenders, and the rows it has measured."""
-
-    def __init__(self, args, gn, torch, gpu):
-        self.args, self.gn, self.torch, self.gpu = args, gn, torch, gpu
-        self.budget = args.budget or (0.08 if args.quick else 0.5)
-        self.min_reps = 3 if args.quick else 5
-        self.max_reps = 30 if args.quick else 100
-        self.rows, self.failures = [], []
-        self.na_seen = set()
-        gap_ms = args.gap_ms
-        if gap_ms is None:
-            gap_ms = 2.0 if len(report.openmp_runtimes()) > 1 else 0.0
-        self.gap_s = gap_ms * 1e-3
-
-    def set_threads(self, n):
-        self.gn.set_num_threads(n)
-        if self.torch is not None:
-            self.torch.set_num_threads(n)
-
-    def _check(self, call_outputs, refs):
-        try:
-            got = call_outputs()
-        except Exception as e:
-            return [f"raised {type(e).__name__}: {e}"]
-        return check.compare_all((got[k], refs[k], k) for k in got)
-
-    def cpu_row(self, row, a, refs, case):
-        st, layout, ps, t = row["stats"], row["layout"], row["pass"], row["threads"]
-        try:
-            call, outputs = contenders.ours(self.gn, a, case, st, layout, ps)
-            errors = self._check(outputs, refs)
-        except Exception as e:
-            errors = [f"raised {type(e).__name__}: {e}"]
-        if errors:
-            row.update(status="wrong", errors=errors)
-            return row
-        fns = {"ours": call, "floor": contenders.floor(np, a, ps)}
-        row["torch_na"] = "torch not installed" if self.torch is None else None
-        if self.torch is not None:
-            try:
-                fns["torch"] = contenders.torch_group_norm(self.torch, a, case, st, layout, ps)
-            except NotAvailable as e:
-                row["torch_na"] = str(e)
-        samples = timing.interleaved(fns, budget_s=self.budget, min_reps=self.min_reps,
-                                     max_reps=self.max_reps,
-                                     gap_s=self.gap_s if t > 1 else 0.0)
-        med = {k: timing.median(v) for k, v in samples.items()}
-        row.update(status="ok", ms=med["ours"] * 1e3, gbps=row["bytes"] / med["ours"] * 1e-9,
-                   x_floor=med["ours"] / med["floor"],
-                   x_torch=med["ours"] / med["torch"] if "torch" in med else None,
-                   timings={k: timing.summary(v) for k, v in samples.items()})
-        return row
-
-    def gpu_row(self, row, a, refs, case):
-        cupy = self.gpu["cupy"]
-        st, layout, ps = row["stats"], row["layout"], row["pass"]
-        try:
-            d = contenders.to_device(cupy, a)
-            call, outputs = contenders.ours(self.gn, d, case, st, layout, ps,
-                                            to_host=cupy.asnumpy)
-        except NotAvailable as e:
-            return {"na": str(e)}
-        except ImportError as e:  # the package was built without its GPU backend
-            return {"na": f"gn_native GPU backend: {e}"}
-        except Exception as e:
-            return {"status": "wrong", "errors": [f"raised {type(e).__name__}: {e}"]}
-        errors = self._check(outputs, refs)
-        if errors:
-            return {"status": "wrong", "errors": errors}
-        fns = {"ours": call, "copy": contenders.floor(cupy, d, ps)}
-        g = {"status": "ok", "torch_na": None if self.gpu["torch"] else "no torch CUDA"}
-        if self.gpu["torch"] is not None:
-            try:
-                fns["torch"] = contenders.torch_group_norm(self.gpu["torch"], a, case, st,
-                                                           layout, ps, device="cuda")
-            except NotAvailable as e:
-                g["torch_na"] = str(e)
-        samples = timing.interleaved(fns, timer=timing.cuda_timer(cupy), budget_s=self.budget,
-                                     min_reps=10, max_reps=20 * self.max_reps, warmup=3)
-        med = {k: timing.median(v) for k, v in samples.items()}
-        g.update(ms=med["ours"] * 1e3, gbps=row["bytes"] / med["ours"] * 1e-9,
-                 x_copy=med["ours"] / med["copy"],
-                 x_torch=med["ours"] / med["torch"] if "torch" in med else None,
-                 timings={k: timing.summary(v) for k, v in samples.items()})
-        return g
-
-    def note_failure(self, row, where, errors, bar):
-        name = (f"{row['case']} {row['shape']} {row['dtype']} {row['layout']} stats={row['stats']} "
-                f"{row['pass']} threads={row['threads']} {where}")
-        self.failures.append({"case": name, "errors": errors})
-        bar.write(f"WRONG RESULT: {name}: " + "; ".join(errors), out=sys.stderr)
-
-    def note_na(self, reason, bar):
-        if reason and reason not in self.na_seen:
-            self.na_seen.add(reason)
-            bar.write(f"note: {reason}", out=sys.stderr)
-
-
-def references(data, case, stats, passes):
-    """The float64 results each pass is checked against, for both layouts."""
-    refs = {}
-    gamma, beta = data["gamma"], data["beta"]
-    if "forward" in passes:
-        y, mean, rstd = reference.forward(data["x"], case.g, gamma, beta, EPS, stats)
-        refs["forward"] = {"y": y, "mean": mean, "rstd": rstd}
-    if "backward" in passes:
-        dx, dgamma, dbeta = reference.backward(data["dy"], data["x"], case.g, gamma, EPS, stats)
-        refs["backward"] = {"dx": dx, "dgamma": dgamma, "dbeta": dbeta}
-    return refs
-
-
 def main(argv=None):
     args = parse_args(argv)
     t_start = time.perf_counter()
@@ -245,8 +128,11 @@ def main(argv=None):
     stats_modes = select(args.stats, STATS, "--stats") or list(STATS)
     passes = select(args.passes, PASSES, "--pass") or list(PASSES)
 
-    run = Run(args, gn, torch, gpu)
+    run = Rows(args, gn, torch, gpu)
+    idle = timing.OthersLoad()
+    time.sleep(0.5)
     env = report.environment(gn, torch, gpu_line, threads, args)
+    env["others_cores_at_start"] = idle.cores()
     env["timing"] = {"budget_s_per_row": run.budget, "min_reps": run.min_reps,
                      "max_reps": run.max_reps, "gap_ms": run.gap_s * 1e3}
     for line in report.header_lines(env):
@@ -271,25 +157,12 @@ def main(argv=None):
                         a = {k: in_layout(v, layout) if k in ("x", "dy") else v
                              for k, v in data.items()}
                         for ps in passes:
-                            for i, t in enumerate(threads):
+                            for t in threads:
                                 bar.start(f"{case.name} {dname} {layout} {st} {ps} t={t}")
-                                run.set_threads(t)
-                                row = {"case": case.name, "shape": case.label(), "dtype": dname,
-                                       "layout": layout, "stats": st, "pass": ps, "threads": t,
-                                       "bytes": (2 if ps == "forward" else 3) * a["x"].nbytes}
-                                run.cpu_row(row, a, refs[ps], case)
-                                if row["status"] != "ok":
-                                    run.note_failure(row, "(CPU)", row["errors"], bar)
-                                run.note_na(row.get("torch_na"), bar)
-                                if gpu is not None and i == 0:
-                                    row["gpu"] = run.gpu_row(row, a, refs[ps], case)
-                                    if row["gpu"].get("status") == "wrong":
-                                        run.note_failure(row, "(GPU)", row["gpu"]["errors"], bar)
-                                    run.note_na(row["gpu"].get("na") or row["gpu"].get("torch_na"), bar)
-                                run.rows.append(row)
+                                row = run.measure(case, dname, layout, st, ps, t, a, refs[ps],
+                                                  with_gpu and t == threads[0], bar)
                                 bar.step()
                                 bar.write(report.format_row(row, with_gpu))
-                del data, refs, a
         bar.close()
 
         over = []
@@ -309,6 +182,8 @@ def main(argv=None):
         print(line)
     elapsed = time.perf_counter() - t_start
     print(f"\n{len(run.rows)} rows in {elapsed:.1f} s")
+    for line in report.noise_lines(run.rows):
+        print(line)
 
     json_path = out_path(args.json, args.quick, ".json")
     if json_path:

@@ -6,6 +6,7 @@ so that frequency changes, a noisy neighbour or the page cache hit all of
 them alike.  The number of rounds adapts to the cost of a round: enough to
 fill the row's time budget, within [min_reps, max_reps].
 """
+import os
 import statistics
 import time
 
@@ -79,3 +80,34 @@ def summary(samples):
     q = lambda f: s[min(len(s) - 1, int(f * (len(s) - 1) + 0.5))]
     return {"median_s": median(s), "min_s": s[0], "q1_s": q(0.25), "q3_s": q(0.75),
             "reps": len(s)}
+
+
+def _cpu_seconds():
+    """(CPU seconds used by every process since boot, CPU seconds used by this one)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:8]]
+    t = os.times()
+    busy = v[0] + v[1] + v[2] + v[5] + v[6]  # user nice system irq softirq
+    return busy / os.sysconf("SC_CLK_TCK"), t.user + t.system
+
+
+class OthersLoad:
+    """How many cores other processes kept busy between start and `cores()` (Linux).
+
+    A busy neighbour is the main source of noise on a small machine: an
+    OpenMP barrier waits for whichever thread the scheduler put aside.  The
+    counters tick every 10 ms, so spans much shorter than a second are rough.
+    """
+
+    def __init__(self):
+        try:
+            self._t0, self._c0 = time.perf_counter(), _cpu_seconds()
+        except (OSError, ValueError, AttributeError):
+            self._c0 = None
+
+    def cores(self):
+        if self._c0 is None:
+            return None
+        wall = time.perf_counter() - self._t0
+        (all1, ours1), (all0, ours0) = _cpu_seconds(), self._c0
+        return max(0.0, (all1 - all0) - (ours1 - ours0)) / wall if wall > 0 else None

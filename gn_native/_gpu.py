@@ -72,11 +72,7 @@ _SPECS = {
 
 @functools.lru_cache(maxsize=None)
 def _cupy_kernel(key):
-    s = _SPECS[key]()
-    if isinstance(s, K.Elementwise):
-        return cupy.ElementwiseKernel(s.in_params, s.out_params, s.operation, s.name, preamble=K.preamble())
-    return cupy.ReductionKernel(s.in_params, s.out_params, s.map_expr, s.reduce_expr, s.post_map_expr,
-                                s.identity, s.name, reduce_type=s.reduce_type, preamble=K.preamble())
+    return K.build_cupy_kernel(_SPECS[key]())
 
 
 _NULL = np.uint64(0)   # a null device pointer, passed by value
@@ -97,7 +93,11 @@ class _CupyExec:
         _cupy_kernel(key)(*args)
 
     def reduce(self, key, *args):
-        """Reduction over axis 0 of the 2-D inputs; outputs are passed in args."""
+        """Reduction over axis 0 of the 2-D inputs; outputs are passed in args.
+
+        Our reductions have several inputs and outputs, so CuPy runs its own
+        reduction kernel (never the CUB one, which takes one of each): the
+        code gn_native.gpu_check compiles, in a fixed order."""
         _cupy_kernel(key)(*args, axis=0)
 
 
@@ -122,8 +122,20 @@ def backward(plan, dx, dgamma, dbeta, dy, x, mean, rstd, gamma):
     run_backward(_EXEC, plan, dx, dgamma, dbeta, dy, x, mean, rstd, gamma)
 
 
-def describe(plan):
-    """What forward/backward launch for this plan (for benchmarks and profiles)."""
+def describe(plan=None):
+    """Without a plan: one line on CuPy and the device (gn_native.show_config).
+    With one: the paths and geometry forward/backward use (benchmarks, profiles)."""
+    if plan is None:
+        if cupy is None:
+            return "CuPy not installed"
+        try:
+            dev = cupy.cuda.Device()
+            props = cupy.cuda.runtime.getDeviceProperties(dev.id)
+        except Exception as e:
+            return f"CuPy {cupy.__version__}, no usable CUDA device ({e})"
+        name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+        return (f"CuPy {cupy.__version__}, {name} (sm_{props['major']}{props['minor']}, "
+                f"{props['multiProcessorCount']} SMs)")
     f = G.forward_geometry(plan.n, plan.c, plan.spatial, plan.groups, plan.stats)
     b = G.backward_geometry(plan.n, plan.c, plan.spatial, plan.groups, plan.stats, plan.layout)
     return {"forward": f.path, "backward": b.path, "forward_geometry": f, "backward_geometry": b}
@@ -177,11 +189,13 @@ def run_normalize(ex, plan, y, x, mean, rstd, mlo, gamma, beta):
     """y from x and per-group statistics; mlo (the mean's low part) may be None."""
     affine = _affine_of(gamma, beta, plan.c)
     xf = x.reshape(-1)
+    yf = xf if y is x else y.reshape(-1)   # in place: one array object, so CuPy sees no overlap to copy
     mf = mean.reshape(-1)
+    dummy = xf[:1]     # stands for a missing gamma/beta: small, so CuPy indexes it in 32 bits
     ex.elementwise("normalize", xf, mf, rstd.reshape(-1), mf if mlo is None else mlo,
-                   xf if gamma is None else gamma, xf if beta is None else beta,
+                   dummy if gamma is None else gamma, dummy if beta is None else beta,
                    *_flat_args(plan), np.int32(mlo is not None), np.int32(K.AFFINE_CODE[affine]),
-                   np.int32(gamma is not None), np.int32(beta is not None), y.reshape(-1))
+                   np.int32(gamma is not None), np.int32(beta is not None), yf)
 
 
 def run_backward(ex, plan, dx, dgamma, dbeta, dy, x, mean, rstd, gamma):
@@ -207,18 +221,22 @@ def run_backward(ex, plan, dx, dgamma, dbeta, dy, x, mean, rstd, gamma):
         sdb = ex.empty((r,), np.float64)        # per (n, c) ("sample") or per c ("batch")
         sdg = ex.empty((r,), np.float64)
         ex.reduce("sum2", pdb, pdg, sdb, sdg)
-        rows = n if plan.stats == "sample" else 1
         c2 = ex.empty(plan.stat_shape, plan.stat_dtype)
         c3 = ex.empty(plan.stat_shape, plan.stat_dtype)
         xf = x.reshape(-1)
-        ex.elementwise("bwd_coef", sdb, sdg, rstd.reshape(-1), xf if gamma is None else gamma,
-                       _i64(c), _i64(plan.k), _i64(plan.groups), np.float64(plan.k * plan.spatial * (plan.n if plan.stats == "batch" else 1)),
+        m = plan.k * plan.spatial * (n if plan.stats == "batch" else 1)    # values per statistics group
+        gam = xf[:1] if gamma is None else gamma      # a small stand-in when there is no gamma
+        ex.elementwise("bwd_coef", sdb, sdg, rstd.reshape(-1), gam,
+                       _i64(c), _i64(plan.k), _i64(plan.groups), np.float64(m),
                        np.int32(K.AFFINE_CODE[affine]), c2.reshape(-1), c3.reshape(-1))
         ex.elementwise("dx", dy.reshape(-1), xf, mean.reshape(-1), rstd.reshape(-1), c2.reshape(-1),
-                       c3.reshape(-1), xf if gamma is None else gamma, *_flat_args(plan),
+                       c3.reshape(-1), gam, *_flat_args(plan),
                        np.int32(K.AFFINE_CODE[affine]), dx.reshape(-1))
-        rows_db, rows_dg = sdb.reshape(rows, c), sdg.reshape(rows, c)
-    tdb = ex.empty((c,), np.float64)
-    tdg = ex.empty((c,), np.float64)
-    ex.reduce("sum2", rows_db, rows_dg, tdb, tdg)
+        rows_db, rows_dg = sdb.reshape(-1, c), sdg.reshape(-1, c)
+    if rows_db.shape[0] == 1 and rows_db.dtype == np.float64:
+        tdb, tdg = rows_db.reshape(-1), rows_dg.reshape(-1)       # stats="batch": already per channel
+    else:
+        tdb = ex.empty((c,), np.float64)
+        tdg = ex.empty((c,), np.float64)
+        ex.reduce("sum2", rows_db, rows_dg, tdb, tdg)
     ex.elementwise("param_out", tdb, tdg, _i64(c // dgamma.shape[0]), dgamma, dbeta)

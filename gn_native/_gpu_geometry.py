@@ -16,7 +16,6 @@ from dataclasses import dataclass
 GRID_X_MAX = 2**31 - 1
 BLOCK_MAX = 1024
 SMEM_LIMIT = 48 * 1024
-UNROLL = 4                   # GN_UNROLL in gn_kernels.cuh
 
 # Path choice (see forward_geometry): one block per (n, g) when there are
 # enough groups to fill the device, or when a group is small enough for one
@@ -104,15 +103,24 @@ def forward_geometry(n, c, spatial, groups, stats):
                            parts, chunk, (q, r))
 
 
+TILE_MIN_TX = 32              # a warp's worth of consecutive addresses
+
+
 def tile_tx(layout, block, spatial, channels):
     """Threads along the contiguous axis of a (channels x positions) tile.
 
     NCHW rows are channels of `spatial` contiguous values: tx covers the
-    positions.  NHWC rows are positions of `channels` contiguous values: tx
-    covers the channels.  Either way a warp reads consecutive addresses.
+    positions, and the block takes up to `channels` rows at once (tx shrinks
+    down to a warp) so that one tree reduction serves many channels.  NHWC
+    rows are positions of `channels` contiguous values: tx covers the
+    channels.  Either way a warp reads consecutive addresses.
     """
-    along = spatial if layout == "nchw" else channels
-    return min(block, pow2ceil(along))
+    if layout == "nhwc":
+        return min(block, pow2ceil(channels))
+    tx = min(block, pow2ceil(spatial))
+    while tx > TILE_MIN_TX and block // tx < channels:
+        tx //= 2
+    return tx
 
 
 def bwd_fused_smem(block, k):

@@ -204,6 +204,17 @@ def sum2_spec():
                      "gn_d2_make(0.0, 0.0)", "gn_d2")
 
 
+def build_cupy_kernel(spec):
+    """The CuPy kernel object of a spec (building it needs CuPy, not a device)."""
+    import cupy
+    if isinstance(spec, Elementwise):
+        return cupy.ElementwiseKernel(spec.in_params, spec.out_params, spec.operation, spec.name,
+                                      preamble=preamble())
+    return cupy.ReductionKernel(spec.in_params, spec.out_params, spec.map_expr, spec.reduce_expr,
+                                spec.post_map_expr, spec.identity, spec.name,
+                                reduce_type=spec.reduce_type, preamble=preamble())
+
+
 # ---------------------------------------------------------------------------
 # Variants: every kernel the backend can launch, for gpu_check.
 
@@ -230,10 +241,6 @@ class CupyVariant:
     @property
     def label(self):
         return f"{self.spec.name}[{self.tag};{self.regime}]"
-
-
-def _param_names(params):
-    return [p.split()[-1] for p in params.split(",")]
 
 
 def _param_types(params):
@@ -272,9 +279,10 @@ def _ew(spec, tmap, regime="i32"):
 def variants(dtypes=DTYPES):
     """Every (kernel, dtypes, index regime) the GPU backend launches.
 
-    normalize and dx run over x itself, so they come in the three index
-    regimes; the other CuPy kernels touch arrays of O(N*C) values, 32-bit
-    unless a tensor has more than 2**28 channels in all.
+    normalize and dx run over x itself, and sum2 over per-(n, c) partials,
+    so they come in the three index regimes; the other CuPy kernels touch
+    arrays of O(N*G) or O(C) values (or O(N*C) on paths that need N*G < 128),
+    which stay far below 2 GiB.  Reductions run over fewer than 2**31 rows.
     """
     out = []
     for dt in dtypes:
@@ -291,5 +299,6 @@ def variants(dtypes=DTYPES):
         spec = merge_stats_spec(sd)
         out.append(CupyVariant(spec, ("float64",) * 4, (sd,) * 3, scalar_names(spec), "i32", f"S={sd}"))
     for ad in sorted({acc_dtype(d) for d in dtypes}):
-        out.append(CupyVariant(sum2_spec(), (ad, ad), ("float64", "float64"), (), "i32", f"T={ad}"))
+        for regime in ("i32", "mixed", "i64"):     # per-(n, c) partials of a huge tensor exceed 2 GiB
+            out.append(CupyVariant(sum2_spec(), (ad, ad), ("float64", "float64"), (), regime, f"T={ad}"))
     return out

@@ -126,6 +126,8 @@ def check_groups(n_groups, name="n_groups"):
 def check_eps(eps):
     if type(eps) is float and 0.0 < eps < math.inf:
         return eps
+    if isinstance(eps, (str, bytes)):
+        raise TypeError(f"eps must be a positive finite number, got {eps!r}")
     try:
         e = float(eps)
     except (TypeError, ValueError):

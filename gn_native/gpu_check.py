@@ -72,10 +72,8 @@ def _regime_flags(regime):
 
 
 def elementwise_source(v):
-    import cupy
     from cupy._core import _kernel
-    s = v.spec
-    ek = cupy.ElementwiseKernel(s.in_params, s.out_params, s.operation, s.name, preamble=K.preamble())
+    ek = K.build_cupy_kernel(v.spec)
     big32, ind32 = _regime_flags(v.regime)
     in_types, out_types, type_map = ek._decide_params_type(
         tuple(_dtype(d) for d in v.in_dtypes), tuple(_dtype(d) for d in v.out_dtypes))
@@ -91,11 +89,8 @@ def elementwise_source(v):
 
 
 def reduction_source(v):
-    import cupy
     from cupy._core import _kernel, _reduction
-    s = v.spec
-    rk = cupy.ReductionKernel(s.in_params, s.out_params, s.map_expr, s.reduce_expr, s.post_map_expr,
-                              s.identity, s.name, reduce_type=s.reduce_type, preamble=K.preamble())
+    rk = K.build_cupy_kernel(v.spec)
     big32, ind32 = _regime_flags(v.regime)
     in_types, out_types, type_map = _reduction._decide_params_type(
         rk.in_params, rk.out_params, tuple(_dtype(d) for d in v.in_dtypes),
@@ -106,7 +101,8 @@ def reduction_source(v):
     infos += [_arginfo(NDARRAY, t, 1, True) for t in out_types]
     infos += [_arginfo(INDEXER, None, 1, ind32), _arginfo(INDEXER, None, 1, True),
               _arginfo(SCALAR, "int32", 0, True)]
-    type_map = _kernel._TypeMap(type_map._pairs + (("IndexT", "int32" if ind32 else "int64"),))
+    # IndexT follows the rows reduced per output (< 2**31 for every reduction here)
+    type_map = _kernel._TypeMap(type_map._pairs + (("IndexT", "int32"),))
     return _reduction._ReductionKernel_get_cached_function_code(
         rk.nin, rk.nout, rk._params, tuple(infos), type_map, rk.name, 512, rk.reduce_type,
         rk.identity, rk.map_expr, rk.reduce_expr, rk.post_map_expr, rk.preamble, ())

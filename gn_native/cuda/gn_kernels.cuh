@@ -25,7 +25,9 @@
 #define GN_NB ((long long)gridDim.x)
 #endif
 
-#define GN_UNROLL 4
+// Values each thread loads per loop iteration: 16 bytes in flight per thread
+// whatever the dtype (8 halves, 4 floats, 2 doubles).
+template <typename T> struct gn_unroll { enum { value = sizeof(T) >= 8 ? 2 : (sizeof(T) >= 4 ? 4 : 8) }; };
 
 
 // ---------------------------------------------------------------------------
@@ -47,6 +49,7 @@ template <typename T>
 GN_DEV void gn_block_moments(const T* xg, long long j0, long long j1, long long len, long long stride,
                              double* smem, double& cnt, double& mean, double& m2) {
     typedef typename gn_traits<T>::acc A;
+    const int U = gn_unroll<T>::value;
     const int tid = GN_TID, nt = GN_NT;
     double* sn = smem;
     double* smean = smem + nt;
@@ -56,11 +59,11 @@ GN_DEV void gn_block_moments(const T* xg, long long j0, long long j1, long long 
     const A shift = gn_to_acc(xg[w.offset()]);
     w.init(j0 + tid, nt, len, stride);
     A n = 0, mu = 0, s2 = 0;
-    for (long long j = j0 + tid; j < j1; j += (long long)GN_UNROLL * nt) {
-        A v[GN_UNROLL];
+    for (long long j = j0 + tid; j < j1; j += (long long)U * nt) {
+        A v[U];
         int u = 0;
 #pragma unroll
-        for (int q = 0; q < GN_UNROLL; ++q) {
+        for (int q = 0; q < U; ++q) {
             if (j + (long long)q * nt < j1) {
                 v[q] = gn_to_acc(xg[w.offset()]) - shift;
                 w.advance();
@@ -68,7 +71,7 @@ GN_DEV void gn_block_moments(const T* xg, long long j0, long long j1, long long 
             }
         }
         A cm, cm2;
-        gn_chunk_moments<A, GN_UNROLL>(v, u, cm, cm2);
+        gn_chunk_moments<A, U>(v, u, cm, cm2);
         gn_chan_merge<A>(n, mu, s2, (A)u, cm, cm2);
     }
     sn[tid] = (double)n;
@@ -104,19 +107,20 @@ struct gn_tile {
 
 // sum(dy) and sum(dy * (x - mu)) over positions s0 + rpos, s0 + rpos + rlen, ...
 // < s1 of channel c of one sample (xb, dyb point at the sample).  Chunks of
-// GN_UNROLL values are summed in the compute type, then in double.
+// gn_unroll values are summed in the compute type, then in double.
 template <typename T, int L>
 GN_DEV void gn_channel_sums(const T* dyb, const T* xb, long long c, long long s0, long long s1,
                             long long C, long long Sp, int rpos, int rlen,
                             typename gn_traits<T>::acc mu, double& sdy, double& sdyx) {
     typedef typename gn_traits<T>::acc A;
+    const int U = gn_unroll<T>::value;
     sdy = 0.0; sdyx = 0.0;
     const long long cstride = L == GN_NCHW ? 1 : C;    // distance between positions
     const long long cbase = L == GN_NCHW ? c * Sp : c;
-    for (long long s = s0 + rpos; s < s1; s += (long long)GN_UNROLL * rlen) {
+    for (long long s = s0 + rpos; s < s1; s += (long long)U * rlen) {
         A a = 0, b = 0;
 #pragma unroll
-        for (int q = 0; q < GN_UNROLL; ++q) {
+        for (int q = 0; q < U; ++q) {
             long long sq = s + (long long)q * rlen;
             if (sq < s1) {
                 long long off = cbase + sq * cstride;
@@ -167,13 +171,14 @@ __global__ void gn_fwd_fused(T* y, typename gn_traits<T>::stat* mean, typename g
         A mhi, mlo;
         gn_mean_parts(mu, mhi, mlo);
         const A ra = (A)r;
+        const int U = gn_unroll<T>::value;
         gn_walk w;
         w.init(tid, nt, len, stride);
-        for (long long j = tid; j < M; j += (long long)GN_UNROLL * nt) {
-            long long off[GN_UNROLL], ch[GN_UNROLL];
-            A v[GN_UNROLL];
+        for (long long j = tid; j < M; j += (long long)U * nt) {
+            long long off[U], ch[U];
+            A v[U];
 #pragma unroll
-            for (int q = 0; q < GN_UNROLL; ++q) {
+            for (int q = 0; q < U; ++q) {
                 if (j + (long long)q * nt < M) {
                     off[q] = base + w.offset();
                     ch[q] = g * K + w.channel(L);
@@ -182,7 +187,7 @@ __global__ void gn_fwd_fused(T* y, typename gn_traits<T>::stat* mean, typename g
                 }
             }
 #pragma unroll
-            for (int q = 0; q < GN_UNROLL; ++q) {
+            for (int q = 0; q < U; ++q) {
                 if (j + (long long)q * nt < M) {
                     A gam, bet;
                     gn_affine_load<AFF, T>(gamma, beta, ch[q], g, gam, bet);
@@ -269,14 +274,15 @@ __global__ void gn_bwd_fused(T* dx, typename gn_traits<T>::acc* pdb, typename gn
         gn_bwd_coef(ra[0], r * rb[0], r, (double)M, c2, c3);
         GN_SYNC();
         const A rA = (A)r, c2A = (A)c2, c3A = (A)c3;
+        const int U = gn_unroll<T>::value;
         gn_walk w;
         w.init(tid, nt, len, stride);
         const long long gbase = L == GN_NCHW ? (n * C + g * K) * Sp : n * Sp * C + g * K;
-        for (long long j = tid; j < M; j += (long long)GN_UNROLL * nt) {
-            long long off[GN_UNROLL], ch[GN_UNROLL];
-            A dv[GN_UNROLL], xv[GN_UNROLL];
+        for (long long j = tid; j < M; j += (long long)U * nt) {
+            long long off[U], ch[U];
+            A dv[U], xv[U];
 #pragma unroll
-            for (int q = 0; q < GN_UNROLL; ++q) {
+            for (int q = 0; q < U; ++q) {
                 if (j + (long long)q * nt < M) {
                     off[q] = gbase + w.offset();
                     ch[q] = g * K + w.channel(L);
@@ -286,7 +292,7 @@ __global__ void gn_bwd_fused(T* dx, typename gn_traits<T>::acc* pdb, typename gn
                 }
             }
 #pragma unroll
-            for (int q = 0; q < GN_UNROLL; ++q) {
+            for (int q = 0; q < U; ++q) {
                 if (j + (long long)q * nt < M) {
                     A gam, bet;
                     gn_affine_load<AFF, T>(gamma, (const T*)0, ch[q], g, gam, bet);

@@ -11,7 +11,8 @@
  * Statistics: mean/rstd hold n*groups values (GN_STATS_SAMPLE, index n*G+g)
  * or groups values (GN_STATS_BATCH).  rstd = 1/sqrt(var + eps), var biased.
  * Affine: gamma/beta/dgamma/dbeta hold c values (GN_AFFINE_CHANNEL), groups
- * values (GN_AFFINE_GROUP), or are unused (GN_AFFINE_NONE, NULL allowed).
+ * values (GN_AFFINE_GROUP), or are ignored (GN_AFFINE_NONE, NULL allowed).
+ * With an affine kind, a NULL gamma means ones and a NULL beta zeros.
  * dgamma/dbeta may be NULL when not wanted; when affine is GN_AFFINE_NONE
  * they receive the per-channel gradient an affine layer would get.
  *

@@ -23,11 +23,11 @@ gn_status gn_check_desc(const gn_desc *d)
     if ((unsigned)d->layout > GN_NHWC || (unsigned)d->stats > GN_STATS_BATCH ||
         (unsigned)d->affine > GN_AFFINE_GROUP)
         return GN_EINVAL;
-    /* n * c * spatial must fit in int64_t */
-    if (d->n && d->c && d->spatial) {
-        if (d->c > INT64_MAX / d->n || d->spatial > INT64_MAX / (d->n * d->c))
-            return GN_EINVAL;
-    }
+    /* n * c and n * c * spatial must fit in int64_t */
+    if (d->n && d->c > INT64_MAX / d->n)
+        return GN_EINVAL;
+    if (d->n && d->c && d->spatial > INT64_MAX / (d->n * d->c))
+        return GN_EINVAL;
     return GN_OK;
 }
 

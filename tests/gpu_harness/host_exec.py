@@ -1,0 +1,241 @@
+"""Run the GPU backend's kernels on the CPU, for tests without a GPU.
+
+`build(tmpdir)` compiles raw_harness.cpp with g++ (C++20): the RawKernel
+templates of gn_native/cuda/gn_kernels.cuh under host_shim.h, plus every
+CuPy Elementwise/Reduction spec of gn_native/_gpu_kernels.py turned into a
+plain C++ loop (elementwise.inc, generated here): the operation strings are
+compiled verbatim with the same typedefs and preamble as on the device.
+
+`HostExec(lib)` is a drop-in for gn_native._gpu._CupyExec working on NumPy
+arrays, so gn_native._gpu.run_forward/run_backward run the same sequence of
+kernels, with the same geometry and arguments, as on a GPU.
+"""
+import ctypes
+import os
+import shutil
+import subprocess
+
+import numpy as np
+
+from gn_native import _gpu_kernels as K
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+CTYPE = {"float16": "gn_half", "bfloat16": "gn_bfloat", "float32": "float", "float64": "double",
+         "int64": "long long", "int32": "int", "uint32": "unsigned int"}
+CT_SCALAR = {"float64": ctypes.c_double, "float32": ctypes.c_float, "int64": ctypes.c_longlong,
+             "int32": ctypes.c_int, "uint32": ctypes.c_uint, "uint64": ctypes.c_ulonglong}
+DTYPE_CODE = {"float16": 0, "bfloat16": 1, "float32": 2, "float64": 3}
+LAYOUT_CODE = {"nchw": 0, "nhwc": 1}
+
+
+def _params(spec_params):
+    """[(raw, type, name)] of a CuPy param string."""
+    out = []
+    for p in spec_params.split(","):
+        w = p.split()
+        out.append((w[0] == "raw", w[-2], w[-1]))
+    return out
+
+
+def _tmap_of(v):
+    """Placeholder dtypes of a variant (only those its params use)."""
+    used = {t for _, t, _ in _params(v.spec.in_params) + _params(v.spec.out_params)}
+    return {k: d for k, d in (kv.split("=") for kv in v.tag.split(",") if kv) if k in used}
+
+
+def _fn_name(prefix, spec, tmap):
+    used = sorted(tmap.items())
+    return f"{prefix}_{spec.name}__" + "__".join(f"{k}_{v}" for k, v in used)
+
+
+def _c_signature(spec, tmap, scalars):
+    args = []
+    for kind, params in (("in", spec.in_params), ("out", spec.out_params)):
+        for raw, typ, name in _params(params):
+            ct = CTYPE[tmap.get(typ, typ)]
+            if name in scalars:
+                args.append(f"{ct} {name}")
+            elif raw:
+                args.append(f"const {ct}* {name}")
+            else:
+                args.append(f"{'const ' if kind == 'in' else ''}{ct}* {name}__arr")
+    return args
+
+
+def _ct(typ):
+    """C type of a param type: placeholders stay (they are typedefs), dtypes map."""
+    return typ if typ in ("T", "S") else CTYPE[typ]
+
+
+def _typedefs(tmap):
+    return "".join(f"    typedef {CTYPE[v]} {k};\n" for k, v in sorted(tmap.items()))
+
+
+def elementwise_code(v):
+    s, tmap = v.spec, _tmap_of(v)
+    args = _c_signature(s, tmap, v.scalars) + ["long long size_"]
+    binds = []
+    for kind, params in (("in", s.in_params), ("out", s.out_params)):
+        for raw, typ, name in _params(params):
+            if raw or name in v.scalars:
+                continue
+            binds.append(f"{'const ' if kind == 'in' else ''}{_ct(typ)} &{name} = {name}__arr[i];")
+    return (f'extern "C" int {_fn_name("ew", s, tmap)}({", ".join(args)}) {{\n{_typedefs(tmap)}'
+            f"    for (ptrdiff_t i = 0; i < size_; ++i) {{\n        {' '.join(binds)}\n"
+            f"        {{{s.operation}}}\n    }}\n    return 0;\n}}\n")
+
+
+def reduction_code(v):
+    """CuPy's reduction order for one output per block: block_size threads stride over
+    the reduced axis from the identity, then a tree over the block."""
+    s, tmap = v.spec, _tmap_of(v)
+    args = _c_signature(s, tmap, v.scalars) + ["long long Q_", "long long R_", "int block_"]
+    loads = []
+    for raw, typ, name in _params(s.in_params):
+        if name not in v.scalars:
+            loads.append(f"const {_ct(typ)} {name} = {name}__arr[J_ * R_ + r_];")
+    outs = [f"{_ct(typ)} &{name} = {name}__arr[r_];" for _, typ, name in _params(s.out_params)]
+    return f'''extern "C" int {_fn_name("red", s, tmap)}({", ".join(args)}) {{
+{_typedefs(tmap)}    typedef {s.reduce_type} _type_reduce;
+#define REDUCE(a, b) ({s.reduce_expr})
+#define POST_MAP(a) ({s.post_map_expr})
+    std::vector<_type_reduce> sdata_(block_);
+    for (long long r_ = 0; r_ < R_; ++r_) {{
+        for (int t_ = 0; t_ < block_; ++t_) {{
+            _type_reduce _s = _type_reduce({s.identity});
+            for (long long J_ = t_; J_ < Q_; J_ += block_) {{
+                {" ".join(loads)}
+                _type_reduce _a = static_cast<_type_reduce>({s.map_expr});
+                _s = REDUCE(_s, _a);
+            }}
+            sdata_[t_] = _s;
+        }}
+        for (int b_ = block_ / 2; b_ >= 1; b_ >>= 1)
+            for (int t_ = 0; t_ < b_; ++t_) sdata_[t_] = REDUCE(sdata_[t_], sdata_[t_ + b_]);
+        {" ".join(outs)}
+        POST_MAP(sdata_[0]);
+    }}
+#undef REDUCE
+#undef POST_MAP
+    return 0;
+}}
+'''
+
+
+def cupy_variants():
+    """One host function per (spec, placeholder dtypes): the index regime is a device matter."""
+    seen, out = set(), []
+    for v in K.variants():
+        if isinstance(v, K.CupyVariant) and (v.spec.name, v.tag) not in seen:
+            seen.add((v.spec.name, v.tag))
+            out.append(v)
+    return out
+
+
+def generate_inc():
+    parts = ["// generated by tests/gpu_harness/host_exec.py\n#include <cstddef>\n#include <vector>\n"]
+    for v in cupy_variants():
+        parts.append(elementwise_code(v) if isinstance(v.spec, K.Elementwise) else reduction_code(v))
+    return "\n".join(parts)
+
+
+def compiler():
+    return shutil.which(os.environ.get("CXX", "g++")) or shutil.which("g++")
+
+
+def build(outdir):
+    """Compile the harness into outdir; returns the ctypes library."""
+    cxx = compiler()
+    if cxx is None:
+        raise RuntimeError("no C++ compiler (g++) found")
+    with open(os.path.join(outdir, "elementwise.inc"), "w") as f:
+        f.write(generate_inc())
+    lib = os.path.join(outdir, "gn_gpu_harness.so")
+    cmd = [cxx, "-std=c++20", "-O1", "-g0", "-shared", "-fPIC", "-pthread", "-ffp-contract=off",
+           "-Wall", "-Wextra", "-Wno-unknown-pragmas", "-Wno-unused-parameter", "-Wno-maybe-uninitialized", "-Wno-unused-local-typedefs",
+           "-I", K.CUDA_DIR, "-I", HERE, "-I", outdir,
+           os.path.join(HERE, "raw_harness.cpp"), "-o", lib]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError("building the GPU host harness failed:\n" + " ".join(cmd) + "\n" + r.stderr[-6000:])
+    return ctypes.CDLL(lib), r.stderr
+
+
+def _ptr(a):
+    if a is None:
+        return None
+    assert isinstance(a, np.ndarray) and a.flags.c_contiguous, "harness arrays must be C-contiguous"
+    return ctypes.c_void_p(a.ctypes.data)
+
+
+def _scalar(v):
+    return CT_SCALAR[np.asarray(v).dtype.name](v)
+
+
+class HostExec:
+    """gn_native._gpu's executor interface, on NumPy arrays and the compiled harness."""
+
+    def __init__(self, lib):
+        self.lib = lib
+        self.launches = []      # (kind or spec key, launch geometry or None), in order
+        self._fns = {}
+
+    def empty(self, shape, dtype):
+        a = np.empty(shape, dtype)
+        a.view(np.uint8)[...] = 0xFF    # NaN bit patterns: unwritten outputs show up
+        return a
+
+    def raw(self, kind, dtype, layout, affine, launch, args):
+        assert launch.block & (launch.block - 1) == 0 and launch.block <= 1024
+        self.launches.append((kind, launch))
+        head = [ctypes.c_int(DTYPE_CODE[dtype]), ctypes.c_int(LAYOUT_CODE[layout])]
+        if kind.endswith("fused"):
+            head.append(ctypes.c_int(K.AFFINES[affine]))
+        conv = [_ptr(a) if a is None or isinstance(a, np.ndarray) else _scalar(a) for a in args]
+        tail = [ctypes.c_longlong(launch.grid), ctypes.c_int(launch.block), ctypes.c_longlong(launch.smem)]
+        rc = getattr(self.lib, "h_" + kind)(*head, *conv, *tail)
+        assert rc == 0
+
+    def _call(self, prefix, key, args):
+        from gn_native import _gpu
+        spec = _gpu._SPECS[key]()
+        params = _params(spec.in_params) + _params(spec.out_params)
+        assert len(params) == len(args), (key, len(params), len(args))
+        tmap = {}
+        for (raw, typ, name), a in zip(params, args):
+            if typ in ("T", "S"):
+                dt = np.asarray(a).dtype.name
+                assert tmap.setdefault(typ, dt) == dt, f"{key}: {typ} is both {tmap[typ]} and {dt}"
+        fn = getattr(self.lib, _fn_name(prefix, spec, tmap))
+        conv = []
+        for (raw, typ, name), a in zip(params, args):
+            if isinstance(a, np.ndarray):
+                want = tmap.get(typ, typ)
+                assert a.dtype.name == want, f"{key}: {name} is {a.dtype}, expected {want}"
+                conv.append(_ptr(a))
+            else:
+                want = tmap.get(typ, typ)
+                assert np.asarray(a).dtype.name == want, f"{key}: scalar {name} is {np.asarray(a).dtype}"
+                conv.append(_scalar(a))
+        return spec, params, fn, conv
+
+    def elementwise(self, key, *args):
+        spec, params, fn, conv = self._call("ew", key, args)
+        self.launches.append((key, None))
+        sizes = {a.size for (raw, _, _), a in zip(params, args) if isinstance(a, np.ndarray) and not raw}
+        assert len(sizes) == 1, f"{key}: non-raw arrays of sizes {sizes}"
+        for (raw, _, _), a in zip(params, args):
+            if isinstance(a, np.ndarray) and not raw:
+                assert a.ndim == 1, f"{key}: the backend passes 1-D arrays"
+        assert fn(*conv, ctypes.c_longlong(sizes.pop())) == 0
+
+    def reduce(self, key, *args):
+        spec, params, fn, conv = self._call("red", key, args)
+        self.launches.append((key, None))
+        nin = len(_params(spec.in_params))
+        ins = [a for a in args[:nin] if isinstance(a, np.ndarray)]
+        q, r = ins[0].shape
+        assert all(a.shape == (q, r) for a in ins)
+        assert all(a.shape == (r,) for a in args[nin:])
+        assert fn(*conv, ctypes.c_longlong(q), ctypes.c_longlong(r), ctypes.c_int(512)) == 0

@@ -1,0 +1,156 @@
+// raw_harness.cpp -- C entry points (for ctypes) that run the gn_native GPU
+// kernels' code on the CPU: the RawKernel templates of gn_kernels.cuh under
+// host_shim.h, and the scalar helpers of gn_math.cuh.  Built by
+// tests/test_gpu_host.py with g++ -std=c++20 into a temporary directory,
+// together with the CuPy operation strings (generated elementwise.inc).
+#include "host_shim.h"
+#include "gn_kernels.cuh"
+
+// dtype codes: 0 float16, 1 bfloat16, 2 float32, 3 float64
+#define GN_DISPATCH_T(code, CALL)                               \
+    switch (code) {                                              \
+        case 0: { typedef gn_half T; CALL; break; }              \
+        case 1: { typedef gn_bfloat T; CALL; break; }            \
+        case 2: { typedef float T; CALL; break; }                \
+        case 3: { typedef double T; CALL; break; }               \
+        default: return -1;                                      \
+    }
+
+#define GN_DISPATCH_L(layout, CALL)                              \
+    if (layout == 0) { const int L = 0; CALL; }                  \
+    else { const int L = 1; CALL; }
+
+#define GN_DISPATCH_A(aff, CALL)                                 \
+    if (aff == 0) { const int AF = 0; CALL; }                    \
+    else if (aff == 1) { const int AF = 1; CALL; }               \
+    else { const int AF = 2; CALL; }
+
+template <typename T, int L, int AF>
+static void run_fwd_fused(void* y, void* mean, void* rstd, const void* x, const void* gamma, const void* beta,
+                          long long N, long long C, long long Sp, long long G, double eps,
+                          long long grid, int block, long long smem) {
+    typedef typename gn_traits<T>::stat S;
+    gn_host_launch(grid, block, (size_t)smem, [=] {
+        gn_fwd_fused<T, L, AF>((T*)y, (S*)mean, (S*)rstd, (const T*)x, (const T*)gamma, (const T*)beta,
+                               N, C, Sp, G, eps);
+    });
+}
+
+template <typename T, int L>
+static void run_stats_partial(double* pn, double* pmean, double* pm2, const void* x, long long N, long long C,
+                              long long Sp, long long G, long long P, long long chunk,
+                              long long grid, int block, long long smem) {
+    gn_host_launch(grid, block, (size_t)smem, [=] {
+        gn_stats_partial<T, L>(pn, pmean, pm2, (const T*)x, N, C, Sp, G, P, chunk);
+    });
+}
+
+template <typename T, int L, int AF>
+static void run_bwd_fused(void* dx, void* pdb, void* pdg, const void* dy, const void* x, const void* mean,
+                          const void* rstd, const void* gamma, long long N, long long C, long long Sp,
+                          long long G, int tx_len, long long grid, int block, long long smem) {
+    typedef typename gn_traits<T>::stat S;
+    typedef typename gn_traits<T>::acc A;
+    gn_host_launch(grid, block, (size_t)smem, [=] {
+        gn_bwd_fused<T, L, AF>((T*)dx, (A*)pdb, (A*)pdg, (const T*)dy, (const T*)x, (const S*)mean,
+                               (const S*)rstd, (const T*)gamma, N, C, Sp, G, tx_len);
+    });
+}
+
+template <typename T, int L>
+static void run_bwd_partial(void* pdb, void* pdg, const void* dy, const void* x, const void* mean,
+                            const void* rstd, long long N, long long C, long long Sp, long long G,
+                            long long gn, long long P, long long chunk, int tx_len,
+                            long long grid, int block, long long smem) {
+    typedef typename gn_traits<T>::stat S;
+    typedef typename gn_traits<T>::acc A;
+    gn_host_launch(grid, block, (size_t)smem, [=] {
+        gn_bwd_partial<T, L>((A*)pdb, (A*)pdg, (const T*)dy, (const T*)x, (const S*)mean, (const S*)rstd,
+                             N, C, Sp, G, gn, P, chunk, tx_len);
+    });
+}
+
+extern "C" {
+
+int h_fwd_fused(int dtype, int layout, int aff, void* y, void* mean, void* rstd, const void* x,
+                const void* gamma, const void* beta, long long N, long long C, long long Sp, long long G,
+                double eps, long long grid, int block, long long smem) {
+    GN_DISPATCH_T(dtype, GN_DISPATCH_L(layout, GN_DISPATCH_A(aff, (run_fwd_fused<T, L, AF>(
+        y, mean, rstd, x, gamma, beta, N, C, Sp, G, eps, grid, block, smem)))));
+    return 0;
+}
+
+int h_stats_partial(int dtype, int layout, double* pn, double* pmean, double* pm2, const void* x,
+                    long long N, long long C, long long Sp, long long G, long long P, long long chunk,
+                    long long grid, int block, long long smem) {
+    GN_DISPATCH_T(dtype, GN_DISPATCH_L(layout, (run_stats_partial<T, L>(
+        pn, pmean, pm2, x, N, C, Sp, G, P, chunk, grid, block, smem))));
+    return 0;
+}
+
+int h_bwd_fused(int dtype, int layout, int aff, void* dx, void* pdb, void* pdg, const void* dy, const void* x,
+                const void* mean, const void* rstd, const void* gamma, long long N, long long C,
+                long long Sp, long long G, int tx_len, long long grid, int block, long long smem) {
+    GN_DISPATCH_T(dtype, GN_DISPATCH_L(layout, GN_DISPATCH_A(aff, (run_bwd_fused<T, L, AF>(
+        dx, pdb, pdg, dy, x, mean, rstd, gamma, N, C, Sp, G, tx_len, grid, block, smem)))));
+    return 0;
+}
+
+int h_bwd_partial(int dtype, int layout, void* pdb, void* pdg, const void* dy, const void* x,
+                  const void* mean, const void* rstd, long long N, long long C, long long Sp, long long G,
+                  long long gn, long long P, long long chunk, int tx_len,
+                  long long grid, int block, long long smem) {
+    GN_DISPATCH_T(dtype, GN_DISPATCH_L(layout, (run_bwd_partial<T, L>(
+        pdb, pdg, dy, x, mean, rstd, N, C, Sp, G, gn, P, chunk, tx_len, grid, block, smem))));
+    return 0;
+}
+
+// Conversions, element by element.
+void h_half_to_float(const unsigned short* h, float* f, long long n) {
+    for (long long i = 0; i < n; ++i) f[i] = gn_half_to_float(h[i]);
+}
+void h_float_to_half(const float* f, unsigned short* h, long long n) {
+    for (long long i = 0; i < n; ++i) h[i] = gn_float_to_half(f[i]);
+}
+void h_float_to_bf16(const float* f, unsigned short* h, long long n) {
+    for (long long i = 0; i < n; ++i) h[i] = gn_float_to_bf16(f[i]);
+}
+
+void h_fastdiv(const unsigned int* num, unsigned int* q, long long n, unsigned int magic, unsigned int shift) {
+    for (long long i = 0; i < n; ++i) q[i] = gn_fastdiv(num[i], magic, shift);
+}
+
+// Offsets and channels a gn_walk visits from j0 in steps of `step`, count times.
+void h_walk(long long j0, long long step, long long len, long long stride, int layout, long long count,
+            long long* off, long long* ch) {
+    gn_walk w;
+    w.init(j0, step, len, stride);
+    for (long long i = 0; i < count; ++i) { off[i] = w.offset(); ch[i] = w.channel(layout); w.advance(); }
+}
+
+// gn_flat::locate for flat indices idx[0..n).
+void h_locate(const long long* idx, long long n, long long C, long long Sp, long long K, long long GN, int nhwc,
+              int small, unsigned int mc, unsigned int sc, unsigned int ms, unsigned int ss, unsigned int mk,
+              unsigned int sk, long long* out_n, long long* out_c, long long* out_g, long long* out_st) {
+    const gn_flat f = gn_flat_make(C, Sp, K, GN, nhwc, small, mc, sc, ms, ss, mk, sk);
+    for (long long i = 0; i < n; ++i) f.locate(idx[i], out_n[i], out_c[i], out_g[i], out_st[i]);
+}
+
+// Welford/Chan over x (float or double values) in chunks of `chunk`, merged
+// in the given order; returns (n, mean, m2) -- the float32 path of the kernels.
+void h_moments_f32(const float* x, long long n, float shift, int chunk, float* out) {
+    float cnt = 0, mean = 0, m2 = 0;
+    for (long long i = 0; i < n; i += chunk) {
+        float v[8];
+        int u = 0;
+        for (int q = 0; q < 8 && q < chunk && i + q < n; ++q) { v[q] = x[i + q] - shift; ++u; }
+        float cm, cm2;
+        gn_chunk_moments<float, 8>(v, u, cm, cm2);
+        gn_chan_merge<float>(cnt, mean, m2, (float)u, cm, cm2);
+    }
+    out[0] = cnt; out[1] = mean + shift; out[2] = m2;
+}
+
+}  // extern "C"
+
+#include "elementwise.inc"

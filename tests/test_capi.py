@@ -1,0 +1,108 @@
+"""The C API: a plain-C header and library, usable without Python.
+
+Compiles, with the flags `python -m gn_native --cflags --libs` prints, the C
+example (examples/c) and the C-level tests (tests/c/test_core.c) against the
+shipped libgn_native, and runs them: results against plain loops, scalar vs
+AVX2 and thread counts bit for bit, GN_EINVAL for bad descriptors, pthreads.
+"""
+import importlib.util
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+import gn_native
+
+
+def _load(name, path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+cb = _load("gn_cbuild", Path(__file__).resolve().parent / "c" / "cbuild.py")
+CC = cb.compiler()
+needs_cc = pytest.mark.skipif(CC is None, reason="no C compiler found (set CC)")
+HEADER = Path(gn_native.get_include()) / "gn_native.h"
+# OpenMP threads that spin after each parallel region slow these single-core-bound
+# programs badly on a 2-core machine; waiting passively changes no result.
+RUN_ENV = {"OMP_WAIT_POLICY": "passive"}
+
+
+def test_header_includes_only_standard_c():
+    includes = re.findall(r'^\s*#\s*include\s*[<"]([^>"]+)[>"]', HEADER.read_text(), re.M)
+    assert set(includes) <= {"stdint.h", "stddef.h", "stdbool.h"}, includes
+
+
+@needs_cc
+@pytest.mark.parametrize("std", ["c99", "c11"])
+def test_header_compiles_as_strict_c(tmp_path, std):
+    src = tmp_path / "use.c"
+    src.write_text('#include "gn_native.h"\n'
+                   "int main(void) { gn_desc d = {1, 2, 3, 1, 1e-5, GN_NCHW, GN_STATS_SAMPLE,"
+                   " GN_AFFINE_NONE}; return (int)d.n - 1; }\n")
+    cb.run([*CC.split(), f"-std={std}", "-pedantic", "-Wall", "-Wextra", "-Werror",
+            f"-I{gn_native.get_include()}", "-fsyntax-only", str(src)])
+
+
+@pytest.mark.skipif(shutil.which("c++") is None, reason="no C++ compiler")
+def test_header_compiles_as_cpp(tmp_path):
+    src = tmp_path / "use.cpp"
+    src.write_text('#include "gn_native.h"\nint main() { return gn_version() == nullptr; }\n')
+    cb.run(["c++", "-std=c++11", "-Wall", "-Werror", f"-I{gn_native.get_include()}",
+            "-fsyntax-only", str(src)])
+
+
+def test_flags_point_at_header_and_library():
+    flags = cb.gn_flags()
+    incs = [f[2:] for f in flags if f.startswith("-I")]
+    libdirs = [f[2:] for f in flags if f.startswith("-L")]
+    assert incs == [gn_native.get_include()]
+    assert libdirs == [gn_native.get_lib_dir()]
+    assert "-lgn_native" in flags
+    assert any(f.startswith("-Wl,-rpath") for f in flags), "no rpath: the program would not run"
+    assert (Path(incs[0]) / "gn_native.h").is_file()
+    assert (Path(libdirs[0]) / "libgn_native.so").is_file()
+
+
+def test_capi_pxd_declares_every_header_function():
+    declared = set(re.findall(r"GN_API\s+[\w\s\*]*?\b(gn_\w+)\s*\(", HEADER.read_text()))
+    pxd = (Path(gn_native.__file__).parent / "capi.pxd").read_text()
+    assert declared, "no GN_API function found in the header"
+    missing = sorted(f for f in declared if not re.search(rf"\b{f}\s*\(", pxd))
+    assert not missing, f"gn_native/capi.pxd lacks {missing}"
+
+
+@needs_cc
+def test_consumer_builds_with_printed_flags(tmp_path):
+    """The README's recipe, literally: cc demo.c $(python -m gn_native --cflags --libs)."""
+    demo = cb.EXAMPLE_C / "demo.c"
+    cmd = (f'{CC} -std=c11 -O2 "{demo}" $("{sys.executable}" -m gn_native --cflags --libs) '
+           f'-pthread -lm -o "{tmp_path / "demo"}"')
+    cb.run(cmd, env=cb.python_env())
+    res = cb.run([str(tmp_path / "demo")], env=cb.python_env(**RUN_ENV), timeout=120)
+    assert "demo: all checks passed" in res.stdout, res.stdout
+
+
+@needs_cc
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_example_makefile(tmp_path):
+    res = cb.run(["make", "-C", str(cb.EXAMPLE_C), f"PYTHON={sys.executable}",
+                  f"BUILD={tmp_path}", f"CC={CC}", "run"], env=cb.python_env(**RUN_ENV),
+                 timeout=300)
+    assert (tmp_path / "demo").is_file()
+    assert "demo: all checks passed" in res.stdout, res.stdout
+
+
+@needs_cc
+def test_core_c_level(tmp_path):
+    """tests/c/test_core.c against the shipped library (see that file for what it checks)."""
+    exe = cb.link(CC, tmp_path / "test_core", [cb.TESTS_C / "test_core.c"],
+                  cflags=["-O2", "-Wall", "-Wextra"], libs=cb.gn_flags(), openmp=False)
+    res = cb.run([str(exe)], env=cb.python_env(**RUN_ENV), timeout=300, check=False)
+    print(res.stdout)
+    assert res.returncode == 0, f"test_core failed:\n{res.stdout[-3000:]}\n{res.stderr[-6000:]}"
+    assert re.search(r"\d+ checks, 0 failures", res.stdout), res.stdout

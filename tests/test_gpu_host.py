@@ -1,0 +1,547 @@
+"""The GPU kernels' arithmetic, executed on the CPU and compared with a float64 reference.
+
+The RawKernel templates (gn_native/cuda/gn_kernels.cuh) and the math header
+they share with the CuPy kernels (gn_math.cuh) are compiled with g++ and run
+with one std::thread per CUDA thread (tests/gpu_harness/host_shim.h); the
+CuPy Elementwise/Reduction operation strings are compiled verbatim into C++
+loops.  gn_native._gpu.run_forward / run_backward then drive them with the
+real launch geometry, exactly as on a GPU (tests/gpu_harness/host_exec.py).
+No GPU and no CuPy needed; a C++20 compiler is.
+"""
+import ctypes
+import os
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from gn_native import _gpu, _gpu_geometry as G, _validate as V   # noqa: E402
+import reference as R                                           # noqa: E402  (tests/reference.py)
+from gpu_harness import host_exec as H                          # noqa: E402
+
+try:
+    import ml_dtypes
+    BF16 = np.dtype(ml_dtypes.bfloat16)
+except ImportError:  # pragma: no cover
+    BF16 = None
+
+DTYPES = [np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)] + ([BF16] if BF16 else [])
+
+
+@pytest.fixture(scope="module")
+def lib(tmp_path_factory):
+    if H.compiler() is None:
+        pytest.skip("no C++ compiler (g++) to build the GPU host harness")
+    lib, _ = H.build(str(tmp_path_factory.mktemp("gpu_harness")))
+    return lib
+
+
+@pytest.fixture
+def ex(lib):
+    return H.HostExec(lib)
+
+
+@pytest.fixture(params=["auto", "fused", "split"])
+def path(request, monkeypatch):
+    """Force a path by moving the geometry's thresholds; "split" also makes chunks small."""
+    if request.param == "fused":
+        monkeypatch.setattr(G, "FUSED_MIN_GROUPS", 0)
+        monkeypatch.setattr(G, "SPLIT_BLOCK", 32)    # stats="batch" is always split
+    elif request.param == "split":
+        monkeypatch.setattr(G, "FUSED_MIN_GROUPS", 10**12)
+        monkeypatch.setattr(G, "FUSED_MAX_SMALL_GROUP", -1)
+        monkeypatch.setattr(G, "SPLIT_MIN_CHUNK", 16)
+        monkeypatch.setattr(G, "SPLIT_TARGET_ITEMS", 64)
+        monkeypatch.setattr(G, "SPLIT_BLOCK", 64)   # "auto" runs the real 256-thread blocks
+    return request.param
+
+
+def _p(a):
+    return a.ctypes.data_as(ctypes.c_void_p)
+
+
+# ---------------------------------------------------------------------------
+# Scalar helpers of gn_math.cuh.
+
+def test_half_to_float_all_patterns(lib):
+    bits = np.arange(65536, dtype=np.uint16)
+    out = np.empty(65536, np.float32)
+    lib.h_half_to_float(_p(bits), _p(out), ctypes.c_longlong(bits.size))
+    ref = bits.view(np.float16).astype(np.float32)
+    nan = np.isnan(ref)
+    assert np.array_equal(np.isnan(out), nan)
+    assert np.array_equal(out[~nan].view(np.uint32), ref[~nan].view(np.uint32))
+
+
+def _float_samples():
+    rng = np.random.default_rng(1)
+    u = rng.integers(0, 2**32, 400000, dtype=np.uint64).astype(np.uint32)
+    # values around every half/bfloat16 rounding boundary, subnormals, overflow
+    h = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float32)
+    h = h[np.isfinite(h)]
+    mids = []
+    for d in (-2, -1, 0, 1, 2):
+        mids.append((h.view(np.uint32).astype(np.int64) + (1 << 12) + d).astype(np.uint32))  # half halfway
+        mids.append((h.view(np.uint32).astype(np.int64) + d).astype(np.uint32))
+    extra = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 65504, 65519.99, 65520, 65536, 1e-8, 2**-25,
+                      2**-25 * 1.0000001, 2**-24, 3 * 2**-26, 3.4e38, -3.4e38, 1.17549435e-38, 1e-45],
+                     np.float32)
+    return np.concatenate([u.view(np.float32), np.concatenate(mids).view(np.float32), extra])
+
+
+def test_float_to_half_rounds_to_nearest_even(lib):
+    f = _float_samples()
+    out = np.empty(f.size, np.uint16)
+    lib.h_float_to_half(_p(f), _p(out), ctypes.c_longlong(f.size))
+    with np.errstate(over="ignore"):
+        ref = f.astype(np.float16)
+    nan = np.isnan(ref)
+    assert np.array_equal(np.isnan(out.view(np.float16)), nan)
+    assert np.array_equal(out[~nan], ref[~nan].view(np.uint16))
+
+
+@pytest.mark.skipif(BF16 is None, reason="ml_dtypes not installed")
+def test_float_to_bf16_rounds_to_nearest_even(lib):
+    f = _float_samples()
+    b = np.arange(65536, dtype=np.uint32) << 16
+    f = np.concatenate([f, (b + (1 << 15)).view(np.float32), (b + (1 << 15) - 1).view(np.float32)])
+    out = np.empty(f.size, np.uint16)
+    lib.h_float_to_bf16(_p(f), _p(out), ctypes.c_longlong(f.size))
+    with np.errstate(invalid="ignore", over="ignore"):
+        ref = f.astype(BF16)
+    nan = np.isnan(ref.astype(np.float32))
+    assert np.array_equal(np.isnan(out.view(BF16).astype(np.float32)), nan)
+    assert np.array_equal(out[~nan], ref[~nan].view(np.uint16))
+
+
+@pytest.mark.parametrize("d", [1, 2, 3, 7, 49, 640, 4097, 2**31 - 1, 2**31])
+def test_device_fastdiv(lib, d):
+    rng = np.random.default_rng(d)
+    n = np.concatenate([rng.integers(0, 2**31, 100000, dtype=np.int64),
+                        [0, 1, d - 1, d, d + 1, 2**31 - 1]]).astype(np.uint32)
+    n = n[n < 2**31]
+    q = np.empty_like(n)
+    magic, shift = G.fastdiv(d)
+    lib.h_fastdiv(_p(n), _p(q), ctypes.c_longlong(n.size), ctypes.c_uint(magic), ctypes.c_uint(shift))
+    assert np.array_equal(q.astype(np.int64), n.astype(np.int64) // d)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+@pytest.mark.parametrize("k,sp,j0,step", [(3, 5, 0, 1), (3, 5, 2, 4), (1, 7, 3, 64), (8, 1, 1, 3),
+                                          (5, 3, 4, 100), (16, 49, 7, 256)])
+def test_walk_visits_group_in_order(lib, layout, k, sp, j0, step):
+    c = 3 * k                                   # the group is one of three
+    count = (k * sp - j0 + step - 1) // step
+    off = np.empty(count, np.int64)
+    ch = np.empty(count, np.int64)
+    length, stride = (sp, sp) if layout == "nchw" else (k, c)
+    lib.h_walk(ctypes.c_longlong(j0), ctypes.c_longlong(step), ctypes.c_longlong(length),
+               ctypes.c_longlong(stride), ctypes.c_int(H.LAYOUT_CODE[layout]), ctypes.c_longlong(count),
+               _p(off), _p(ch))
+    j = np.arange(j0, k * sp, step)
+    if layout == "nchw":
+        exp_ch, exp_off = j // sp, j
+    else:
+        exp_ch, exp_off = j % k, (j // k) * c + j % k
+    assert np.array_equal(off, exp_off) and np.array_equal(ch, exp_ch)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+@pytest.mark.parametrize("stats", ["sample", "batch"])
+@pytest.mark.parametrize("small", [True, False])
+def test_flat_locate(lib, layout, stats, small, monkeypatch):
+    n, c, sp, g = 3, 12, 35, 4
+    if not small:
+        monkeypatch.setattr(G, "small_index", lambda size: False)
+    params = G.flat_params(n, c, sp, g, stats, layout)
+    assert params[5] == int(small)
+    idx = np.arange(n * c * sp, dtype=np.int64)
+    outs = [np.empty_like(idx) for _ in range(4)]
+    ct = [ctypes.c_longlong] * 4 + [ctypes.c_int] * 2 + [ctypes.c_uint] * 6
+    lib.h_locate(_p(idx), ctypes.c_longlong(idx.size), *[t(v) for t, v in zip(ct, params)], *map(_p, outs))
+    shape = (n, c, sp) if layout == "nchw" else (n, sp, c)
+    nn, a1, a2 = np.unravel_index(idx, shape)
+    cc = a1 if layout == "nchw" else a2
+    gg = cc // (c // g)
+    st = nn * g + gg if stats == "sample" else gg
+    for got, exp in zip(outs, (nn, cc, gg, st)):
+        assert np.array_equal(got, exp)
+
+
+def test_thread_moments_keep_a_large_mean_exact(lib):
+    rng = np.random.default_rng(3)
+    x = (1e4 + rng.standard_normal(10007)).astype(np.float32)
+    out = np.empty(3, np.float32)
+    lib.h_moments_f32(_p(x), ctypes.c_longlong(x.size), ctypes.c_float(x[0]), ctypes.c_int(4), _p(out))
+    x64 = x.astype(np.float64)
+    assert out[0] == x.size
+    assert abs(out[1] - x64.mean()) <= 2e-3           # float32 result: within its rounding at 1e4
+    assert abs(out[2] / ((x64 - x64.mean()) ** 2).sum() - 1) < 1e-5
+
+
+# ---------------------------------------------------------------------------
+# forward / normalize / backward through gn_native._gpu's orchestration.
+
+# (shape, groups): odd sizes, 1x1 spatial, one group, one channel per group,
+# 3-D spatial, no spatial.
+CASES = [
+    ((2, 6, 5, 7), 3),
+    ((3, 4, 1, 1), 2),
+    ((2, 5, 9), 1),
+    ((2, 6, 3, 2), 6),
+    ((1, 4, 3, 2, 5), 2),
+    ((3, 8), 4),
+    ((1, 3, 17), 3),
+]
+AFFINES = ["none", "channel", "group", "gamma_only", "beta_only"]
+
+
+def _params(rng, affine, c, g, dtype):
+    gamma = beta = None
+    n = g if affine == "group" else c
+    if affine in ("channel", "group", "gamma_only"):
+        gamma = (1 + 0.5 * rng.standard_normal(n)).astype(dtype)
+    if affine in ("channel", "group", "beta_only"):
+        beta = rng.standard_normal(n).astype(dtype)
+    return gamma, beta
+
+
+def _to_kernel(a, layout):
+    return np.ascontiguousarray(np.moveaxis(a, 1, -1)) if layout == "nhwc" else a
+
+
+def _from_kernel(a, layout):
+    return np.moveaxis(a, -1, 1) if layout == "nhwc" else a
+
+
+def _plan(x, g, gamma, beta, eps, stats, layout):
+    p = V.plan(x, g, gamma, beta, eps, stats, 1)
+    return V.with_layout(p, layout if x.ndim > 2 else "nchw")
+
+
+def _ulp(a, dtype):
+    """One unit in the last place of dtype at each value of a (float64 result)."""
+    a = np.abs(np.asarray(a, np.float64)).astype(dtype)
+    big = np.nextafter(a, np.array(np.inf, dtype)) if dtype != BF16 else None
+    if big is None:   # ml_dtypes: step via the bit pattern
+        bits = a.view(np.uint16).astype(np.uint32) + 1
+        big = bits.astype(np.uint16).view(BF16)
+    return np.abs(big.astype(np.float64) - a.astype(np.float64))
+
+
+def _check_y(y, ref, dtype, what="y"):
+    y64 = y.astype(np.float64)
+    if dtype == np.float64:
+        assert np.allclose(y64, ref, rtol=1e-12, atol=1e-12), what
+    elif dtype == np.float32:
+        assert np.abs(y64 - ref).max() <= 2e-6, what
+    else:  # rounding the exact result to the dtype, plus one ulp
+        rounded = ref.astype(dtype).astype(np.float64)
+        assert np.all(np.abs(y64 - rounded) <= _ulp(ref, dtype) * 1.0 + 1e-30), what
+
+
+def _ref_stats(x, g, eps, stats):
+    mean, var = R.moments(x, g, stats)
+    return mean, 1.0 / np.sqrt(var + eps)
+
+
+def _run_forward(ex, x, g, gamma, beta, eps, stats, layout, inplace=False):
+    p = _plan(x, g, gamma, beta, eps, stats, layout)
+    xk = _to_kernel(x, p.layout).copy()
+    y = xk if inplace else ex.empty(xk.shape, xk.dtype)
+    mean = ex.empty(p.stat_shape, p.stat_dtype)
+    rstd = ex.empty(p.stat_shape, p.stat_dtype)
+    _gpu.run_forward(ex, p, y, mean, rstd, xk, gamma, beta)
+    return _from_kernel(y, p.layout), mean, rstd, p
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}g{c[1]}")
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+@pytest.mark.parametrize("stats", ["sample", "batch"])
+@pytest.mark.parametrize("affine", AFFINES)
+def test_forward_float32(ex, path, case, layout, stats, affine):
+    shape, g = case
+    rng = np.random.default_rng(abs(hash((shape, layout, stats, affine))) % 2**32)
+    x = (3 + 2 * rng.standard_normal(shape)).astype(np.float32)
+    gamma, beta = _params(rng, affine, shape[1], g, np.float32)
+    y, mean, rstd, p = _run_forward(ex, x, g, gamma, beta, 1e-5, stats, layout)
+    yr, mr, rr = R.forward(x, g, gamma, beta, 1e-5, stats)
+    _check_y(y, yr, np.float32)
+    assert mean.dtype == np.float32 and mean.shape == p.stat_shape
+    assert np.allclose(mean, mr, rtol=1e-6, atol=1e-6) and np.allclose(rstd, rr, rtol=1e-6)
+    if path != "auto":
+        assert ex.launches[0][0] == ("fwd_fused" if path == "fused" and stats == "sample" else
+                                     "stats_partial")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("case", CASES[:5], ids=lambda c: f"{c[0]}g{c[1]}")
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+@pytest.mark.parametrize("stats", ["sample", "batch"])
+def test_forward_dtypes(ex, path, dtype, case, layout, stats):
+    shape, g = case
+    rng = np.random.default_rng(7)
+    x = (1 + 2 * rng.standard_normal(shape)).astype(dtype)
+    gamma, beta = _params(rng, "channel", shape[1], g, dtype)
+    y, mean, rstd, p = _run_forward(ex, x, g, gamma, beta, 1e-5, stats, layout)
+    assert y.dtype == dtype and mean.dtype == V.stat_dtype_for(dtype)
+    yr, mr, rr = R.forward(x.astype(np.float64), g, gamma.astype(np.float64), beta.astype(np.float64),
+                           1e-5, stats)
+    _check_y(y, yr, dtype)
+    tol = 1e-12 if dtype == np.float64 else 1e-6
+    assert np.allclose(mean, mr, rtol=tol, atol=tol) and np.allclose(rstd, rr, rtol=tol)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+@pytest.mark.parametrize("stats", ["sample", "batch"])
+@pytest.mark.parametrize("offset", [1e4, -3e4])
+def test_forward_large_mean_float32(ex, path, layout, stats, offset):
+    """SPEC: float32 data with |mean|/std up to 1e4 -> max abs error of y <= 1e-5."""
+    rng = np.random.default_rng(11)
+    x = (offset + rng.standard_normal((3, 8, 13, 11))).astype(np.float32)
+    x[0, 0, 0, 0] = offset + 9.0            # the first element (the shift) far from the mean
+    y, mean, rstd, _ = _run_forward(ex, x, 4, None, None, 1e-5, stats, layout)
+    yr, mr, rr = R.forward(x, 4, None, None, 1e-5, stats)
+    assert np.abs(y.astype(np.float64) - yr).max() <= 1e-5
+    assert np.allclose(rstd, rr, rtol=1e-6)
+
+
+def test_forward_big_block_and_many_chunks(ex, monkeypatch):
+    """A 1024-thread block (one group of 32768 values) and a split with dozens of chunks."""
+    rng = np.random.default_rng(5)
+    x = (7 + rng.standard_normal((1, 2, 128, 128))).astype(np.float32)
+    y, _, _, _ = _run_forward(ex, x, 1, None, None, 1e-5, "sample", "nchw")
+    assert ex.launches[-1][1].block == 1024
+    _check_y(y, R.forward(x, 1, None, None, 1e-5, "sample")[0], np.float32)
+    monkeypatch.setattr(G, "SPLIT_MIN_CHUNK", 512)
+    y, _, _, _ = _run_forward(ex, x, 2, None, None, 1e-5, "batch", "nhwc")
+    assert ex.launches[-3][0] == "stats_partial"
+    _check_y(y, R.forward(x, 2, None, None, 1e-5, "batch")[0], np.float32)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+def test_forward_in_place(ex, path, layout):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 6, 5, 3)).astype(np.float32)
+    gamma, beta = _params(rng, "channel", 6, 3, np.float32)
+    y, _, _, _ = _run_forward(ex, x, 3, gamma, beta, 1e-5, "sample", layout, inplace=True)
+    _check_y(y, R.forward(x, 3, gamma, beta, 1e-5, "sample")[0], np.float32)
+
+
+def test_nan_and_inf_stay_in_their_group(ex, path):
+    x = np.random.default_rng(4).standard_normal((2, 4, 6)).astype(np.float32)
+    x[0, 0, 1] = np.nan
+    x[1, 3, 2] = np.inf
+    y, mean, rstd, _ = _run_forward(ex, x, 2, None, None, 1e-5, "sample", "nchw")
+    assert np.isnan(y[0, :2]).all() and np.isnan(y[1, 2:]).all()
+    assert np.isfinite(y[0, 2:]).all() and np.isfinite(y[1, :2]).all()
+    with np.errstate(invalid="ignore"):
+        ref = R.forward(x, 2, None, None, 1e-5, "sample")[0]
+    _check_y(y[0, 2:], ref[0, 2:], np.float32)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+@pytest.mark.parametrize("stats", ["sample", "batch"])
+@pytest.mark.parametrize("affine", ["none", "channel", "group", "beta_only"])
+@pytest.mark.parametrize("small", [True, False])
+def test_normalize_given_stats(ex, dtype, layout, stats, affine, small, monkeypatch):
+    if not small:   # the 64-bit division path taken above 2**31 elements
+        monkeypatch.setattr(G, "small_index", lambda size: False)
+    shape, g = (2, 6, 5, 3), 3
+    rng = np.random.default_rng(9)
+    x = (2 + rng.standard_normal(shape)).astype(dtype)
+    gamma, beta = _params(rng, affine, 6, g, dtype)
+    p = _plan(x, g, gamma, beta, 1e-3, stats, layout)
+    mean = rng.standard_normal(p.stat_shape).astype(p.stat_dtype)
+    var = rng.uniform(0.5, 2, p.stat_shape).astype(p.stat_dtype)
+    rstd = (1 / np.sqrt(var.astype(np.float64) + 1e-3)).astype(p.stat_dtype)
+    xk = _to_kernel(x, p.layout)
+    y = ex.empty(xk.shape, xk.dtype)
+    _gpu.run_normalize(ex, p, y, xk, mean, rstd, None, gamma, beta)
+    ref = R.forward(x.astype(np.float64), g, None if gamma is None else gamma.astype(np.float64),
+                    None if beta is None else beta.astype(np.float64), 1e-3, stats,
+                    mean=mean, var=var)[0]
+    _check_y(_from_kernel(y, p.layout), ref, dtype)
+
+
+def _run_backward(ex, x, dy, g, gamma, mean, rstd, stats, layout):
+    p = _plan(x, g, gamma, None, 1e-5, stats, layout)
+    xk, dyk = _to_kernel(x, p.layout), _to_kernel(dy, p.layout)
+    dx = ex.empty(xk.shape, xk.dtype)
+    pshape = gamma.shape if gamma is not None else (p.c,)
+    dgamma = ex.empty(pshape, x.dtype)
+    dbeta = ex.empty(pshape, x.dtype)
+    _gpu.run_backward(ex, p, dx, dgamma, dbeta, dyk, xk, mean, rstd, gamma)
+    return _from_kernel(dx, p.layout), dgamma, dbeta
+
+
+def _check_backward(ex, dtype, shape, g, layout, stats, affine):
+    rng = np.random.default_rng(abs(hash((shape, layout, stats, affine, str(dtype)))) % 2**32)
+    x = (3 + 2 * rng.standard_normal(shape)).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    gamma, _ = _params(rng, affine, shape[1], g, dtype)
+    mr, rr = _ref_stats(x.astype(np.float64), g, 1e-5, stats)
+    sd = V.stat_dtype_for(dtype)
+    mean, rstd = mr.astype(sd), rr.astype(sd)
+    dx, dgamma, dbeta = _run_backward(ex, x, dy, g, gamma, mean, rstd, stats, layout)
+    g64 = None if gamma is None else gamma.astype(np.float64)
+    ref = R.backward(dy, x, mean, rstd, g, g64, stats)
+    mag = R.backward_magnitudes(dy, x, mean, rstd, g, g64, stats)
+    assert dx.dtype == dtype and dgamma.dtype == dtype and dbeta.shape == dgamma.shape
+    assert dgamma.shape == (gamma.shape if gamma is not None else (shape[1],))
+    # the spec's backward accuracy, with the conftest's slack for cancellation:
+    # relative to the result, plus a fraction of the magnitudes of its terms
+    rel, slack = {np.dtype(np.float64): (1e-10, 1e-10), np.dtype(np.float32): (1e-4, 1e-5)}.get(
+        np.dtype(dtype), (0.0, 1e-5))
+    for got, r, m in zip((dx, dgamma, dbeta), ref, mag):
+        err = np.abs(got.astype(np.float64) - r)
+        if dtype in (np.float16, BF16):      # the exact result rounded to 16 bits, plus one ulp
+            err = err - 1.5 * _ulp(r, dtype)
+        assert np.all(err <= rel * np.abs(r) + slack * m), np.max(err - rel * np.abs(r) - slack * m)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}g{c[1]}")
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+@pytest.mark.parametrize("stats", ["sample", "batch"])
+@pytest.mark.parametrize("affine", ["none", "channel", "group"])
+def test_backward_float32(ex, path, case, layout, stats, affine):
+    _check_backward(ex, np.dtype(np.float32), case[0], case[1], layout, stats, affine)
+    if path != "auto":
+        assert ex.launches[0][0] == ("bwd_fused" if path == "fused" and stats == "sample" else "bwd_partial")
+
+
+@pytest.mark.parametrize("dtype", [d for d in DTYPES if d != np.float32], ids=str)
+@pytest.mark.parametrize("case", CASES[:5], ids=lambda c: f"{c[0]}g{c[1]}")
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+@pytest.mark.parametrize("stats", ["sample", "batch"])
+def test_backward_dtypes(ex, path, dtype, case, layout, stats):
+    _check_backward(ex, dtype, case[0], case[1], layout, stats, "channel")
+
+
+@pytest.mark.parametrize("stats", ["sample", "batch"])
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+def test_backward_matches_finite_differences(ex, path, stats, layout):
+    """float64 gradients of L = sum(w * group_norm(x)) against central differences."""
+    rng = np.random.default_rng(21)
+    shape, g = (2, 4, 3, 2), 2
+    x = rng.standard_normal(shape)
+    w = rng.standard_normal(shape)
+    gamma, beta = _params(rng, "channel", 4, g, np.float64)
+
+    def loss(xv, gv, bv):
+        return float((w * R.forward(xv, g, gv, bv, 1e-5, stats)[0]).sum())
+
+    mean, rstd = _ref_stats(x, g, 1e-5, stats)
+    dx, dgamma, dbeta = _run_backward(ex, x, w, g, gamma, mean, rstd, stats, layout)
+    h = 1e-6
+    num = np.zeros_like(x)
+    for i in np.ndindex(shape):
+        e = np.zeros_like(x)
+        e[i] = h
+        num[i] = (loss(x + e, gamma, beta) - loss(x - e, gamma, beta)) / (2 * h)
+    assert np.allclose(dx, num, rtol=1e-5, atol=1e-7)
+    ng = np.array([(loss(x, gamma + h * np.eye(4)[c], beta) - loss(x, gamma - h * np.eye(4)[c], beta)) / (2 * h)
+                   for c in range(4)])
+    nb = np.array([(loss(x, gamma, beta + h * np.eye(4)[c]) - loss(x, gamma, beta - h * np.eye(4)[c])) / (2 * h)
+                   for c in range(4)])
+    assert np.allclose(dgamma, ng, rtol=1e-5, atol=1e-7) and np.allclose(dbeta, nb, rtol=1e-5, atol=1e-7)
+
+
+def test_every_launch_uses_the_geometry_limits(ex, path):
+    """The harness asserts power-of-two blocks <= 1024 on every raw launch; a mixed run hits each kernel."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((2, 6, 5, 7)).astype(np.float32)
+    for stats in ("sample", "batch"):
+        _run_forward(ex, x, 3, None, None, 1e-5, stats, "nhwc")
+        m, r = _ref_stats(x, 3, 1e-5, stats)
+        _run_backward(ex, x, x, 3, None, m.astype(np.float32), r.astype(np.float32), stats, "nchw")
+    kinds = {k for k, _ in ex.launches}
+    assert {"normalize", "merge_float32", "sum2", "param_out"} <= kinds or path == "fused"
+    for k, launch in ex.launches:
+        if launch is not None:
+            assert launch.smem <= G.SMEM_LIMIT and launch.grid <= G.GRID_X_MAX
+
+
+# ---------------------------------------------------------------------------
+# The module around the kernels.
+
+def test_kernels_are_named_and_memoized():
+    from gn_native import _gpu_kernels as K
+    for v in K.variants():
+        names = v.names if isinstance(v, K.RawVariant) else (v.spec.name,)
+        assert all(n.startswith("gn_") for n in names)
+    if _gpu.cupy is None:
+        pytest.skip("CuPy not installed: kernel objects cannot be built")
+    for key in _gpu._SPECS:            # building the CuPy objects needs no device
+        assert _gpu._cupy_kernel(key) is _gpu._cupy_kernel(key)
+        assert _gpu._cupy_kernel(key).name.startswith("gn_")
+
+
+def test_import_without_cupy_and_clear_errors():
+    """gn_native imports without CuPy; asking for the GPU says what is missing."""
+    import subprocess
+    code = ("import sys; sys.modules['cupy'] = None\n"
+            "import gn_native, gn_native._gpu as g\n"
+            "assert g.cupy is None\n"
+            "try:\n    g.require_device()\nexcept ImportError as e:\n    print('ERR', e)\n")
+    import gn_native
+    here = os.path.dirname(os.path.dirname(os.path.abspath(gn_native.__file__)))   # the gn_native we test
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=here)
+    assert r.returncode == 0, r.stderr
+    assert "ERR" in r.stdout and "CuPy" in r.stdout and "not installed" in r.stdout
+
+
+def test_no_device_error_names_the_device():
+    if _gpu.cupy is None:
+        pytest.skip("CuPy not installed")
+    try:
+        available = _gpu.cupy.is_available()
+    except Exception:
+        available = False
+    if available:
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(RuntimeError, match="no CUDA device"):
+        _gpu.require_device()
+    assert "no usable CUDA device" in _gpu.describe()
+
+
+# ---------------------------------------------------------------------------
+# gn_native.gpu_check itself (CI runs it in full).
+
+def _need_nvrtc():
+    if _gpu.cupy is None:
+        pytest.skip("CuPy not installed (pip install .[gpu-check])")
+
+
+def test_gpu_check_compiles_a_subset(capsys):
+    _need_nvrtc()
+    from gn_native import gpu_check
+    rc = gpu_check.main(["--only", "gn_sum2", "--arch", "sm_80", "--no-cache", "--jobs", "1"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "ok   gn_sum2[T=float32;i32]" in out and "0 failed" in out
+
+
+def test_gpu_check_fails_on_a_bad_kernel(capsys, monkeypatch):
+    _need_nvrtc()
+    from gn_native import gpu_check, _gpu_kernels as K
+    bad = K.Elementwise("gn_bad", "T x", "T y", "y = x + undefined_name;")
+    monkeypatch.setattr(K, "variants", lambda dtypes=K.DTYPES: [K._ew(bad, {"T": "float32"})])
+    rc = gpu_check.main(["--arch", "sm_80", "--no-cache", "--jobs", "1"])
+    captured = capsys.readouterr()
+    assert rc == 1
+    assert "FAIL gn_bad" in captured.out and "undefined_name" in captured.err
+
+
+def test_gpu_check_fails_loudly_if_cupy_codegen_breaks(capsys, monkeypatch):
+    _need_nvrtc()
+    from gn_native import gpu_check
+
+    def broken(v):
+        raise AttributeError("module 'cupy._core._kernel' has no attribute '_get_elementwise_kernel_code'")
+    monkeypatch.setattr(gpu_check, "elementwise_source", broken)
+    assert gpu_check.main(["--only", "gn_normalize", "--arch", "sm_80", "--no-cache"]) == 2
+    assert "private source generation failed" in capsys.readouterr().err
