@@ -18,6 +18,7 @@ def plot(rows, path, title=""):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     rows = [r for r in rows if r["status"] == "ok"]
     passes = [p for p in ("forward", "backward") if any(r["pass"] == p for r in rows)]
@@ -64,6 +65,9 @@ def plot(rows, path, title=""):
         t_ax.set_xticklabels([])
         r_ax.axhline(1.0, color="gray", lw=0.8)
         r_ax.set_yscale("log")
+        r_ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        r_ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+        r_ax.yaxis.set_minor_formatter(ticker.NullFormatter())
         r_ax.set_ylabel("time ratio: ours / other")
         r_ax.set_xticks(range(len(labels)))
         r_ax.set_xticklabels(labels, rotation=90, fontsize=7)
