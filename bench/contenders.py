@@ -19,34 +19,47 @@ class NotAvailable(Exception):
 
 
 def ours(gn, a, case, stats, layout, pass_, to_host=np.asarray):
-    """(call, outputs): one timed call, and a function that runs it once and
-    returns its results on the host in logical NCHW order, for checking."""
+    """(call, call_out, outputs): one timed call allocating its result as users
+    usually call it, the same call writing into a preallocated output (out=, as
+    the floor does), and a function that runs it once and returns its results
+    on the host in logical NCHW order, for checking."""
     ax = channel_axis(layout)
     x, gamma, beta = a["x"], a["gamma"], a["beta"]
     if pass_ == "forward":
+        y = x.copy()
+
         def call():
             return gn.group_norm_forward(x, case.g, gamma, beta, EPS, stats=stats,
                                          channel_axis=ax)
+
+        def call_out():
+            return gn.group_norm_forward(x, case.g, gamma, beta, EPS, stats=stats,
+                                         channel_axis=ax, out=y)
 
         def outputs():
             y, mean, rstd = call()
             return {"y": to_nchw(to_host(y), layout), "mean": to_host(mean),
                     "rstd": to_host(rstd)}
-        return call, outputs
+        return call, call_out, outputs
 
     _, mean, rstd = gn.group_norm_forward(x, case.g, gamma, beta, EPS, stats=stats,
                                           channel_axis=ax)
     dy = a["dy"]
+    dx = dy.copy()
 
     def call():
         return gn.group_norm_backward(dy, x, mean, rstd, case.g, gamma, stats=stats,
                                       channel_axis=ax)
 
+    def call_out():
+        return gn.group_norm_backward(dy, x, mean, rstd, case.g, gamma, stats=stats,
+                                      channel_axis=ax, out=dx)
+
     def outputs():
         dx, dgamma, dbeta = call()
         return {"dx": to_nchw(to_host(dx), layout), "dgamma": to_host(dgamma),
                 "dbeta": to_host(dbeta)}
-    return call, outputs
+    return call, call_out, outputs
 
 
 def _bits(xp, a):

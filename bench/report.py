@@ -10,13 +10,14 @@ import sys
 
 import numpy as np
 
-LEGEND = ("ms: median of interleaved repeats.  GB/s: bytes a pass must move (forward x+y, "
-          "backward dy+x+dx) / ms.\n"
-          "x floor: our time / the memory floor's time on same-sized arrays "
+LEGEND = ("ms: median of interleaved repeats of our call writing into a preallocated output "
+          "(out=).  GB/s: bytes a pass must move (forward x+y, backward dy+x+dx) / ms.\n"
+          "x floor: that time / the memory floor's time on same-sized arrays "
           "(np.copyto y<-x forward, np.add dy+x->dx backward; single-threaded NumPy, "
           "preallocated), 1.00 = as fast as the copy.\n"
-          "x torch: our time / torch.nn.functional.group_norm's (autograd backward), "
-          "same threads; < 1 = faster than torch.  GPU x copy: against a device copy/add.")
+          "x torch: our call allocating its outputs (as torch does) / "
+          "torch.nn.functional.group_norm's (autograd backward), same threads; "
+          "< 1 = faster than torch.  GPU x copy: against a device copy/add.")
 
 
 def cpu_model():

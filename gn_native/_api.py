@@ -207,17 +207,18 @@ def group_norm(x, n_groups, gamma=None, beta=None, eps=1e-5, *, stats="sample",
 
 
 def group_norm_backward(dy, x, mean, rstd, n_groups, gamma=None, *, stats="sample",
-                        channel_axis=1):
+                        channel_axis=1, out=None):
     """Gradients (dx, dgamma, dbeta) of group_norm at `x`, given dL/dy.
 
     mean and rstd are what group_norm_forward returned for `x`.  dgamma and
-    dbeta have gamma's shape, or (C,) when gamma is None.
+    dbeta have gamma's shape, or (C,) when gamma is None.  `out` receives dx
+    (it may be dy or x itself).
     """
-    r = _cpu.backward_fast(dy, x, mean, rstd, n_groups, gamma, stats, channel_axis)
+    r = _cpu.backward_fast(dy, x, mean, rstd, n_groups, gamma, stats, channel_axis, out)
     if r is not None:
         return r
     kind, xp, backend, x, gamma, _, (dy, mean, rstd), p = _prepare(
-        x, n_groups, gamma, None, 1.0, stats, channel_axis, None,
+        x, n_groups, gamma, None, 1.0, stats, channel_axis, out,
         ((dy, "dy"), (mean, "mean"), (rstd, "rstd")))
     V.check_like(dy, "dy", p)
     V.check_stat(mean, "mean", p)
@@ -226,11 +227,15 @@ def group_norm_backward(dy, x, mean, rstd, n_groups, gamma=None, *, stats="sampl
     p = V.with_layout(p, layout)
     xk = _contig(xp, to_k(x))
     dyk = _contig(xp, to_k(dy))
-    dxk = xp.empty(xk.shape, xk.dtype)
+    dxk, copy_back = _output(xp, out, to_k, xk, (xk, dyk))
     pshape = (gamma.shape[0],) if gamma is not None else (p.c,)
     dgamma = xp.zeros(pshape, p.dtype)
     dbeta = xp.zeros(pshape, p.dtype)
     if p.size:
         backend.backward(p, dxk, dgamma, dbeta, dyk, xk, _stat_in(xp, mean, p),
                          _stat_in(xp, rstd, p), _param(xp, gamma))
-    return from_k(dxk), dgamma, dbeta
+    if out is None:
+        return from_k(dxk), dgamma, dbeta
+    if copy_back:
+        xp.copyto(out, from_k(dxk))
+    return out, dgamma, dbeta

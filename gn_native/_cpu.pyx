@@ -348,7 +348,7 @@ cdef bint _fast_stat(a, gn_desc *d, int code):
             and cnp.PyArray_DIM(s, 1) == d.groups)
 
 
-def backward_fast(dy, x, mean, rstd, n_groups, gamma, stats, channel_axis):
+def backward_fast(dy, x, mean, rstd, n_groups, gamma, stats, channel_axis, out):
     """(dx, dgamma, dbeta) for a plainly valid common call, else None."""
     if not (cnp.PyArray_CheckExact(x) and cnp.PyArray_CheckExact(dy)):
         return None
@@ -366,7 +366,18 @@ def backward_fast(dy, x, mean, rstd, n_groups, gamma, stats, channel_axis):
         return None
     d.affine = GN_AFFINE_NONE if kg == 0 else (
         GN_AFFINE_CHANNEL if kg == 1 or d.c == d.groups else GN_AFFINE_GROUP)
-    cdef cnp.ndarray dxa = PyArray_NewLikeArray(xa, cnp.NPY_CORDER, NULL, 0)
+    cdef cnp.ndarray dxa
+    if out is None:
+        dxa = PyArray_NewLikeArray(xa, cnp.NPY_CORDER, NULL, 0)
+    else:
+        if not cnp.PyArray_CheckExact(out):
+            return None
+        dxa = <cnp.ndarray>out
+        if (_fast_code(dxa) != code or not cnp.PyArray_ISWRITEABLE(dxa)
+                or not cnp.PyArray_SAMESHAPE(dxa, xa)):
+            return None
+        if not ((dxa is xa or _disjoint(dxa, xa)) and (dxa is ga or _disjoint(dxa, ga))):
+            return None
     cdef cnp.npy_intp plen = d.groups if kg == 2 else d.c
     dgamma = cnp.PyArray_EMPTY(1, &plen, cnp.PyArray_TYPE(xa), 0) if code != BF16 else \
         np.empty(plen, xa.dtype)

@@ -173,3 +173,32 @@ def test_reference_backward_matches_finite_differences():
         np.testing.assert_allclose(dx, _numeric_grad(loss, x), rtol=1e-6, atol=1e-8)
         np.testing.assert_allclose(dg, _numeric_grad(loss, gamma), rtol=1e-6, atol=1e-8)
         np.testing.assert_allclose(db, _numeric_grad(loss, beta), rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("target", ["new", "dy", "x", "strided"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_out_receives_dx(dtype, target):
+    """out= gets dx (fresh, aliasing dy or x, or a strided view) and equals the allocating call."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((2, 6, 5, 4)).astype(dtype)
+    dy = rng.standard_normal(x.shape).astype(dtype)
+    gamma = rng.standard_normal(6).astype(dtype)
+    _, mean, rstd = gn.group_norm_forward(x, 3, gamma)
+    want = gn.group_norm_backward(dy, x, mean, rstd, 3, gamma)
+    x2, dy2 = x.copy(), dy.copy()
+    out = {"new": np.empty_like(x), "dy": dy2, "x": x2,
+           "strided": np.empty(x.shape[:-1] + (8,), dtype)[..., ::2]}[target]
+    got = gn.group_norm_backward(dy2, x2, mean, rstd, 3, gamma, out=out)
+    assert got[0] is out
+    np.testing.assert_array_equal(out, want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+    np.testing.assert_array_equal(got[2], want[2])
+
+
+def test_out_refused_untouched():
+    x = np.ones((2, 4, 3), np.float32)
+    _, mean, rstd = gn.group_norm_forward(x, 2)
+    bad = np.full((2, 4, 3), 7.0, np.float64)
+    with pytest.raises(TypeError, match="out"):
+        gn.group_norm_backward(x, x, mean, rstd, 2, out=bad)
+    assert (bad == 7.0).all()

@@ -6,6 +6,18 @@
 #include <stdint.h>
 #include <string.h>
 #include "gn_native.h"
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+static inline int gn_thread_num(void)
+{
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
 
 /* Reductions are cut into chunks of fixed size (never by thread count) and
  * the chunk partials are folded in index order, so results do not depend on
@@ -28,6 +40,24 @@ static inline double gn_lanes_fold(const double *l)
         t[j] = (l[j] + l[8 + j]) + (l[4 + j] + l[12 + j]);
     return (t[0] + t[2]) + (t[1] + t[3]);
 }
+
+/* for (int64_t i = 0; i < n; i++) BODY, on nt threads when nt > 1.  With one
+ * thread the loop runs inline, without entering an OpenMP region (which costs
+ * about half a microsecond, a tenth of a small call).  The thread count
+ * variable must be named nt where this is used. */
+#ifdef _OPENMP
+#define GN_PARALLEL_FOR(nt, i, n, ...)                                                  \
+    do {                                                                               \
+        if ((nt) > 1) {                                                                \
+            _Pragma("omp parallel for schedule(static) num_threads(nt)")               \
+            for (int64_t i = 0; i < (n); i++) __VA_ARGS__                              \
+        } else {                                                                       \
+            for (int64_t i = 0; i < (n); i++) __VA_ARGS__                              \
+        }                                                                              \
+    } while (0)
+#else
+#define GN_PARALLEL_FOR(nt, i, n, ...) for (int64_t i = 0; i < (n); i++) __VA_ARGS__
+#endif
 
 /* ---- float16 / bfloat16 <-> float, exact and round-to-nearest-even ---- */
 
