@@ -290,6 +290,24 @@ cdef bint _disjoint(cnp.ndarray a, cnp.ndarray b):
     return pa + cnp.PyArray_NBYTES(a) <= pb or pb + cnp.PyArray_NBYTES(b) <= pa
 
 
+cdef object _fast_output(out, cnp.ndarray xa, int code, object other):
+    """The array a fast call writes: a new one like x when out is None; `out`
+    itself when it is a plain writable array of x's shape and dtype that is x
+    (or `other`) or overlaps neither; else None (the general path decides)."""
+    if out is None:
+        return PyArray_NewLikeArray(xa, cnp.NPY_CORDER, NULL, 0)
+    if not cnp.PyArray_CheckExact(out):
+        return None
+    cdef cnp.ndarray o = <cnp.ndarray>out
+    if (_fast_code(o) != code or not cnp.PyArray_ISWRITEABLE(o)
+            or not cnp.PyArray_SAMESHAPE(o, xa)):
+        return None
+    for src in (xa, other):
+        if src is not None and o is not src and not _disjoint(o, <cnp.ndarray>src):
+            return None
+    return o
+
+
 def forward_fast(x, n_groups, gamma, beta, eps, stats, channel_axis, out):
     """(y, mean, rstd) for a plainly valid common call, else None."""
     if not cnp.PyArray_CheckExact(x):
@@ -307,18 +325,10 @@ def forward_fast(x, n_groups, gamma, beta, eps, stats, channel_axis, out):
         return None
     d.affine = GN_AFFINE_NONE if not (kg or kb) else (
         GN_AFFINE_CHANNEL if (kg or kb) == 1 or d.c == d.groups else GN_AFFINE_GROUP)
-    cdef cnp.ndarray ya
-    if out is None:
-        ya = PyArray_NewLikeArray(xa, cnp.NPY_CORDER, NULL, 0)
-    else:
-        if not cnp.PyArray_CheckExact(out):
-            return None
-        ya = <cnp.ndarray>out
-        if (_fast_code(ya) != code or not cnp.PyArray_ISWRITEABLE(ya)
-                or not cnp.PyArray_SAMESHAPE(ya, xa)):
-            return None
-        if ya is not xa and not _disjoint(ya, xa):
-            return None
+    ya_obj = _fast_output(out, xa, code, None)
+    if ya_obj is None:
+        return None
+    cdef cnp.ndarray ya = <cnp.ndarray>ya_obj
     mean = _stat_array(&d, code)
     rstd = _stat_array(&d, code)
     cdef void *py = cnp.PyArray_DATA(ya)
@@ -366,18 +376,10 @@ def backward_fast(dy, x, mean, rstd, n_groups, gamma, stats, channel_axis, out):
         return None
     d.affine = GN_AFFINE_NONE if kg == 0 else (
         GN_AFFINE_CHANNEL if kg == 1 or d.c == d.groups else GN_AFFINE_GROUP)
-    cdef cnp.ndarray dxa
-    if out is None:
-        dxa = PyArray_NewLikeArray(xa, cnp.NPY_CORDER, NULL, 0)
-    else:
-        if not cnp.PyArray_CheckExact(out):
-            return None
-        dxa = <cnp.ndarray>out
-        if (_fast_code(dxa) != code or not cnp.PyArray_ISWRITEABLE(dxa)
-                or not cnp.PyArray_SAMESHAPE(dxa, xa)):
-            return None
-        if not ((dxa is xa or _disjoint(dxa, xa)) and (dxa is ga or _disjoint(dxa, ga))):
-            return None
+    dxa_obj = _fast_output(out, xa, code, ga)
+    if dxa_obj is None:
+        return None
+    cdef cnp.ndarray dxa = <cnp.ndarray>dxa_obj
     cdef cnp.npy_intp plen = d.groups if kg == 2 else d.c
     dgamma = cnp.PyArray_EMPTY(1, &plen, cnp.PyArray_TYPE(xa), 0) if code != BF16 else \
         np.empty(plen, xa.dtype)
