@@ -30,7 +30,6 @@ static inline int gn_thread_num(void)
 #define GN_CHUNK 4096          /* elements, a multiple of GN_BLOCK */
 #define GN_BLOCK 64
 #define GN_NT_BYTES (16 << 20) /* outputs from this size on use streaming stores */
-#define GN_RBLOCK 16           /* NHWC rows summed in the compute type per column */
 #define GN_ROWS 256            /* rows (spatial positions) per NHWC chunk */
 #define GN_LANES 16
 
