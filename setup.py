@@ -4,7 +4,7 @@ The core is a plain shared library inside the package (C users link it;
 `python -m gn_native --cflags --libs` prints the flags), and the extension
 `gn_native._cpu` links the same library with an $ORIGIN rpath.
 
-Portable by default: no -march=native.  Files named simd_<isa>.c get that
+Portable by default: no tuning for the build machine.  Files named simd_<isa>.c get that
 ISA's flags only for themselves; the core picks the path at run time (cpuid).
 OpenMP is used when the compiler has it; otherwise the build says so and the
 core runs single-threaded.
