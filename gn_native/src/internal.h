@@ -56,7 +56,11 @@ static inline double gn_lanes_fold(const double *l)
         }                                                                              \
     } while (0)
 #else
-#define GN_PARALLEL_FOR(nt, i, n, ...) for (int64_t i = 0; i < (n); i++) __VA_ARGS__
+#define GN_PARALLEL_FOR(nt, i, n, ...)                                                  \
+    do {                                                                               \
+        (void)(nt);                                                                    \
+        for (int64_t i = 0; i < (n); i++) __VA_ARGS__                                  \
+    } while (0)
 #endif
 
 /* ---- float16 / bfloat16 <-> float, exact and round-to-nearest-even ---- */
