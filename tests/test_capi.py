@@ -106,3 +106,16 @@ def test_core_c_level(tmp_path):
     print(res.stdout)
     assert res.returncode == 0, f"test_core failed:\n{res.stdout[-3000:]}\n{res.stderr[-6000:]}"
     assert re.search(r"\d+ checks, 0 failures", res.stdout), res.stdout
+
+
+@needs_cc
+def test_core_builds_and_passes_without_openmp(tmp_path):
+    """A compiler without OpenMP still builds the core, warning-free, single-threaded;
+    test_core's checks (bit-identity across thread settings included) still pass."""
+    flags = ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Werror"]
+    objs = cb.build_core(CC, tmp_path / "core", flags, openmp=False)
+    exe = cb.link(CC, tmp_path / "test_core", [cb.TESTS_C / "test_core.c", *objs],
+                  cflags=["-O2"], openmp=False)
+    res = cb.run([str(exe)], env=cb.python_env(**RUN_ENV), timeout=300, check=False)
+    assert res.returncode == 0, f"test_core failed:\n{res.stdout[-3000:]}\n{res.stderr[-6000:]}"
+    assert re.search(r"\d+ checks, 0 failures", res.stdout), res.stdout
