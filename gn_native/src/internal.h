@@ -30,6 +30,7 @@ static inline int gn_thread_num(void)
 #define GN_CHUNK 4096          /* elements, a multiple of GN_BLOCK */
 #define GN_BLOCK 64
 #define GN_NT_BYTES (16 << 20) /* outputs from this size on use streaming stores */
+#define GN_RBLOCK 16           /* NHWC rows summed in the compute type per column */
 #define GN_ROWS 256            /* rows (spatial positions) per NHWC chunk */
 #define GN_LANES 16
 
@@ -122,9 +123,10 @@ static inline uint16_t gn_f32_to_f16(float f)
         void (*norm)(T *y, const T *x, int64_t len, F mh, F sc, F sh);                \
         /* the same with streaming stores, for outputs too big to stay in cache */   \
         void (*norm_nt)(T *y, const T *x, int64_t len, F mh, F sc, F sh);             \
-        /* per column c: s[c] += x - shift[c], q[c] += (x - shift[c])^2 */            \
+        /* per column c: s[c] += x - shift[c], q[c] += (x - shift[c])^2; rows in      \
+         * blocks of GN_RBLOCK summed in F, then added in double; tmp: 3*c doubles */ \
         void (*colsums)(const T *x, int64_t rows, int64_t c, const double *shift,     \
-                        double *s, double *q);                                        \
+                        double *s, double *q, double *tmp);                           \
         void (*norm_rows)(T *y, const T *x, int64_t rows, int64_t c, const F *mh,     \
                           const F *sc, const F *sh);                                  \
         /* one chunk: a = sum dy, b = sum dy * (x - mh) */                            \
@@ -136,7 +138,7 @@ static inline uint16_t gn_f32_to_f16(float f)
         void (*dnorm_nt)(T *dx, const T *dy, const T *x, int64_t len, F k1, F mh,     \
                          F c2, F c3);                                                 \
         void (*dcolsums)(const T *dy, const T *x, int64_t rows, int64_t c,            \
-                         const double *mh, double *a, double *b);                     \
+                         const double *mh, double *a, double *b, double *tmp);        \
         void (*dnorm_rows)(T *dx, const T *dy, const T *x, int64_t rows, int64_t c,   \
                            const F *k1, const F *mh, const F *c2, const F *c3);       \
     } gn_prims_##SFX;
