@@ -95,10 +95,8 @@ cdef gn_status _backward(int code, void *dx, void *dgamma, void *dbeta, void *dy
                             <uint16_t *>gamma, d)
 
 
-def forward(p, y, mean, rstd, x, gamma, beta, var=None):
-    """Statistics and y; `var` (optional, shaped like mean) gets the biased variance."""
-    cdef gn_desc d = _desc(p)
-    cdef int code = _code(p.dtype)
+cdef _run_forward(int code, gn_desc *d, y, mean, rstd, var, x, gamma, beta):
+    """Pointers of the arrays (None -> NULL), the C call without the GIL, status check."""
     cdef void *py = _ptr(y)
     cdef void *pm = _ptr(mean)
     cdef void *pr = _ptr(rstd)
@@ -108,8 +106,29 @@ def forward(p, y, mean, rstd, x, gamma, beta, var=None):
     cdef void *pb = _ptr(beta)
     cdef gn_status st
     with nogil:
-        st = _forward(code, py, pm, pr, pv, px, pg, pb, &d)
+        st = _forward(code, py, pm, pr, pv, px, pg, pb, d)
     _check(st)
+
+
+cdef _run_backward(int code, gn_desc *d, dx, dgamma, dbeta, dy, x, mean, rstd, gamma):
+    cdef void *pdx = _ptr(dx)
+    cdef void *pdg = _ptr(dgamma)
+    cdef void *pdb = _ptr(dbeta)
+    cdef void *pdy = _ptr(dy)
+    cdef void *px = _ptr(x)
+    cdef void *pm = _ptr(mean)
+    cdef void *pr = _ptr(rstd)
+    cdef void *pg = _ptr(gamma)
+    cdef gn_status st
+    with nogil:
+        st = _backward(code, pdx, pdg, pdb, pdy, px, pm, pr, pg, d)
+    _check(st)
+
+
+def forward(p, y, mean, rstd, x, gamma, beta, var=None):
+    """Statistics and y; `var` (optional, shaped like mean) gets the biased variance."""
+    cdef gn_desc d = _desc(p)
+    _run_forward(_code(p.dtype), &d, y, mean, rstd, var, x, gamma, beta)
 
 
 def normalize(p, y, x, mean, rstd, gamma, beta):
@@ -140,19 +159,7 @@ def normalize(p, y, x, mean, rstd, gamma, beta):
 
 def backward(p, dx, dgamma, dbeta, dy, x, mean, rstd, gamma):
     cdef gn_desc d = _desc(p)
-    cdef int code = _code(p.dtype)
-    cdef void *pdx = _ptr(dx)
-    cdef void *pdg = _ptr(dgamma)
-    cdef void *pdb = _ptr(dbeta)
-    cdef void *pdy = _ptr(dy)
-    cdef void *px = _ptr(x)
-    cdef void *pm = _ptr(mean)
-    cdef void *pr = _ptr(rstd)
-    cdef void *pg = _ptr(gamma)
-    cdef gn_status st
-    with nogil:
-        st = _backward(code, pdx, pdg, pdb, pdy, px, pm, pr, pg, &d)
-    _check(st)
+    _run_backward(_code(p.dtype), &d, dx, dgamma, dbeta, dy, x, mean, rstd, gamma)
 
 
 def get_num_threads():
@@ -331,16 +338,7 @@ def forward_fast(x, n_groups, gamma, beta, eps, stats, channel_axis, out):
     cdef cnp.ndarray ya = <cnp.ndarray>ya_obj
     mean = _stat_array(&d, code)
     rstd = _stat_array(&d, code)
-    cdef void *py = cnp.PyArray_DATA(ya)
-    cdef void *pm = _ptr(mean)
-    cdef void *pr = _ptr(rstd)
-    cdef void *px = cnp.PyArray_DATA(xa)
-    cdef void *pg = _ptr(gamma)
-    cdef void *pb = _ptr(beta)
-    cdef gn_status st
-    with nogil:
-        st = _forward(code, py, pm, pr, NULL, px, pg, pb, &d)
-    _check(st)
+    _run_forward(code, &d, ya, mean, rstd, None, xa, gamma, beta)
     return ya, mean, rstd
 
 
@@ -385,16 +383,5 @@ def backward_fast(dy, x, mean, rstd, n_groups, gamma, stats, channel_axis, out):
         np.empty(plen, xa.dtype)
     dbeta = cnp.PyArray_EMPTY(1, &plen, cnp.PyArray_TYPE(xa), 0) if code != BF16 else \
         np.empty(plen, xa.dtype)
-    cdef void *pdx = cnp.PyArray_DATA(dxa)
-    cdef void *pdg = _ptr(dgamma)
-    cdef void *pdb = _ptr(dbeta)
-    cdef void *pdy = cnp.PyArray_DATA(ga)
-    cdef void *px = cnp.PyArray_DATA(xa)
-    cdef void *pm = _ptr(mean)
-    cdef void *pr = _ptr(rstd)
-    cdef void *pg = _ptr(gamma)
-    cdef gn_status st
-    with nogil:
-        st = _backward(code, pdx, pdg, pdb, pdy, px, pm, pr, pg, &d)
-    _check(st)
+    _run_backward(code, &d, dxa, dgamma, dbeta, ga, xa, mean, rstd, gamma)
     return dxa, dgamma, dbeta

@@ -173,3 +173,17 @@ def assert_bit_identical(a, b, name="y"):
         diff = np.any(ua != ub, axis=1)
         raise AssertionError(f"{name}: {int(diff.sum())}/{diff.size} values differ in their bits "
                              f"(first at flat index {int(np.argmax(diff))})")
+
+
+def load_cbuild():
+    """tests/c/cbuild.py, the C build helpers (tests/ is not a package), loaded once."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+    if "gn_cbuild" not in sys.modules:
+        path = Path(__file__).resolve().parent / "c" / "cbuild.py"
+        spec = importlib.util.spec_from_file_location("gn_cbuild", path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        sys.modules["gn_cbuild"] = mod
+    return sys.modules["gn_cbuild"]

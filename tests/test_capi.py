@@ -5,7 +5,6 @@ example (examples/c) and the C-level tests (tests/c/test_core.c) against the
 shipped libgn_native, and runs them: results against plain loops, scalar vs
 AVX2 and thread counts bit for bit, GN_EINVAL for bad descriptors, pthreads.
 """
-import importlib.util
 import re
 import shutil
 import sys
@@ -13,17 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from conftest import load_cbuild
+
 import gn_native
 
 
-def _load(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-cb = _load("gn_cbuild", Path(__file__).resolve().parent / "c" / "cbuild.py")
+cb = load_cbuild()
 CC = cb.compiler()
 needs_cc = pytest.mark.skipif(CC is None, reason="no C compiler found (set CC)")
 HEADER = Path(gn_native.get_include()) / "gn_native.h"

@@ -10,23 +10,16 @@ its thread pool until exit, which memcheck calls "possibly lost" or "still
 reachable", kinds not counted as errors, so no suppression file is needed and
 OpenMP runs with 2 threads.  Slow (about a minute, mostly compiling): marked `slow`.
 """
-import importlib.util
 import shutil
-from pathlib import Path
 
 import pytest
+
+from conftest import load_cbuild
 
 pytestmark = pytest.mark.slow
 
 
-def _load(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-cb = _load("gn_cbuild", Path(__file__).resolve().parent / "c" / "cbuild.py")
+cb = load_cbuild()
 CC = cb.compiler()
 SAN_ENV = {
     "ASAN_OPTIONS": "detect_leaks=1:halt_on_error=1:abort_on_error=0:allocator_may_return_null=1",
