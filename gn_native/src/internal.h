@@ -23,16 +23,17 @@ static inline int gn_thread_num(void)
  * the chunk partials are folded in index order, so results do not depend on
  * how many threads ran.  Inside a chunk, contiguous reductions use 16
  * interleaved lanes (element i goes to lane i % 16): each block of GN_BLOCK
- * elements accumulates in the compute type (4 values per lane), then is
+ * elements accumulates in the compute type (8 values per lane), then is
  * added to double lanes, which the fixed tree in gn_lanes_fold combines.
  * The SIMD paths do exactly the same operations, so they are bit-identical
  * to the scalar reference. */
 #define GN_CHUNK 4096          /* elements, a multiple of GN_BLOCK */
-#define GN_BLOCK 64
+#define GN_BLOCK 128
 #define GN_NT_BYTES (16 << 20) /* outputs from this size on use streaming stores */
 #define GN_RBLOCK 16           /* NHWC rows summed in the compute type per column */
 #define GN_ROWS 256            /* rows (spatial positions) per NHWC chunk */
 #define GN_LANES 16
+#define GN_PF_BYTES (256 << 10) /* NCHW groups up to this size prefetch their successor */
 
 static inline double gn_lanes_fold(const double *l)
 {
@@ -119,10 +120,11 @@ static inline uint16_t gn_f32_to_f16(float f)
     typedef struct {                                                                  \
         /* one chunk (len <= GN_CHUNK): sum of d and d*d, d = x - shift */           \
         void (*sums)(const T *x, int64_t len, double shift, double *s, double *q);    \
-        /* y = (x - mh) * sc + sh over a contiguous run */                            \
-        void (*norm)(T *y, const T *x, int64_t len, F mh, F sc, F sh);                \
+        /* y = (x - mh) * sc + sh over a contiguous run; pfd > 0: also prefetch     \
+         * x[i + pfd] (the next group, read while this one is written) */            \
+        void (*norm)(T *y, const T *x, int64_t len, F mh, F sc, F sh, int64_t pfd);   \
         /* the same with streaming stores, for outputs too big to stay in cache */   \
-        void (*norm_nt)(T *y, const T *x, int64_t len, F mh, F sc, F sh);             \
+        void (*norm_nt)(T *y, const T *x, int64_t len, F mh, F sc, F sh, int64_t pfd);\
         /* per column c: s[c] += x - shift[c], q[c] += (x - shift[c])^2; rows in      \
          * blocks of GN_RBLOCK summed in F, then added in double; tmp: 3*c doubles */ \
         void (*colsums)(const T *x, int64_t rows, int64_t c, const double *shift,     \
@@ -132,11 +134,11 @@ static inline uint16_t gn_f32_to_f16(float f)
         /* one chunk: a = sum dy, b = sum dy * (x - mh) */                            \
         void (*dsums)(const T *dy, const T *x, int64_t len, double mh, double *a,     \
                       double *b);                                                     \
-        /* dx = dy * k1 + ((x - mh) * c2 + c3) */                                     \
+        /* dx = dy * k1 + ((x - mh) * c2 + c3); pfd > 0: prefetch dy, x [i + pfd] */  \
         void (*dnorm)(T *dx, const T *dy, const T *x, int64_t len, F k1, F mh, F c2,  \
-                      F c3);                                                          \
+                      F c3, int64_t pfd);                                             \
         void (*dnorm_nt)(T *dx, const T *dy, const T *x, int64_t len, F k1, F mh,     \
-                         F c2, F c3);                                                 \
+                         F c2, F c3, int64_t pfd);                                    \
         void (*dcolsums)(const T *dy, const T *x, int64_t rows, int64_t c,            \
                          const double *mh, double *a, double *b, double *tmp);        \
         void (*dnorm_rows)(T *dx, const T *dy, const T *x, int64_t rows, int64_t c,   \

@@ -4,6 +4,8 @@
 #include <immintrin.h>
 #include "internal.h"
 
+#define GN_PF_HINT _MM_HINT_T0
+
 static inline __m256 ld8_bf16(const uint16_t *p)
 {
     __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
@@ -37,6 +39,7 @@ static inline __m128i pack8_bf16(__m256 v)
 
 #define SFX f32
 #define T float
+#define MASKED_F32
 #define LD8 LD8_F32
 #define ST8 ST8_F32
 #define ST8NT ST8NT_F32
@@ -45,6 +48,7 @@ static inline __m128i pack8_bf16(__m256 v)
 #include "prims_avx2.inc"
 #undef SFX
 #undef T
+#undef MASKED_F32
 #undef LD8
 #undef ST8
 #undef ST8NT

@@ -993,6 +993,13 @@ int main(int argc, char **argv)
                         test_case((dtype)t, (gn_layout)layout, (gn_stats)stats,
                                   (gn_affine)affine, shapes[s][0], shapes[s][1], shapes[s][2],
                                   shapes[s][3], s % 2 ? 3.0 : -0.5);
+    /* every length of a channel's row around the SIMD widths (16-value steps,
+     * 64-value blocks): the vector tails give the scalar bits */
+    for (int64_t S = 1; S <= 80; S += S < 36 ? 1 : 5)
+        for (int t = 0; t < 4; t++)
+            for (int stats = 0; stats < 2; stats++)
+                test_case((dtype)t, GN_NCHW, (gn_stats)stats, GN_AFFINE_CHANNEL, 2, 2, S, 1,
+                          S % 2 ? 3.0 : -0.5);
     /* a large mean against the spread: the shift must keep float32 accurate */
     for (int layout = 0; layout < 2; layout++)
         test_case(F32, (gn_layout)layout, GN_STATS_SAMPLE, GN_AFFINE_CHANNEL, 2, 4, 1000, 2, 1e4);
