@@ -5,6 +5,7 @@
 
 #include <stdint.h>
 #include <string.h>
+#include <math.h>
 #include "gn_native.h"
 #ifdef _OPENMP
 #include <omp.h>
@@ -21,19 +22,26 @@ static inline int gn_thread_num(void)
 
 /* Reductions are cut into chunks of fixed size (never by thread count) and
  * the chunk partials are folded in index order, so results do not depend on
- * how many threads ran.  Inside a chunk, contiguous reductions use 16
- * interleaved lanes (element i goes to lane i % 16): each block of GN_BLOCK
- * elements accumulates in the compute type (8 values per lane), then is
- * added to double lanes, which the fixed tree in gn_lanes_fold combines.
- * The SIMD paths do exactly the same operations, so they are bit-identical
- * to the scalar reference. */
+ * how many threads ran.  Inside a chunk, contiguous reductions use 32
+ * interleaved lanes in the compute type (element i goes to lane i % 32) over
+ * blocks of GN_BLOCK elements (4 values per lane); at the end of a block,
+ * lane j + 16 is added to lane j and the 16 sums are added to 16 double lanes,
+ * which the fixed tree in gn_lanes_fold combines.  Squares and products are
+ * accumulated with a fused multiply-add (C's fma), and the normalize step is
+ * one subtraction and one fused multiply-add per value.  The SIMD paths do
+ * exactly the same operations, so they are bit-identical to the scalar
+ * reference. */
 #define GN_CHUNK 4096          /* elements, a multiple of GN_BLOCK */
 #define GN_BLOCK 128
 #define GN_NT_BYTES (16 << 20) /* outputs from this size on use streaming stores */
 #define GN_RBLOCK 16           /* NHWC rows summed in the compute type per column */
 #define GN_ROWS 256            /* rows (spatial positions) per NHWC chunk */
-#define GN_LANES 16
-#define GN_PF_BYTES (256 << 10) /* NCHW groups up to this size prefetch their successor */
+#define GN_LANES 16            /* double lanes */
+#define GN_FLANES 32           /* compute-type lanes within a block */
+#define GN_PF_BYTES (1 << 20)  /* NCHW groups up to this size prefetch their successor */
+
+/* a * b + c rounded once, in the compute type of a */
+#define GN_FMA(a, b, c) _Generic((a), float: fmaf, default: fma)((a), (b), (c))
 
 static inline double gn_lanes_fold(const double *l)
 {
@@ -120,7 +128,7 @@ static inline uint16_t gn_f32_to_f16(float f)
     typedef struct {                                                                  \
         /* one chunk (len <= GN_CHUNK): sum of d and d*d, d = x - shift */           \
         void (*sums)(const T *x, int64_t len, double shift, double *s, double *q);    \
-        /* y = (x - mh) * sc + sh over a contiguous run; pfd > 0: also prefetch     \
+        /* y = fma(x - mh, sc, sh) over a contiguous run; pfd > 0: also prefetch    \
          * x[i + pfd] (the next group, read while this one is written) */            \
         void (*norm)(T *y, const T *x, int64_t len, F mh, F sc, F sh, int64_t pfd);   \
         /* the same with streaming stores, for outputs too big to stay in cache */   \
@@ -134,7 +142,7 @@ static inline uint16_t gn_f32_to_f16(float f)
         /* one chunk: a = sum dy, b = sum dy * (x - mh) */                            \
         void (*dsums)(const T *dy, const T *x, int64_t len, double mh, double *a,     \
                       double *b);                                                     \
-        /* dx = dy * k1 + ((x - mh) * c2 + c3); pfd > 0: prefetch dy, x [i + pfd] */  \
+        /* dx = fma(dy, k1, fma(x - mh, c2, c3)); pfd > 0: prefetch dy, x [i + pfd] */\
         void (*dnorm)(T *dx, const T *dy, const T *x, int64_t len, F k1, F mh, F c2,  \
                       F c3, int64_t pfd);                                             \
         void (*dnorm_nt)(T *dx, const T *dy, const T *x, int64_t len, F k1, F mh,     \
