@@ -4,10 +4,15 @@ Three variants of our forward call run in interleaved rounds: as users call
 it, with out= preallocated (no allocation of y), and on a (1, G, 1, 1)
 input, where the work is nil and what remains is the fixed cost of a call
 (argument checks, allocation, dispatch, the C call, one parallel region).
+The C side of the tiny call is timed on its own (the C call repeated
+without Python in between); the call's time minus that is the Python
+overhead, which the targets bound.
 PyTorch's call on the tiny input is timed afterwards, in its own rounds:
 interleaving microsecond calls of two OpenMP runtimes would measure their
 spinning threads rather than either library.
 """
+import types
+
 import numpy as np
 
 import timing
@@ -28,11 +33,33 @@ def measure(gn, torch, budget_s):
     }
     kw = dict(budget_s=budget_s, min_reps=50, max_reps=5000, warmup=20)
     med = {k: timing.median(v) for k, v in timing.interleaved(fns, **kw).items()}
+    c = c_seconds(gn, x, y, gamma, beta, g, budget_s)
+    if c is not None:
+        med["c"] = c
+        med["python"] = med["call"] - c
     if torch is not None:
         xt, wt, bt = (torch.from_numpy(a) for a in (x, gamma, beta))
         tfn = {"torch": lambda: torch.nn.functional.group_norm(xt, g, wt, bt, EPS)}
         med["torch"] = timing.median(timing.interleaved(tfn, **kw)["torch"])
     return med
+
+
+def c_seconds(gn, x, y, gamma, beta, g, budget_s):
+    """Seconds of one tiny forward call in C alone (median of batches of repeats)."""
+    try:
+        from gn_native import _cpu
+    except ImportError:
+        return None
+    n, c, h, w = x.shape
+    plan = types.SimpleNamespace(n=n, c=c, spatial=h * w, groups=g, eps=EPS, layout="nchw",
+                                 stats="sample", affine="channel", dtype=x.dtype)
+    mean = np.empty((n, g), np.float32)
+    rstd = np.empty((n, g), np.float32)
+    reps = 200
+    fn = lambda: _cpu.forward_repeat(plan, y, mean, rstd, x, gamma, beta, reps)
+    samples = timing.interleaved({"c": fn}, budget_s=budget_s, min_reps=10, max_reps=200,
+                                 warmup=3)["c"]
+    return timing.median(samples) / reps
 
 
 def lines(threads, med):
@@ -43,5 +70,9 @@ def lines(threads, med):
          (f"saves {saved:.1f} us)" if saved >= 0 else f"costs {-saved:.1f} us more)"))
     if "torch" in us:
         s += f"; torch {us['torch']:.1f} us"
-    return [s, f"  call overhead ~ {us['minimal']:.1f} us "
-               f"(a (1, {TINY.g}, 1, 1) call, where there is no work)"]
+    out = [s]
+    if "c" in us:
+        out.append(f"  of which C {us['c']:.1f} us: Python overhead {us['python']:.1f} us")
+    out.append(f"  call overhead ~ {us['minimal']:.1f} us "
+               f"(a (1, {TINY.g}, 1, 1) call, where there is no work)")
+    return out

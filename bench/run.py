@@ -15,6 +15,7 @@ import time
 
 import overhead
 import report
+import targets
 import timing
 from cases import (ALL_DTYPES, DTYPES, LAYOUTS, PASSES, QUICK_CASES, STATS, dtype_of,
                    in_layout, make_data, select, select_cases)
@@ -179,6 +180,8 @@ def main(argv=None):
         gn.set_num_threads(threads_before)
 
     for line in report.summary_lines(run.rows, with_gpu):
+        print(line)
+    for line in targets.lines(run.rows, over):
         print(line)
     elapsed = time.perf_counter() - t_start
     print(f"\n{len(run.rows)} rows in {elapsed:.1f} s")

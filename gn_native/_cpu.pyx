@@ -131,6 +131,28 @@ def forward(p, y, mean, rstd, x, gamma, beta, var=None):
     _run_forward(_code(p.dtype), &d, y, mean, rstd, var, x, gamma, beta)
 
 
+def forward_repeat(p, y, mean, rstd, x, gamma, beta, Py_ssize_t reps):
+    """The C forward call `reps` times in a row, without the GIL and without
+    Python in between: what the C side of one call costs (bench/overhead.py
+    subtracts it from a whole Python call)."""
+    cdef gn_desc d = _desc(p)
+    cdef int code = _code(p.dtype)
+    cdef void *py = _ptr(y)
+    cdef void *pm = _ptr(mean)
+    cdef void *pr = _ptr(rstd)
+    cdef void *px = _ptr(x)
+    cdef void *pg = _ptr(gamma)
+    cdef void *pb = _ptr(beta)
+    cdef gn_status st = GN_OK
+    cdef Py_ssize_t i
+    with nogil:
+        for i in range(reps):
+            st = _forward(code, py, pm, pr, NULL, px, pg, pb, &d)
+            if st != GN_OK:
+                break
+    _check(st)
+
+
 def normalize(p, y, x, mean, rstd, gamma, beta):
     cdef gn_desc d = _desc(p)
     cdef int code = _code(p.dtype)
