@@ -1,0 +1,66 @@
+"""The benchmark runs, checks its results and reports the targets (no timing asserted)."""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
+
+
+def _targets():
+    spec = importlib.util.spec_from_file_location("gn_bench_targets",
+                                                  os.path.join(BENCH, "targets.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _row(case, layout="nchw", ps="forward", threads=1, dtype="float32", stats="sample",
+         ms=1.0, x_floor=1.0, x_torch=0.4, nbytes=8 << 20):
+    return {"case": case, "dtype": dtype, "layout": layout, "stats": stats, "pass": ps,
+            "threads": threads, "status": "ok", "ms": ms, "x_floor": x_floor,
+            "x_torch": x_torch, "bytes": nbytes}
+
+
+def test_targets_report_the_worst_row():
+    t = _targets()
+    rows = [_row("a", x_floor=1.2), _row("b", x_floor=1.5),
+            _row("a", layout="nhwc", ms=1.1), _row("b", layout="nhwc", ms=3.0),
+            _row("tiny", x_floor=9.0, nbytes=1 << 16)]   # under 1 MiB: not a floor target
+    res = {text: worst for text, _, worst in t.checks(rows)}
+    fwd1 = next(w for k, w in res.items() if k.startswith("forward x floor <= 1.3"))
+    assert fwd1 == (1.5, "b forward t=1")
+    nhwc = next(w for k, w in res.items() if k.startswith("NHWC"))
+    assert nhwc[0] == pytest.approx(3.0) and nhwc[1].startswith("b ")
+    text = "\n".join(t.lines(rows))
+    assert "NOT met" in text and ": met" in text
+
+
+def test_targets_pool_runs_by_median():
+    t = _targets()
+    docs = [{"rows": [_row("a", x_floor=v)], "overhead": [{"threads": 1, "python_s": s}]}
+            for v, s in ((1.0, 2e-6), (3.0, 9e-6), (1.2, 2.5e-6))]
+    rows, over = t.pooled(docs)
+    assert len(rows) == 1 and rows[0]["x_floor"] == pytest.approx(1.2) and rows[0]["runs"] == 3
+    assert over == [{"threads": 1, "python_s": pytest.approx(2.5e-6)}]
+
+
+def test_bench_quick_run(tmp_path):
+    """A short run: every row checked against the float64 reference, JSON written,
+    the targets printed; exit status 0 (1 would mean a wrong result)."""
+    out = tmp_path / "b.json"
+    cmd = [sys.executable, os.path.join(BENCH, "run.py"), "--quick", "--cases", "tiny,4x16x12x12/4",
+           "--dtype", "float32,bfloat16", "--threads", "1", "--no-torch", "--no-gpu",
+           "--budget", "0.01", "--json", str(out), "--plot", "none"]
+    pytest.importorskip("ml_dtypes")
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "Targets" in p.stdout and "Python overhead of a tiny call" in p.stdout
+    doc = json.loads(out.read_text())
+    assert len(doc["rows"]) == 2 * 2 * 2 * 2 * 2          # cases x dtypes x layouts x stats x passes
+    assert all(r["status"] == "ok" for r in doc["rows"]), [r for r in doc["rows"]
+                                                          if r["status"] != "ok"][:2]
+    assert doc["overhead"] and doc["overhead"][0]["python_s"] > 0
