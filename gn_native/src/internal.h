@@ -39,9 +39,7 @@ static inline int gn_thread_num(void)
 #define GN_LANES 16            /* double lanes */
 #define GN_FLANES 32           /* compute-type lanes within a block */
 #define GN_PF_BYTES (1 << 20)  /* NCHW groups up to this size prefetch their successor */
-#ifndef GN_FUSE_NHWC_BYTES
 #define GN_FUSE_NHWC_BYTES (256 << 10) /* NHWC samples up to this size: stats + normalize fused */
-#endif
 
 /* a * b + c rounded once, in the compute type of a */
 #define GN_FMA(a, b, c) _Generic((a), float: fmaf, default: fma)((a), (b), (c))
