@@ -95,8 +95,10 @@ cdef gn_status _backward(int code, void *dx, void *dgamma, void *dbeta, void *dy
                             <uint16_t *>gamma, d)
 
 
-cdef _run_forward(int code, gn_desc *d, y, mean, rstd, var, x, gamma, beta):
-    """Pointers of the arrays (None -> NULL), the C call without the GIL, status check."""
+cdef _run_forward(int code, gn_desc *d, y, mean, rstd, var, x, gamma, beta,
+                  Py_ssize_t reps=1):
+    """Pointers of the arrays (None -> NULL), the C call (`reps` times) without
+    the GIL, status check."""
     cdef void *py = _ptr(y)
     cdef void *pm = _ptr(mean)
     cdef void *pr = _ptr(rstd)
@@ -104,9 +106,13 @@ cdef _run_forward(int code, gn_desc *d, y, mean, rstd, var, x, gamma, beta):
     cdef void *px = _ptr(x)
     cdef void *pg = _ptr(gamma)
     cdef void *pb = _ptr(beta)
-    cdef gn_status st
+    cdef gn_status st = GN_OK
+    cdef Py_ssize_t i
     with nogil:
-        st = _forward(code, py, pm, pr, pv, px, pg, pb, d)
+        for i in range(reps):
+            st = _forward(code, py, pm, pr, pv, px, pg, pb, d)
+            if st != GN_OK:
+                break
     _check(st)
 
 
@@ -136,21 +142,7 @@ def forward_repeat(p, y, mean, rstd, x, gamma, beta, Py_ssize_t reps):
     Python in between: what the C side of one call costs (bench/overhead.py
     subtracts it from a whole Python call)."""
     cdef gn_desc d = _desc(p)
-    cdef int code = _code(p.dtype)
-    cdef void *py = _ptr(y)
-    cdef void *pm = _ptr(mean)
-    cdef void *pr = _ptr(rstd)
-    cdef void *px = _ptr(x)
-    cdef void *pg = _ptr(gamma)
-    cdef void *pb = _ptr(beta)
-    cdef gn_status st = GN_OK
-    cdef Py_ssize_t i
-    with nogil:
-        for i in range(reps):
-            st = _forward(code, py, pm, pr, NULL, px, pg, pb, &d)
-            if st != GN_OK:
-                break
-    _check(st)
+    _run_forward(_code(p.dtype), &d, y, mean, rstd, None, x, gamma, beta, reps)
 
 
 def normalize(p, y, x, mean, rstd, gamma, beta):
