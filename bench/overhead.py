@@ -11,8 +11,6 @@ PyTorch's call on the tiny input is timed afterwards, in its own rounds:
 interleaving microsecond calls of two OpenMP runtimes would measure their
 spinning threads rather than either library.
 """
-import types
-
 import numpy as np
 
 import timing
@@ -47,14 +45,12 @@ def measure(gn, torch, budget_s):
 def c_seconds(gn, x, y, gamma, beta, g, budget_s):
     """Seconds of one tiny forward call in C alone (median of batches of repeats)."""
     try:
-        from gn_native import _cpu
+        from gn_native import _cpu, _validate
     except ImportError:
         return None
-    n, c, h, w = x.shape
-    plan = types.SimpleNamespace(n=n, c=c, spatial=h * w, groups=g, eps=EPS, layout="nchw",
-                                 stats="sample", affine="channel", dtype=x.dtype)
-    mean = np.empty((n, g), np.float32)
-    rstd = np.empty((n, g), np.float32)
+    plan = _validate.plan(x, g, gamma, beta, EPS)
+    mean = np.empty(plan.stat_shape, plan.stat_dtype)
+    rstd = np.empty_like(mean)
     reps = 200
     fn = lambda: _cpu.forward_repeat(plan, y, mean, rstd, x, gamma, beta, reps)
     samples = timing.interleaved({"c": fn}, budget_s=budget_s, min_reps=10, max_reps=200,

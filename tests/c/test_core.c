@@ -366,6 +366,23 @@ static int close_enough(dtype t, double got, double want, double scale, int back
     return err <= tol || (isnan(got) && isnan(want));
 }
 
+/* how many values of `got` (a normalized output) are off the reference computed
+ * into ry from x and the given statistics; the scale is the largest |y| */
+static int normalized_off(dtype t, const void *got, double *ry, const void *x, const double *mean,
+                          const double *rstd, const void *gamma, const void *beta,
+                          const gn_desc *d)
+{
+    size_t total = total_of(d);
+    ref_normalize(ry, t, x, mean, rstd, gamma, beta, d);
+    double scale = 0.0;
+    for (size_t i = 0; i < total; i++)
+        scale = fmax(scale, fabs(ry[i]));
+    int bad = 0;
+    for (size_t i = 0; i < total; i++)
+        bad += !close_enough(t, get(t, got, i), ry[i], scale, 0);
+    return bad;
+}
+
 /* ---- one case: forward, normalize and backward under every configuration ---- */
 
 struct outputs {
@@ -495,13 +512,7 @@ static void test_case(dtype t, gn_layout layout, gn_stats stats, gn_affine affin
         free(var);
         free_outputs(&v);
     }
-    ref_normalize(ry, t, in.x, rm, rr, in.gamma, in.beta, &d);
-    double scale = 0.0;
-    for (size_t i = 0; i < total; i++)
-        scale = fmax(scale, fabs(ry[i]));
-    bad = 0;
-    for (size_t i = 0; i < total; i++)
-        bad += !close_enough(t, get(t, base.y, i), ry[i], scale, 0);
+    bad = normalized_off(t, base.y, ry, in.x, rm, rr, in.gamma, in.beta, &d);
     CHECK(!bad, "%s: forward, %d/%zu values off", name, bad, total);
 
     /* normalize with the given statistics */
@@ -509,13 +520,7 @@ static void test_case(dtype t, gn_layout layout, gn_stats stats, gn_affine affin
         rm[i] = get_stat(t, in.nmean, i);
         rr[i] = get_stat(t, in.nrstd, i);
     }
-    ref_normalize(ry, t, in.x, rm, rr, in.gamma, in.beta, &d);
-    scale = 0.0;
-    for (size_t i = 0; i < total; i++)
-        scale = fmax(scale, fabs(ry[i]));
-    bad = 0;
-    for (size_t i = 0; i < total; i++)
-        bad += !close_enough(t, get(t, base.ny, i), ry[i], scale, 0);
+    bad = normalized_off(t, base.ny, ry, in.x, rm, rr, in.gamma, in.beta, &d);
     CHECK(!bad, "%s: normalize, %d/%zu values off", name, bad, total);
 
     /* backward, from the mean/rstd forward returned */

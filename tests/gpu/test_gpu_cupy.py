@@ -87,11 +87,19 @@ def _check(y, ref, dtype):
         assert np.all(np.abs(y - rounded) <= ulp)
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}g{c[1]}")
-@pytest.mark.parametrize("channel_axis", [1, -1])
-@pytest.mark.parametrize("stats", ["sample", "batch"])
-@pytest.mark.parametrize("affine", AFFINES)
+def _grid(fn):
+    """The dtype x case x layout x stats x affine grid of the forward/backward tests."""
+    marks = [pytest.mark.parametrize("dtype", DTYPES, ids=str),
+             pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}g{c[1]}"),
+             pytest.mark.parametrize("channel_axis", [1, -1]),
+             pytest.mark.parametrize("stats", ["sample", "batch"]),
+             pytest.mark.parametrize("affine", AFFINES)]
+    for m in reversed(marks):
+        fn = m(fn)
+    return fn
+
+
+@_grid
 def test_forward(path, dtype, case, channel_axis, stats, affine):
     shape, g = case
     rng = np.random.default_rng(0)
@@ -119,11 +127,7 @@ def test_forward(path, dtype, case, channel_axis, stats, affine):
                                    rtol=0, atol=4e-6 if dtype == np.float32 else 1e-2)
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}g{c[1]}")
-@pytest.mark.parametrize("channel_axis", [1, -1])
-@pytest.mark.parametrize("stats", ["sample", "batch"])
-@pytest.mark.parametrize("affine", AFFINES)
+@_grid
 def test_backward(path, dtype, case, channel_axis, stats, affine):
     shape, g = case
     rng = np.random.default_rng(1)
