@@ -102,7 +102,14 @@ GN_API gn_status gn_backward_bf16(uint16_t *dx, uint16_t *dgamma, uint16_t *dbet
 
 GN_API const char *gn_strerror(gn_status s);
 GN_API const char *gn_version(void);
-GN_API void gn_set_num_threads(int n);   /* n <= 0: back to the default */
+/* Threads.  n <= 0: back to the default (OMP_NUM_THREADS / the OpenMP
+ * runtime's); n is capped at GN_MAX_THREADS.  Safe under any caller: a call
+ * made from inside the caller's own OpenMP team runs on the calling thread;
+ * in a process forked after the core ran a multithreaded call, the core runs
+ * on one thread (OpenMP's pool does not survive fork) and
+ * gn_get_num_threads() says 1.  Results are the same bits either way. */
+#define GN_MAX_THREADS 1024
+GN_API void gn_set_num_threads(int n);
 GN_API int gn_get_num_threads(void);
 
 /* Run-time configuration: SIMD path in use ("avx2", "scalar", ...), OpenMP. */

@@ -5,6 +5,7 @@
 #include <string.h>
 #ifdef _OPENMP
 #include <omp.h>
+#include <pthread.h>
 #endif
 #include "internal.h"
 
@@ -23,10 +24,10 @@ gn_status gn_check_desc(const gn_desc *d)
     if ((unsigned)d->layout > GN_NHWC || (unsigned)d->stats > GN_STATS_BATCH ||
         (unsigned)d->affine > GN_AFFINE_GROUP)
         return GN_EINVAL;
-    /* n * c and n * c * spatial must fit in int64_t */
-    if (d->n && d->c > INT64_MAX / d->n)
-        return GN_EINVAL;
-    if (d->n && d->c && d->spatial > INT64_MAX / (d->n * d->c))
+    /* every count the core indexes with must fit in int64_t: n*c*spatial
+     * values, c*spatial per sample, n*groups statistics (c may be 0) */
+    if (gn_mul(gn_mul(d->n, d->c), d->spatial) < 0 || gn_mul(d->c, d->spatial) < 0 ||
+        gn_mul(d->n, d->groups) < 0)
         return GN_EINVAL;
     return GN_OK;
 }
@@ -48,15 +49,42 @@ const char *gn_version(void) { return GN_VERSION_STRING; }
 
 static atomic_int threads_override;
 
-void gn_set_num_threads(int n) { atomic_store(&threads_override, n > 0 ? n : 0); }
+/* Fork.  libgomp's thread pool does not survive fork(): a child of a process
+ * whose thread started a team waits forever on the pool's dead threads at
+ * its first parallel region (the DataLoader-worker pattern).  The core
+ * records that it started a team, and a pthread_atfork handler (installed
+ * then) marks the child, which from then on runs every call on its own
+ * thread: the same bits (results never depend on the thread count), no hang. */
+static atomic_int forked_child;
+
+#ifdef _OPENMP
+static atomic_int started_team;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void on_fork_child(void)
+{
+    if (atomic_load(&started_team))
+        atomic_store(&forked_child, 1);
+}
+
+static void install_atfork(void) { pthread_atfork(NULL, NULL, on_fork_child); }
+#endif
+
+void gn_set_num_threads(int n)
+{
+    atomic_store(&threads_override, n <= 0 ? 0 : n > GN_MAX_THREADS ? GN_MAX_THREADS : n);
+}
 
 int gn_get_num_threads(void)
 {
+    if (atomic_load(&forked_child))
+        return 1;
     int n = atomic_load(&threads_override);
     if (n > 0)
         return n;
 #ifdef _OPENMP
-    return omp_get_max_threads();
+    n = omp_get_max_threads();
+    return n > GN_MAX_THREADS ? GN_MAX_THREADS : n < 1 ? 1 : n;
 #else
     return 1;
 #endif
@@ -79,7 +107,17 @@ int gn_threads_for(int64_t work_elems, int64_t units)
         nt = by_work;
     if (nt > units)
         nt = units;
-    return nt < 1 ? 1 : (int)nt;
+    if (nt <= 1)
+        return 1;
+#ifdef _OPENMP
+    /* inside the caller's active team, with no nesting allowed, a region
+     * would get one thread anyway: run inline and skip its cost */
+    if (omp_get_active_level() >= omp_get_max_active_levels())
+        return 1;
+    pthread_once(&atfork_once, install_atfork);
+    atomic_store(&started_team, 1);
+#endif
+    return (int)nt;
 }
 
 /* ---- ISA ---- */

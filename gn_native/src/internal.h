@@ -3,7 +3,10 @@
 #ifndef GN_INTERNAL_H
 #define GN_INTERNAL_H
 
+#include <float.h>
+#include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <math.h>
 #include "gn_native.h"
@@ -11,13 +14,40 @@
 #include <omp.h>
 #endif
 
-static inline int gn_thread_num(void)
+/* ---- overflow-checked sizes ----
+ * Every allocation size and loop bound derived from a descriptor goes
+ * through these: a product or sum that does not fit gives -1, which
+ * gn_alloc refuses, so a huge descriptor becomes GN_ENOMEM instead of a
+ * wrapped size (gn_check_desc has already refused what cannot be indexed). */
+static inline int64_t gn_mul(int64_t a, int64_t b)
 {
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
+    int64_t r;
+    return (a < 0 || b < 0 || __builtin_mul_overflow(a, b, &r)) ? -1 : r;
+}
+
+static inline int64_t gn_add(int64_t a, int64_t b)
+{
+    int64_t r;
+    return (a < 0 || b < 0 || __builtin_add_overflow(a, b, &r)) ? -1 : r;
+}
+
+/* count values of `size` bytes, or NULL when the byte count overflows */
+static inline void *gn_alloc(int64_t count, size_t size)
+{
+    size_t bytes;
+    if (count < 0 || __builtin_mul_overflow((size_t)count, size, &bytes) ||
+        bytes > (size_t)PTRDIFF_MAX)
+        return NULL;
+    return malloc(bytes ? bytes : 1);
+}
+
+/* whether the byte ranges [a, a + na) and [b, b + nb) share a byte */
+static inline int gn_overlap(const void *a, int64_t na, const void *b, int64_t nb)
+{
+    uintptr_t pa = (uintptr_t)a, pb = (uintptr_t)b;
+    if (!a || !b || na <= 0 || nb <= 0)
+        return 0;
+    return pa < pb + (uintptr_t)nb && pb < pa + (uintptr_t)na;
 }
 
 /* Reductions are cut into chunks of fixed size (never by thread count) and
@@ -44,6 +74,32 @@ static inline int gn_thread_num(void)
 /* a * b + c rounded once, in the compute type of a */
 #define GN_FMA(a, b, c) _Generic((a), float: fmaf, default: fma)((a), (b), (c))
 
+/* ---- extreme magnitudes ----
+ * The fast paths sum squares in the compute type F and normalize with F
+ * coefficients.  Where that cannot hold the answer (squares beyond F's range,
+ * a scale that F rounds to infinity or to a subnormal, x - mean beyond F's
+ * range) the drivers switch that group or channel to a double path.  The
+ * decision depends only on the statistics, never on the ISA or the thread
+ * count, so results stay bit-identical; typical data never take it. */
+#define GN_F_MAX(F) _Generic((F)0, float: (double)FLT_MAX, default: DBL_MAX)
+#define GN_F_MIN(F) _Generic((F)0, float: (double)FLT_MIN, default: DBL_MIN)
+
+/* v is finite but F would round it to infinity or to a subnormal */
+static inline int gn_out_of_range(double v, double fmin, double fmax)
+{
+    double a = fabs(v);
+    return isfinite(v) && (a > fmax || (a != 0.0 && a < fmin));
+}
+
+/* a group's F sums cannot be trusted: a square overflowed F (the sum of
+ * squares q is +inf; a NaN q means the data hold NaN or inf, whose results
+ * are NaN either way), or eps is so small that squares flushed to zero in F
+ * would change var + eps (below 2^-100 it takes |x - mean| under ~1e-15) */
+static inline int gn_sums_unsafe(double q, double m, double eps, int f_is_double)
+{
+    return q == INFINITY || (!f_is_double && eps < 0x1p-100 && q < m * 0x1p-60);
+}
+
 static inline double gn_lanes_fold(const double *l)
 {
     double t[4];
@@ -52,27 +108,41 @@ static inline double gn_lanes_fold(const double *l)
     return (t[0] + t[2]) + (t[1] + t[3]);
 }
 
-/* for (int64_t i = 0; i < n; i++) BODY, on nt threads when nt > 1.  With one
- * thread the loop runs inline, without entering an OpenMP region (which costs
- * about half a microsecond, a tenth of a small call).  The thread count
- * variable must be named nt where this is used. */
+/* for (int64_t i = 0; i < n; i++) BODY, on nt threads when nt > 1, with
+ * `tid` the index of the running thread in [0, nt): per-thread workspaces are
+ * indexed by it.  tid counts threads of the team this macro starts, never the
+ * caller's: a call made from inside the caller's own OpenMP team (C, Cython
+ * prange) runs inline with tid 0.  With one thread the loop runs inline,
+ * without entering an OpenMP region (which costs about half a microsecond, a
+ * tenth of a small call).  The thread count variable must be named nt where
+ * this is used (OpenMP's num_threads clause names it). */
 #ifdef _OPENMP
-#define GN_PARALLEL_FOR(nt, i, n, ...)                                                  \
+#define GN_PARALLEL_FOR_TID(nt, tid, i, n, ...)                                         \
     do {                                                                               \
         if ((nt) > 1) {                                                                \
-            _Pragma("omp parallel for schedule(static) num_threads(nt)")               \
-            for (int64_t i = 0; i < (n); i++) __VA_ARGS__                              \
+            _Pragma("omp parallel num_threads(nt)")                                    \
+            {                                                                          \
+                const int tid = omp_get_thread_num();                                  \
+                (void)tid;                                                             \
+                _Pragma("omp for schedule(static)")                                    \
+                for (int64_t i = 0; i < (n); i++) __VA_ARGS__                          \
+            }                                                                          \
         } else {                                                                       \
+            const int tid = 0;                                                         \
+            (void)tid;                                                                 \
             for (int64_t i = 0; i < (n); i++) __VA_ARGS__                              \
         }                                                                              \
     } while (0)
 #else
-#define GN_PARALLEL_FOR(nt, i, n, ...)                                                  \
+#define GN_PARALLEL_FOR_TID(nt, tid, i, n, ...)                                         \
     do {                                                                               \
+        const int tid = 0;                                                             \
+        (void)tid;                                                                     \
         (void)(nt);                                                                    \
         for (int64_t i = 0; i < (n); i++) __VA_ARGS__                                  \
     } while (0)
 #endif
+#define GN_PARALLEL_FOR(nt, i, n, ...) GN_PARALLEL_FOR_TID(nt, gn_tid_, i, n, __VA_ARGS__)
 
 /* ---- float16 / bfloat16 <-> float, exact and round-to-nearest-even ---- */
 
