@@ -80,8 +80,14 @@ def _contig(xp, a):
     return a if a.flags.c_contiguous else xp.ascontiguousarray(a)
 
 
-def _param(xp, a):
-    return None if a is None else _contig(xp, a)
+def _param(xp, a, target):
+    """A small input (gamma, beta, mean, rstd) as the kernel reads it: contiguous,
+    and copied when it shares memory with `target`, the array the kernel writes
+    (it reads them while writing, so an overlap would change them under it)."""
+    if a is None:
+        return None
+    a = _contig(xp, a)
+    return a.copy() if xp.may_share_memory(a, target) else a
 
 
 def _output(xp, out, to_k, like_k, sources):
@@ -129,8 +135,8 @@ def _prepare(x, n_groups, gamma, beta, eps, stats, channel_axis, out, extra=()):
     return kind, xp, backend, x, gamma, beta, extra, p
 
 
-def _stat_in(xp, a, p):
-    return _contig(xp, a.astype(p.stat_dtype, copy=False))
+def _stat_in(xp, a, p, target):
+    return _param(xp, a.astype(p.stat_dtype, copy=False), target)
 
 
 def group_norm_forward(x, n_groups, gamma=None, beta=None, eps=1e-5, *, stats="sample",
@@ -173,21 +179,23 @@ def forward_with_var(x, n_groups, gamma=None, beta=None, eps=1e-5, *, stats="sam
         if want_var and backend is _cpu:
             v = xp.empty(p.stat_shape, p.stat_dtype)
         if p.size:
+            g, b = _param(xp, gamma, yk), _param(xp, beta, yk)
             if v is None:
-                backend.forward(p, yk, m, r, xk, _param(xp, gamma), _param(xp, beta))
+                backend.forward(p, yk, m, r, xk, g, b)
             else:
-                backend.forward(p, yk, m, r, xk, _param(xp, gamma), _param(xp, beta), var=v)
+                backend.forward(p, yk, m, r, xk, g, b, var=v)
         else:
             m[...] = np.nan
             r[...] = np.nan
     else:
-        m = _stat_in(xp, mean, p).copy()
+        # new arrays: the returned statistics are never the caller's own
+        m = xp.array(mean, dtype=p.stat_dtype, order="C")
         v = var.astype(np.float64)
         if kind == "numpy" and np.any(v < 0):
             raise ValueError("var must be non-negative")
         r = (1.0 / xp.sqrt(v + p.eps)).astype(p.stat_dtype)
         if p.size:
-            backend.normalize(p, yk, xk, m, r, _param(xp, gamma), _param(xp, beta))
+            backend.normalize(p, yk, xk, m, r, _param(xp, gamma, yk), _param(xp, beta, yk))
     if out is None:
         return from_k(yk), m, r, v
     if copy_back:
@@ -232,8 +240,8 @@ def group_norm_backward(dy, x, mean, rstd, n_groups, gamma=None, *, stats="sampl
     dgamma = xp.zeros(pshape, p.dtype)
     dbeta = xp.zeros(pshape, p.dtype)
     if p.size:
-        backend.backward(p, dxk, dgamma, dbeta, dyk, xk, _stat_in(xp, mean, p),
-                         _stat_in(xp, rstd, p), _param(xp, gamma))
+        backend.backward(p, dxk, dgamma, dbeta, dyk, xk, _stat_in(xp, mean, p, dxk),
+                         _stat_in(xp, rstd, p, dxk), _param(xp, gamma, dxk))
     if out is None:
         return from_k(dxk), dgamma, dbeta
     if copy_back:

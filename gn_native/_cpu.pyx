@@ -311,10 +311,11 @@ cdef bint _disjoint(cnp.ndarray a, cnp.ndarray b):
     return pa + cnp.PyArray_NBYTES(a) <= pb or pb + cnp.PyArray_NBYTES(b) <= pa
 
 
-cdef object _fast_output(out, cnp.ndarray xa, int code, object other):
+cdef object _fast_output(out, cnp.ndarray xa, int code, object other, tuple params):
     """The array a fast call writes: a new one like x when out is None; `out`
     itself when it is a plain writable array of x's shape and dtype that is x
-    (or `other`) or overlaps neither; else None (the general path decides)."""
+    (or `other`) or overlaps neither, and overlaps none of the (contiguous or
+    None) `params`; else None (the general path copies what overlaps)."""
     if out is None:
         return PyArray_NewLikeArray(xa, cnp.NPY_CORDER, NULL, 0)
     if not cnp.PyArray_CheckExact(out):
@@ -325,6 +326,9 @@ cdef object _fast_output(out, cnp.ndarray xa, int code, object other):
         return None
     for src in (xa, other):
         if src is not None and o is not src and not _disjoint(o, <cnp.ndarray>src):
+            return None
+    for src in params:
+        if src is not None and not _disjoint(o, <cnp.ndarray>src):
             return None
     return o
 
@@ -346,7 +350,7 @@ def forward_fast(x, n_groups, gamma, beta, eps, stats, channel_axis, out):
         return None
     d.affine = GN_AFFINE_NONE if not (kg or kb) else (
         GN_AFFINE_CHANNEL if (kg or kb) == 1 or d.c == d.groups else GN_AFFINE_GROUP)
-    ya_obj = _fast_output(out, xa, code, None)
+    ya_obj = _fast_output(out, xa, code, None, (gamma, beta))
     if ya_obj is None:
         return None
     cdef cnp.ndarray ya = <cnp.ndarray>ya_obj
@@ -388,7 +392,7 @@ def backward_fast(dy, x, mean, rstd, n_groups, gamma, stats, channel_axis, out):
         return None
     d.affine = GN_AFFINE_NONE if kg == 0 else (
         GN_AFFINE_CHANNEL if kg == 1 or d.c == d.groups else GN_AFFINE_GROUP)
-    dxa_obj = _fast_output(out, xa, code, ga)
+    dxa_obj = _fast_output(out, xa, code, ga, (mean, rstd, gamma))
     if dxa_obj is None:
         return None
     cdef cnp.ndarray dxa = <cnp.ndarray>dxa_obj
