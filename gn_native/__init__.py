@@ -4,6 +4,7 @@ CPU work runs in a C core (OpenMP threads, SIMD chosen at run time) through
 Cython with the GIL released; CuPy arrays run on the GPU.  The default
 statistics are those of torch.nn.functional.group_norm.
 """
+import operator as _operator
 import os as _os
 
 from . import _cpu
@@ -35,11 +36,19 @@ def get_num_threads():
 
 
 def set_num_threads(n):
-    """Use `n` CPU threads; `None` or 0 returns to the OpenMP default."""
+    """Use `n` CPU threads, 1 to 1024 (the C core's GN_MAX_THREADS); `None`
+    returns to the default (OMP_NUM_THREADS / threadpoolctl / all cores)."""
     if n is None:
-        n = 0
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ValueError(f"n must be a non-negative int or None, got {n!r}")
+        _cpu.set_num_threads(0)
+        return
+    try:
+        if isinstance(n, bool):
+            raise TypeError
+        n = _operator.index(n)
+    except TypeError:
+        raise TypeError(f"n must be an int (or None), got {type(n).__name__} {n!r}") from None
+    if not 1 <= n <= _cpu.MAX_THREADS:
+        raise ValueError(f"n must be between 1 and {_cpu.MAX_THREADS} threads, got {n}")
     _cpu.set_num_threads(n)
 
 

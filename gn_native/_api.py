@@ -121,8 +121,7 @@ def _prepare(x, n_groups, gamma, beta, eps, stats, channel_axis, out, extra=()):
         kind, xp, backend = "numpy", np, _cpu   # the common case, without conversions
         extra = [a for a, _ in extra]
     else:
-        if x is None:
-            raise TypeError("x must be an array, got None")
+        V.check_given(x, "x")
         kind = V.array_module_name(x, gamma, beta, out, *[a for a, _ in extra])
         xp, backend = _backend(kind)
         x, gamma, beta = _arrays(kind, (x, "x"), (gamma, "gamma"), (beta, "beta"))
@@ -225,6 +224,8 @@ def group_norm_backward(dy, x, mean, rstd, n_groups, gamma=None, *, stats="sampl
     r = _cpu.backward_fast(dy, x, mean, rstd, n_groups, gamma, stats, channel_axis, out)
     if r is not None:
         return r
+    for a, name in ((dy, "dy"), (x, "x"), (mean, "mean"), (rstd, "rstd")):
+        V.check_given(a, name)
     kind, xp, backend, x, gamma, _, (dy, mean, rstd), p = _prepare(
         x, n_groups, gamma, None, 1.0, stats, channel_axis, out,
         ((dy, "dy"), (mean, "mean"), (rstd, "rstd")))

@@ -13,6 +13,11 @@ from gn_native.capi cimport *
 
 cnp.import_array()
 
+cdef extern from "gn_native.h":
+    int GN_MAX_THREADS
+
+MAX_THREADS = GN_MAX_THREADS   # the most threads set_num_threads takes (the C core's cap)
+
 # dtype codes: float32, float64, float16, bfloat16
 DEF F32 = 0
 DEF F64 = 1
@@ -181,6 +186,7 @@ def get_num_threads():
 
 
 def set_num_threads(int n):
+    """n in 1..MAX_THREADS, or 0 for the default (gn_native.set_num_threads checks it)."""
     gn_set_num_threads(n)
 
 
@@ -263,9 +269,11 @@ cdef bint _fast_desc(cnp.ndarray x, n_groups, eps, stats, channel_axis, gn_desc 
     cdef int nd = cnp.PyArray_NDIM(x)
     if nd < 2 or type(n_groups) is not int or type(eps) is not float:
         return False
-    if type(channel_axis) is not int:
+    # Python ints are compared before any conversion to C, so that a huge one
+    # is passed on to the general path (a ValueError there), never an OverflowError
+    if type(channel_axis) is not int or not -nd <= channel_axis < nd:
         return False
-    cdef long ax = channel_axis
+    cdef int ax = channel_axis
     cdef double e = eps
     if not (e > 0.0 and e < float("inf")) or n_groups <= 0:
         return False
@@ -285,6 +293,8 @@ cdef bint _fast_desc(cnp.ndarray x, n_groups, eps, stats, channel_axis, gn_desc 
         spatial *= cnp.PyArray_DIM(x, i)
     d.n = cnp.PyArray_DIM(x, 0)
     d.c = cnp.PyArray_DIM(x, ax)
+    if n_groups > d.c:
+        return False
     d.spatial = spatial
     d.groups = n_groups
     d.eps = e

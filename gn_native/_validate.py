@@ -76,8 +76,7 @@ def as_cpu_array(a, name):
     """Turn an array-like (list, NumPy array, DLPack CPU tensor) into an ndarray."""
     if isinstance(a, np.ndarray):
         return a
-    if a is None:
-        raise TypeError(f"{name} must be an array, got None")
+    check_given(a, name)
     if hasattr(a, "__dlpack__") and not hasattr(a, "__array__"):
         try:
             return np.from_dlpack(a)
@@ -189,8 +188,9 @@ def plan(x, n_groups, gamma=None, beta=None, eps=1e-5, stats="sample", channel_a
     st = check_stats(stats)
     ax = check_channel_axis(channel_axis, x.ndim)
     n, c, spatial = split_shape(tuple(x.shape), ax)
-    if c % g != 0:
-        raise ValueError(f"n_groups={g} must divide the number of channels C={c}")
+    if c % g != 0 or g > max(c, 1):   # (every g divides C = 0: only 1 is meaningful)
+        raise ValueError(f"n_groups={g} must divide the number of channels C={c}"
+                         + (" (with C = 0, n_groups must be 1)" if c == 0 else ""))
     kg = check_affine_param(gamma, "gamma", c, g, dtype)
     kb = check_affine_param(beta, "beta", c, g, dtype)
     # one per channel and the other per group: the kernel runs per channel and
@@ -200,6 +200,12 @@ def plan(x, n_groups, gamma=None, beta=None, eps=1e-5, stats="sample", channel_a
         affine = "channel"
     return Plan(tuple(x.shape), n, c, spatial, g, e, st, affine, layout, ax, dtype,
                 stat_dtype_for(dtype))
+
+
+def check_given(a, name):
+    """An array argument that has no default: None is a TypeError naming it."""
+    if a is None:
+        raise TypeError(f"{name} must be an array, got None")
 
 
 def check_like(a, name, p, shape=None):

@@ -1,4 +1,6 @@
 """GroupNorm layer: parameters, running statistics, train/eval, backward."""
+import numbers
+
 import numpy as np
 
 from . import _validate as V
@@ -36,9 +38,13 @@ class GroupNorm:
         c = V.check_groups(n_channels, "n_channels")
         if c % g:
             raise ValueError(f"n_groups={g} must divide n_channels={c}")
+        if c > np.iinfo(np.intp).max // 8:   # gamma/beta could not even be addressed
+            raise ValueError(f"n_channels={c} is too large")
         if affine_per not in AFFINE_PER:
             raise ValueError(f"affine_per must be 'channel' or 'group', got {affine_per!r}")
         if momentum is not None:
+            if not isinstance(momentum, numbers.Real):
+                raise TypeError(f"momentum must be a number in [0, 1] or None, got {momentum!r}")
             m = float(momentum)
             if not 0.0 <= m <= 1.0:
                 raise ValueError(f"momentum must be in [0, 1] or None, got {momentum!r}")

@@ -81,6 +81,16 @@ FORWARD_CASES = [
      ValueError, ["mean"]),
     ("mean_int", _mean_var((2, G), (2, G), mdtype=np.int64), TypeError, ["mean"]),
     ("var_negative", _mean_var((2, G), (2, G), vval=-1.0), ValueError, ["var"]),
+    # huge ints: a ValueError naming the argument, never an OverflowError
+    ("groups_2**63", _replace(n_groups=2 ** 63), ValueError, ["n_groups"]),
+    ("groups_2**64", _replace(n_groups=2 ** 64), ValueError, ["n_groups"]),
+    ("groups_uint64_max", _replace(n_groups=np.uint64(2 ** 64 - 1)), ValueError, ["n_groups"]),
+    ("channel_axis_2**63", _replace(channel_axis=2 ** 63), ValueError, ["channel_axis"]),
+    ("channel_axis_2**64", _replace(channel_axis=2 ** 64), ValueError, ["channel_axis"]),
+    ("channel_axis_-2**64", _replace(channel_axis=-2 ** 64), ValueError, ["channel_axis"]),
+    ("groups_above_c_with_c0", _replace(x=np.zeros((2, 0, 4), np.float32), out=None,
+                                        gamma=None, beta=None, n_groups=2 ** 62),
+     ValueError, ["n_groups"]),
 ] + [
     (f"x_{np.dtype(dt).name}", _replace(x=np.ones(SHAPE, dt)), TypeError, ["x"])
     for dt in (np.int32, np.int64, np.uint8, np.bool_, np.complex64, np.complex128, np.longdouble)
@@ -152,6 +162,12 @@ BACKWARD_CASES = [
     ("groups_zero", _replace(n_groups=0), ValueError, ["n_groups"]),
     ("stats_unknown", _replace(stats="layer"), ValueError, ["stats"]),
     ("channel_axis_2", _replace(channel_axis=2), ValueError, ["channel_axis"]),
+    ("groups_2**63", _replace(n_groups=2 ** 63), ValueError, ["n_groups"]),
+    ("channel_axis_2**64", _replace(channel_axis=2 ** 64), ValueError, ["channel_axis"]),
+] + [
+    # every array argument without a default: None is a TypeError naming it
+    (f"{name}_none", _replace(**{name: None}), TypeError, [name])
+    for name in ("dy", "x", "mean", "rstd")
 ]
 
 
@@ -173,6 +189,12 @@ LAYER_CASES = [
      ["affine_per"]),
     ("dtype_int", dict(n_groups=2, n_channels=6, dtype=np.int32), TypeError, ["dtype"]),
     ("device_unknown", dict(n_groups=2, n_channels=6, device="tpu"), ValueError, ["device"]),
+    ("groups_2**63", dict(n_groups=2 ** 63, n_channels=6), ValueError, ["n_groups"]),
+    ("channels_2**63", dict(n_groups=1, n_channels=2 ** 63), ValueError, ["n_channels"]),
+    ("channel_axis_2**64", dict(n_groups=2, n_channels=6, channel_axis=2 ** 64), ValueError,
+     ["channel_axis"]),
+    ("momentum_str", dict(n_groups=2, n_channels=6, momentum="0.1"), TypeError, ["momentum"]),
+    ("momentum_large", dict(n_groups=2, n_channels=6, momentum=1.5), ValueError, ["momentum"]),
 ]
 
 
@@ -198,6 +220,18 @@ def test_refused_layer_call_leaves_state_unchanged(bad_x):
     assert after.keys() == before.keys()
     for k in before:
         np.testing.assert_array_equal(after[k], before[k], err_msg=k)
+
+
+@pytest.mark.parametrize("track", [False, True], ids=["train", "eval_tracked"])
+def test_layer_none_arguments_are_type_errors(track):
+    layer = gn.GroupNorm(3, 6, track_running_stats=track)
+    with pytest.raises(TypeError, match="x"):
+        layer(None)
+    if track:
+        layer.eval()
+    layer(make_data((2, 6, 3, 3), np.float32, 4))
+    with pytest.raises(TypeError, match="dy"):
+        layer.backward(None)
 
 
 def test_layer_backward_before_forward_is_refused():
@@ -266,3 +300,39 @@ def test_torch_integer_tensor_is_refused():
     torch = pytest.importorskip("torch")
     with pytest.raises(TypeError, match="x"):
         gn.group_norm(torch.ones((2, 6, 3, 3), dtype=torch.int32), 3)
+
+
+# --- threads ----------------------------------------------------------------------------------
+
+@pytest.fixture
+def restore_threads():
+    old = gn.get_num_threads()
+    yield
+    gn.set_num_threads(old)
+
+
+@pytest.mark.parametrize("n,exc", [
+    pytest.param(1.5, TypeError, id="float"), pytest.param("2", TypeError, id="str"),
+    pytest.param(True, TypeError, id="bool"), pytest.param([2], TypeError, id="list"),
+    pytest.param(2.0, TypeError, id="float_integral"),
+    pytest.param(0, ValueError, id="zero"), pytest.param(-1, ValueError, id="negative"),
+    pytest.param(1025, ValueError, id="above_GN_MAX_THREADS"),
+    pytest.param(10000, ValueError, id="10000"),
+    pytest.param(2 ** 31, ValueError, id="2**31"), pytest.param(2 ** 64, ValueError, id="2**64"),
+    pytest.param(np.int64(-5), ValueError, id="np_negative"),
+])
+def test_set_num_threads_refuses(restore_threads, n, exc):
+    before = gn.get_num_threads()
+    with pytest.raises(exc) as info:
+        gn.set_num_threads(n)
+    assert str(info.value).startswith("n "), str(info.value)
+    assert gn.get_num_threads() == before
+
+
+def test_set_num_threads_accepts_numpy_ints_up_to_the_cap(restore_threads):
+    gn.set_num_threads(np.int32(2))
+    assert gn.get_num_threads() == 2
+    gn.set_num_threads(1024)
+    assert gn.get_num_threads() == 1024
+    gn.set_num_threads(None)   # back to the default
+    assert 1 <= gn.get_num_threads() <= 1024
