@@ -17,6 +17,24 @@ def _xp(device):
     return _backend("cupy")[0]
 
 
+_SAMPLE = 64   # values of x that backward checks against what forward saw
+
+
+def _sample_index(xp, shape):
+    """Flat and multi-indices of _SAMPLE values spread evenly over an array of
+    `shape` (the multi-indices read any strides without a copy)."""
+    size = int(np.prod(shape, dtype=np.int64))
+    flat = np.unique(np.linspace(0, size - 1, min(size, _SAMPLE)).astype(np.intp))
+    return xp.asarray(flat), tuple(xp.asarray(i) for i in np.unravel_index(flat, shape))
+
+
+def _same_bits(xp, a, b):
+    if xp is np:
+        return a.tobytes() == b.tobytes()
+    u = f"u{a.dtype.itemsize}"
+    return bool(xp.array_equal(a.view(u), b.view(u)))
+
+
 def _to_numpy(a):
     return a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else np.asarray(a)
 
@@ -29,6 +47,15 @@ class GroupNorm:
     `affine_per="group"` learns one gamma/beta per group instead of per
     channel; `track_running_stats=True` keeps running averages that eval mode
     uses to normalize every sample.
+
+    `backward(dy)` uses the `x` of the last call, which the layer keeps
+    without copying it.  Changing that array in place between the two
+    (`y = layer(x); x += noise; layer.backward(dy)`) is refused with a
+    RuntimeError, as torch refuses a tensor modified in place before its
+    backward.  The check is cheap, not exhaustive: it compares the array's
+    shape and strides and a fixed sample of 64 of its values, so a
+    change to only a few values can go unnoticed.  Call the layer on
+    `x.copy()` when x is to be changed before backward.
     """
 
     def __init__(self, n_groups, n_channels, eps=1e-5, affine=True, *, affine_per="channel",
@@ -77,6 +104,7 @@ class GroupNorm:
             self.running_mean = self.running_var = None
         self.training = True
         self._saved = None
+        self._sample_at = (None, None)   # (shape, _sample_index(xp, shape)) of the last x
 
     # ---- modes ----
     def train(self, mode=True):
@@ -106,18 +134,44 @@ class GroupNorm:
             y, mean, rstd = group_norm_forward(
                 x, self.n_groups, self.gamma, self.beta, self.eps, stats="batch",
                 channel_axis=self.channel_axis, mean=self.running_mean, var=self.running_var)
-            self._saved = (x, mean, rstd, True)
+            self._save(x, mean, rstd, True)
             return y
         update = self.training and self.track_running_stats
         y, mean, rstd, var = forward_with_var(x, self.n_groups, self.gamma, self.beta, self.eps,
                                               stats=self.stats, channel_axis=self.channel_axis,
                                               want_var=update)
-        self._saved = (x, mean, rstd, False)
+        self._save(x, mean, rstd, False)
         if update:
             self._update_running(x, mean, rstd, var)
         return y
 
     forward = __call__
+
+    def _fingerprint(self, x):
+        """x's shape and strides and a fixed sample of its values (x is the array
+        the layer keeps, so its memory cannot move; its shape can be set)."""
+        shape = tuple(x.shape)
+        sample = None
+        if x.size:
+            if self._sample_at[0] != shape:
+                self._sample_at = (shape, _sample_index(self.xp, shape))
+            flat, multi = self._sample_at[1]
+            sample = x.reshape(-1)[flat] if x.flags.c_contiguous else x[multi]
+        return (shape, x.strides), sample
+
+    def _save(self, x, mean, rstd, frozen):
+        self._saved = (x, mean, rstd, frozen, self._fingerprint(x))
+
+    def _check_unchanged(self, x, fingerprint):
+        where, sample = self._fingerprint(x)
+        same = where == fingerprint[0] and (
+            sample is None or _same_bits(self.xp, sample, fingerprint[1]))
+        if not same:
+            raise RuntimeError(
+                "one of the variables needed for gradient computation has been modified by an "
+                "inplace operation: the x of the last forward call was changed before "
+                "backward(); call the layer again on the new values, or give it a copy "
+                "(layer(x.copy())) when x is to be changed")
 
     def _update_running(self, x, mean, rstd, var):
         xp = self.xp
@@ -146,7 +200,8 @@ class GroupNorm:
         """dL/dx for the last training-mode call; sets self.dgamma and self.dbeta."""
         if self._saved is None:
             raise RuntimeError("backward() needs a forward call first")
-        x, mean, rstd, frozen = self._saved
+        x, mean, rstd, frozen, fingerprint = self._saved
+        self._check_unchanged(x, fingerprint)
         gamma = self.gamma if self.affine else None
         if frozen:
             dx, dgamma, dbeta = self._frozen_backward(dy, x, mean, rstd, gamma)

@@ -6,8 +6,8 @@ import pytest
 
 import gn_native as gn
 import reference as ref
-from conftest import (STATS, assert_bit_identical, assert_close, assert_grads_close, dtype_params,
-                      make_data)
+from conftest import (LAYOUTS, STATS, assert_bit_identical, assert_close, assert_grads_close,
+                      channel_axis, dtype_params, make_data, physical_shape)
 
 G, C = 3, 6
 SHAPE = (4, C, 5, 5)
@@ -141,6 +141,53 @@ def test_backward_uses_the_last_training_call():
     layer(x2)
     _, m, r = ref.forward(x2, G)
     assert_grads_close((layer.backward(dy), None, None), dy, x2, m, r, G)
+
+
+def _add_noise(x):
+    x += np.asarray(0.5, x.dtype)
+
+
+def _assign_rows(x):
+    x[1:] = x[:1]
+
+
+def _reshape_in_place(x):
+    x.shape = (x.shape[0], -1)
+
+
+@pytest.mark.parametrize("change", [_add_noise, _assign_rows, _reshape_in_place],
+                         ids=["x += noise", "rows assigned", "shape set"])
+@pytest.mark.parametrize("mode", ["train", "eval_tracked"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", dtype_params())
+def test_backward_refuses_x_changed_after_forward(dtype, layout, mode, change):
+    """y = layer(x); x += noise; layer.backward(dy) raises, as torch does, instead of
+    using the changed x; a new forward call on the changed x is then fine."""
+    ax = channel_axis(layout)
+    layer = _layer(dtype=dtype, track_running_stats=mode != "train", channel_axis=ax)
+    if mode != "train":
+        layer.eval()
+    x = make_data(physical_shape(SHAPE, layout), dtype, 16)
+    dy = make_data(x.shape, dtype, 17)
+    layer(x)
+    change(x)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        layer.backward(dy)
+    if change is not _reshape_in_place:
+        layer(x)
+        layer.backward(dy)
+
+
+def test_backward_accepts_unchanged_x_with_nan_and_views():
+    """No false alarm: NaN values (compared by their bits), strided and channels-last views."""
+    base = make_data((2, 6, 8, 10), np.float32, 18)
+    base[0, 0, 0, 0] = np.nan
+    dy_base = make_data(base.shape, np.float32, 19)
+    for x, dy in [(base, dy_base), (base[:, :, ::2, 1::3], dy_base[:, :, ::2, 1::3]),
+                  (np.moveaxis(base, 1, -1), np.moveaxis(dy_base, 1, -1))]:
+        layer = _layer(channel_axis=1 if x.shape[1] == 6 else -1)
+        layer(x)
+        layer.backward(dy)
 
 
 # --- state dicts --------------------------------------------------------------------------
