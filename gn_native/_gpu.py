@@ -54,7 +54,7 @@ def dtype_name(dtype):
 
 @functools.lru_cache(maxsize=None)
 def _raw_module(dtype, layout):
-    return cupy.RawModule(code=K.raw_source(), options=K.RAW_OPTIONS, name_expressions=K.raw_names(dtype, layout))
+    return cupy.RawModule(code=K.raw_source(), options=K.raw_options(), name_expressions=K.raw_names(dtype, layout))
 
 
 @functools.lru_cache(maxsize=None)
@@ -62,17 +62,24 @@ def _raw_kernel(kind, dtype, layout, affine):
     return _raw_module(dtype, layout).get_function(K.raw_name(kind, dtype, layout, affine))
 
 
+# key -> spec; per-dtype specs take the dtype name (see spec_for)
 _SPECS = {
     "normalize": K.normalize_spec, "dx": K.dx_spec, "bwd_coef": K.bwd_coef_spec,
-    "param_out": K.param_out_spec, "sum2": K.sum2_spec,
+    "param_out": K.param_out_spec, "norm_coef": K.norm_coef_spec, "sum2": K.sum2_spec,
     "merge_float32": lambda: K.merge_stats_spec("float32"),
     "merge_float64": lambda: K.merge_stats_spec("float64"),
 }
+_PER_DTYPE = ("normalize", "dx", "bwd_coef", "param_out")
+
+
+def spec_for(key, dtype=None):
+    """The spec of kernel `key` (for x's dtype name where the kernel is per dtype)."""
+    return _SPECS[key](dtype) if key in _PER_DTYPE else _SPECS[key]()
 
 
 @functools.lru_cache(maxsize=None)
-def _cupy_kernel(key):
-    return K.build_cupy_kernel(_SPECS[key]())
+def _cupy_kernel(key, dtype=None):
+    return K.build_cupy_kernel(spec_for(key, dtype))
 
 
 _NULL = np.uint64(0)   # a null device pointer, passed by value
@@ -89,8 +96,8 @@ class _CupyExec:
         k((launch.grid,), (launch.block,), tuple(_NULL if a is None else a for a in args),
           shared_mem=launch.smem)
 
-    def elementwise(self, key, *args):
-        _cupy_kernel(key)(*args)
+    def elementwise(self, key, dtype, *args):
+        _cupy_kernel(key, dtype)(*args, block_size=G.ELEMENTWISE_BLOCK)
 
     def reduce(self, key, *args):
         """Reduction over axis 0 of the 2-D inputs; outputs are passed in args.
@@ -114,7 +121,7 @@ def forward(plan, y, mean, rstd, x, gamma, beta):
 
 def normalize(plan, y, x, mean, rstd, gamma, beta):
     """y = normalized x with the given mean/rstd (plan.stat_shape, plan.stat_dtype)."""
-    run_normalize(_EXEC, plan, y, x, mean, rstd, None, gamma, beta)
+    run_normalize(_EXEC, plan, y, x, mean, rstd, gamma, beta)
 
 
 def backward(plan, dx, dgamma, dbeta, dy, x, mean, rstd, gamma):
@@ -148,6 +155,13 @@ def _i64(v):
     return np.int64(v)
 
 
+def _io(a):
+    """An array as the CuPy kernels take it: 16-bit floats as their bits (uint16), see gn_io in gn_math.cuh."""
+    if a is None or a.dtype.itemsize != 2:
+        return a
+    return a.view(np.uint16)
+
+
 def _flat_args(plan):
     c, sp, k, gn, nhwc, small, mc, sc, ms, ss, mk, sk = G.flat_params(
         plan.n, plan.c, plan.spatial, plan.groups, plan.stats, plan.layout)
@@ -177,24 +191,30 @@ def run_forward(ex, plan, y, mean, rstd, x, gamma, beta):
     q, r = geo.merge_shape
     parts = ex.empty((3, q * r), np.float64)
     ex.raw("stats_partial", dt, plan.layout, "none", geo.launch,
-           (parts[0], parts[1], parts[2], x) + _sizes(plan) + (_i64(geo.parts), _i64(geo.chunk)))
+           (parts[0], parts[1], parts[2], x) + _sizes(plan)
+           + (_i64(geo.parts), _i64(geo.chunk), np.float64(plan.eps)))
     sd = dtype_name(plan.stat_dtype)
-    mlo = ex.empty((r,), plan.stat_dtype)
+    coef = ex.empty((K.NORM_COEFS, r), plan.stat_dtype)
     ex.reduce("merge_" + sd, parts[0].reshape(q, r), parts[1].reshape(q, r), parts[2].reshape(q, r),
-              np.float64(plan.eps), mean.reshape(-1), rstd.reshape(-1), mlo)
-    run_normalize(ex, plan, y, x, mean, rstd, mlo, gamma, beta)
+              np.float64(plan.eps), mean.reshape(-1), rstd.reshape(-1), *coef)
+    _run_normalize(ex, plan, y, x, coef, gamma, beta)
 
 
-def run_normalize(ex, plan, y, x, mean, rstd, mlo, gamma, beta):
-    """y from x and per-group statistics; mlo (the mean's low part) may be None."""
+def run_normalize(ex, plan, y, x, mean, rstd, gamma, beta):
+    """y from x and given per-group statistics."""
+    coef = ex.empty((K.NORM_COEFS, mean.size), plan.stat_dtype)
+    ex.elementwise("norm_coef", None, mean.reshape(-1), rstd.reshape(-1), *coef)
+    _run_normalize(ex, plan, y, x, coef, gamma, beta)
+
+
+def _run_normalize(ex, plan, y, x, coef, gamma, beta):
     affine = _affine_of(gamma, beta, plan.c)
-    xf = x.reshape(-1)
-    yf = xf if y is x else y.reshape(-1)   # in place: one array object, so CuPy sees no overlap to copy
-    mf = mean.reshape(-1)
+    xf = _io(x.reshape(-1))
+    yf = xf if y is x else _io(y.reshape(-1))   # in place: one array object, so CuPy sees no overlap to copy
     dummy = xf[:1]     # stands for a missing gamma/beta: small, so CuPy indexes it in 32 bits
-    ex.elementwise("normalize", xf, mf, rstd.reshape(-1), mf if mlo is None else mlo,
-                   dummy if gamma is None else gamma, dummy if beta is None else beta,
-                   *_flat_args(plan), np.int32(mlo is not None), np.int32(K.AFFINE_CODE[affine]),
+    ex.elementwise("normalize", dtype_name(plan.dtype), xf, coef, _i64(coef.shape[1]),
+                   dummy if gamma is None else _io(gamma), dummy if beta is None else _io(beta),
+                   *_flat_args(plan), np.int32(K.AFFINE_CODE[affine]),
                    np.int32(gamma is not None), np.int32(beta is not None), yf)
 
 
@@ -221,17 +241,17 @@ def run_backward(ex, plan, dx, dgamma, dbeta, dy, x, mean, rstd, gamma):
         sdb = ex.empty((r,), np.float64)        # per (n, c) ("sample") or per c ("batch")
         sdg = ex.empty((r,), np.float64)
         ex.reduce("sum2", pdb, pdg, sdb, sdg)
-        c2 = ex.empty(plan.stat_shape, plan.stat_dtype)
-        c3 = ex.empty(plan.stat_shape, plan.stat_dtype)
-        xf = x.reshape(-1)
+        coef = ex.empty((K.DX_COEFS, mean.size), plan.stat_dtype)
+        xf = _io(x.reshape(-1))
         m = plan.k * plan.spatial * (n if plan.stats == "batch" else 1)    # values per statistics group
-        gam = xf[:1] if gamma is None else gamma      # a small stand-in when there is no gamma
-        ex.elementwise("bwd_coef", sdb, sdg, rstd.reshape(-1), gam,
+        gam = xf[:1] if gamma is None else _io(gamma)      # a small stand-in when there is no gamma
+        ex.elementwise("bwd_coef", dt, sdb, sdg, mean.reshape(-1), rstd.reshape(-1), gam,
                        _i64(c), _i64(plan.k), _i64(plan.groups), np.float64(m),
-                       np.int32(K.AFFINE_CODE[affine]), c2.reshape(-1), c3.reshape(-1))
-        ex.elementwise("dx", dy.reshape(-1), xf, mean.reshape(-1), rstd.reshape(-1), c2.reshape(-1),
-                       c3.reshape(-1), gam, *_flat_args(plan),
-                       np.int32(K.AFFINE_CODE[affine]), dx.reshape(-1))
+                       np.int32(K.AFFINE_CODE[affine]), *coef)
+        dyf = _io(dy.reshape(-1))
+        dxf = dyf if dx is dy else (xf if dx is x else _io(dx.reshape(-1)))   # in place, as in _run_normalize
+        ex.elementwise("dx", dt, dyf, xf, coef, _i64(coef.shape[1]), gam, *_flat_args(plan),
+                       np.int32(K.AFFINE_CODE[affine]), dxf)
         rows_db, rows_dg = sdb.reshape(-1, c), sdg.reshape(-1, c)
     if rows_db.shape[0] == 1 and rows_db.dtype == np.float64:
         tdb, tdg = rows_db.reshape(-1), rows_dg.reshape(-1)       # stats="batch": already per channel
@@ -239,4 +259,4 @@ def run_backward(ex, plan, dx, dgamma, dbeta, dy, x, mean, rstd, gamma):
         tdb = ex.empty((c,), np.float64)
         tdg = ex.empty((c,), np.float64)
         ex.reduce("sum2", rows_db, rows_dg, tdb, tdg)
-    ex.elementwise("param_out", tdb, tdg, _i64(c // dgamma.shape[0]), dgamma, dbeta)
+    ex.elementwise("param_out", dt, tdb, tdg, _i64(c // dgamma.shape[0]), _io(dgamma), _io(dbeta))

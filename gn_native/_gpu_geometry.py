@@ -5,17 +5,27 @@ Everything here depends only on the problem's sizes, never on the device
 GPU: the chunking of a reduction fixes its summation order.
 
 Limits honoured (tests/test_gpu_geometry.py checks them for tiny, odd and
-> 2**31-element shapes): blockDim.x a power of two <= 1024, gridDim.x <=
-2**31 - 1 (the kernels loop over their work items, so any size fits), and
-dynamic shared memory <= 48 KiB (the default without an opt-in attribute).
+> 2**31-element shapes): blockDim.x a power of two no larger than the
+kernel's `max_block` (which the RawKernels are compiled for, with
+__launch_bounds__: see `raw_defines`), gridDim.x <= 2**31 - 1 (the kernels
+loop over their work items, so any size fits), and dynamic shared memory
+<= 48 KiB (the default without an opt-in attribute).
+
+Registers: a block may use at most 65,536 of them on every GPU from sm_75
+to sm_120.  `max_block(kind)` is the largest block each kernel is ever
+launched with, `min_blocks(kind)` how many of those an SM must be able to
+hold; ptxas keeps each kernel within 65536 / (max_block * min_blocks)
+registers per thread, and `python -m gn_native.gpu_check` verifies, per
+kernel and architecture, registers x max_block <= 65536 with no spills.
 The RawKernels index with 64-bit integers throughout; the CuPy elementwise
 kernels switch to 64-bit division above 2**31 elements (`flat_params`).
 """
 from dataclasses import dataclass
 
 GRID_X_MAX = 2**31 - 1
-BLOCK_MAX = 1024
+BLOCK_MAX = 1024             # CUDA's limit; each kernel has its own, below
 SMEM_LIMIT = 48 * 1024
+REGISTERS_PER_BLOCK = 65536  # sm_75 .. sm_120
 
 # Path choice (see forward_geometry): one block per (n, g) when there are
 # enough groups to fill the device, or when a group is small enough for one
@@ -24,8 +34,14 @@ FUSED_MIN_GROUPS = 128
 FUSED_MAX_SMALL_GROUP = 1 << 16
 FUSED_ITEMS_PER_THREAD = 32
 FUSED_MIN_BLOCK = 64
+# The fused kernels need 80 to 110 registers per thread (sm_90, CUDA 13.4):
+# 512 threads x up to 128 registers fit a block; 1024 threads would need
+# <= 64, which they cannot reach without spilling.
+FUSED_BLOCK_MAX = 512
+FUSED_MIN_BLOCKS = 1
 
 SPLIT_BLOCK = 256
+SPLIT_MIN_BLOCKS = 2         # <= 128 registers per thread (they use 55 to 80)
 SPLIT_MIN_CHUNK = 4096       # elements per stage-1 block, at least
 SPLIT_MAX_CHUNK = 1 << 24    # per-thread counts stay exact in float32
 SPLIT_TARGET_ITEMS = 2048    # stage-1 blocks to aim for
@@ -75,7 +91,53 @@ class BackwardGeometry:
 def fused_block(m):
     """Threads per block for one group of m elements."""
     t = pow2ceil(ceil_div(m, FUSED_ITEMS_PER_THREAD))
-    return max(FUSED_MIN_BLOCK, min(BLOCK_MAX, t))
+    return max(FUSED_MIN_BLOCK, min(FUSED_BLOCK_MAX, t))
+
+
+# CuPy's own kernels: ElementwiseKernel launches blocks of 128 threads by
+# default (_gpu passes this value explicitly), ReductionKernel blocks of 512
+# (CuPy's _reduction._default_block_size, which gpu_check reads from CuPy).
+ELEMENTWISE_BLOCK = 128
+REDUCTION_BLOCK = 512
+
+RAW_KINDS = ("fwd_fused", "stats_partial", "bwd_fused", "bwd_partial")
+
+
+def max_block(kind):
+    """The largest block `kind` is ever launched with (a RawKernel kind, "elementwise" or "reduction")."""
+    if kind in ("fwd_fused", "bwd_fused"):
+        return FUSED_BLOCK_MAX
+    if kind in ("stats_partial", "bwd_partial"):
+        return SPLIT_BLOCK
+    if kind == "elementwise":
+        return ELEMENTWISE_BLOCK
+    if kind == "reduction":
+        return REDUCTION_BLOCK
+    raise ValueError(f"unknown kernel kind {kind!r}")
+
+
+def max_dynamic_smem(kind):
+    """The most dynamic shared memory a launch of `kind` asks for (bytes)."""
+    if kind == "fwd_fused":
+        return 3 * 8 * FUSED_BLOCK_MAX
+    if kind == "stats_partial":
+        return 3 * 8 * SPLIT_BLOCK
+    if kind == "bwd_fused":
+        return SMEM_LIMIT           # backward_geometry takes the split path past it
+    if kind == "bwd_partial":
+        return 16 * SPLIT_BLOCK
+    return 0
+
+
+def raw_defines():
+    """The -D options the RawKernels are compiled with: their __launch_bounds__."""
+    return (f"-DGN_FUSED_BLOCK_MAX={FUSED_BLOCK_MAX}", f"-DGN_FUSED_MIN_BLOCKS={FUSED_MIN_BLOCKS}",
+            f"-DGN_SPLIT_BLOCK={SPLIT_BLOCK}", f"-DGN_SPLIT_MIN_BLOCKS={SPLIT_MIN_BLOCKS}")
+
+
+def block_registers(regs, block):
+    """Registers a block of `block` threads takes: allotted per warp, in units of 256."""
+    return ceil_div(regs, 8) * 8 * 32 * ceil_div(block, 32)
 
 
 def use_fused(n, groups, m, stats):

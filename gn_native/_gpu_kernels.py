@@ -13,6 +13,8 @@ import os
 import re
 from dataclasses import dataclass
 
+from . import _gpu_geometry as G
+
 CUDA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cuda")
 
 # numpy dtype name -> C++ storage type of the RawKernels
@@ -20,7 +22,6 @@ RAW_CTYPE = {"float16": "gn_half", "bfloat16": "gn_bfloat", "float32": "float", 
 DTYPES = ("float16", "bfloat16", "float32", "float64")
 LAYOUTS = {"nchw": 0, "nhwc": 1}
 AFFINES = {"none": 0, "channel": 1, "group": 2}
-RAW_OPTIONS = ("--std=c++17",)
 ARCHS = ("sm_75", "sm_80", "sm_86", "sm_89", "sm_90", "sm_100", "sm_120")
 
 
@@ -30,6 +31,16 @@ def stat_dtype(dtype):
 
 def acc_dtype(dtype):
     return "float64" if dtype == "float64" else "float32"
+
+
+def io_dtype(dtype):
+    """The dtype an array of `dtype` is passed to the CuPy kernels as: 16-bit ones as their bits (gn_io)."""
+    return "uint16" if dtype in ("float16", "bfloat16") else dtype
+
+
+def raw_options():
+    """NVRTC options of the RawModule: C++17, and the __launch_bounds__ the geometry launches with."""
+    return ("--std=c++17",) + G.raw_defines()
 
 
 _INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]+"([^"]+)"[ \t]*$', re.M)
@@ -49,7 +60,7 @@ def read_source(name, _seen=None):
 # ---------------------------------------------------------------------------
 # RawKernels: one RawModule per (dtype, layout), all passes and affine kinds.
 
-RAW_KINDS = ("fwd_fused", "stats_partial", "bwd_fused", "bwd_partial")
+RAW_KINDS = G.RAW_KINDS
 
 
 def raw_name(kind, dtype, layout, affine="none"):
@@ -62,14 +73,19 @@ def raw_name(kind, dtype, layout, affine="none"):
     raise ValueError(f"unknown raw kernel kind {kind!r}")
 
 
-def raw_names(dtype, layout):
-    names = []
+def raw_kinds(dtype, layout):
+    """[(kind, name expression)] of every RawKernel of one module."""
+    out = []
     for kind in RAW_KINDS:
         if kind.endswith("fused"):
-            names += [raw_name(kind, dtype, layout, a) for a in AFFINES]
+            out += [(kind, raw_name(kind, dtype, layout, a)) for a in AFFINES]
         else:
-            names.append(raw_name(kind, dtype, layout))
-    return tuple(names)
+            out.append((kind, raw_name(kind, dtype, layout)))
+    return out
+
+
+def raw_names(dtype, layout):
+    return tuple(name for _, name in raw_kinds(dtype, layout))
 
 
 def raw_source():
@@ -116,85 +132,103 @@ FLAT_LOCATE = """
 # channel, 2 per group; a uniform branch), so one kernel per dtype serves all.
 AFFINE_CODE = {"none": 0, "channel": 1, "group": 2}
 
+# Statistics-group coefficients travel as rows of one (rows, groups) array:
+# normalize's 4 (gn_norm_coef), dx's 5 (gn_bwd_coef).
+NORM_COEFS = 4
+DX_COEFS = 5
 
-def normalize_spec():
-    """y = (x - mean) * rstd * gamma + beta with given statistics (any layout, stats mode, affine)."""
-    op = FLAT_LOCATE + """
-    typedef typename gn_traits<T>::acc A_;
-    const A_ mhi_ = (A_)mean[st_];
-    const A_ mlo_ = has_lo ? (A_)mlo[st_] : (A_)0;
-    const A_ r_ = (A_)rstd[st_];
+
+def _storage(dtype):
+    """The first line of a per-dtype operation: D_, the kernels' storage type of the dtype."""
+    return f"\n    typedef {RAW_CTYPE[dtype]} D_;"
+
+
+def normalize_spec(dtype):
+    """y = (x - mean) * rstd * gamma + beta from per-group coefficients (any layout, stats mode, affine)."""
+    op = _storage(dtype) + FLAT_LOCATE + """
+    typedef typename gn_traits<D_>::acc A_;
+    A_ k_[4];
+    for (int q_ = 0; q_ < 4; ++q_) k_[q_] = (A_)coef[q_ * ns + st_];
     A_ gam_ = (A_)1, bet_ = (A_)0;
     if (aff) {
         const long long ix_ = aff == 1 ? c_ : g_;
-        if (has_gamma) gam_ = gn_to_acc(gamma[ix_]);
-        if (has_beta) bet_ = gn_to_acc(beta[ix_]);
+        if (has_gamma) gam_ = gn_ld<D_>(gamma[ix_]);
+        if (has_beta) bet_ = gn_ld<D_>(beta[ix_]);
     }
-    y = gn_from_acc<T>(gn_normalize<A_>(gn_to_acc(x), mhi_, mlo_, r_, gam_, bet_));
+    y = gn_st<D_>(gn_normalize<A_>(gn_ld<D_>(x), k_, gam_, bet_));
 """
-    return Elementwise("gn_normalize",
-                       f"T x, raw S mean, raw S rstd, raw S mlo, raw T gamma, raw T beta, {FLAT_PARAMS}, "
-                       "int32 has_lo, int32 aff, int32 has_gamma, int32 has_beta",
+    return Elementwise(f"gn_normalize_{dtype}",
+                       f"T x, raw S coef, int64 ns, raw T gamma, raw T beta, {FLAT_PARAMS}, "
+                       "int32 aff, int32 has_gamma, int32 has_beta",
                        "T y", op)
 
 
-def dx_spec():
-    """dx = rstd * gamma_c * dy + c2 * (x - mean) + c3, per statistics group."""
-    op = FLAT_LOCATE + """
-    typedef typename gn_traits<T>::acc A_;
-    A_ gam_ = (A_)1;
-    if (aff) gam_ = gn_to_acc(gamma[aff == 1 ? c_ : g_]);
-    dx = gn_from_acc<T>(gn_dx<A_>(gn_to_acc(dy), gn_to_acc(x), (A_)mean[st_], (A_)rstd[st_], gam_,
-                                  (A_)c2[st_], (A_)c3[st_]));
+def norm_coef_spec():
+    """normalize's coefficients (rows of coef) from given mean and rstd."""
+    op = """
+    S k_[4];
+    gn_norm_coef<S>((double)mean, (double)rstd, k_);
+    c0 = k_[0]; c1 = k_[1]; c2 = k_[2]; c3 = k_[3];
 """
-    return Elementwise("gn_dx",
-                       f"T dy, T x, raw S mean, raw S rstd, raw S c2, raw S c3, raw T gamma, {FLAT_PARAMS}, "
-                       "int32 aff",
+    return Elementwise("gn_norm_coef", "S mean, S rstd", "S c0, S c1, S c2, S c3", op)
+
+
+def dx_spec(dtype):
+    """dx = rstd * gamma_c * dy + c2 * (x - mean) + c3, per statistics group (gn_dx)."""
+    op = _storage(dtype) + FLAT_LOCATE + """
+    typedef typename gn_traits<D_>::acc A_;
+    A_ k_[5];
+    for (int q_ = 0; q_ < 5; ++q_) k_[q_] = (A_)coef[q_ * ns + st_];
+    const A_ gam_ = aff ? gn_ld<D_>(gamma[aff == 1 ? c_ : g_]) : (A_)1;
+    dx = gn_st<D_>(gn_dx<A_>(gn_ld<D_>(dy), gn_ld<D_>(x), k_, gam_));
+"""
+    return Elementwise(f"gn_dx_{dtype}",
+                       f"T dy, T x, raw S coef, int64 ns, raw T gamma, {FLAT_PARAMS}, int32 aff",
                        "T dx", op)
 
 
-def bwd_coef_spec():
-    """c2, c3 of each statistics group i from per-channel sums (rows of C; row i // G)."""
-    op = """
+def bwd_coef_spec(dtype):
+    """dx's coefficients of each statistics group i from per-channel sums (rows of C; row i // G)."""
+    op = _storage(dtype) + """
     const long long n_ = i / G, g_ = i - n_ * G;
     double a_ = 0.0, b_ = 0.0;
     for (long long k_ = 0; k_ < K; ++k_) {
         const long long ch_ = g_ * K + k_;
-        const double gam_ = aff ? (double)gn_to_acc(gamma[aff == 1 ? ch_ : g_]) : 1.0;
+        const double gam_ = aff ? (double)gn_ld<D_>(gamma[aff == 1 ? ch_ : g_]) : 1.0;
         a_ += gam_ * sdb[n_ * C + ch_];
         b_ += gam_ * sdg[n_ * C + ch_];
     }
-    double c2_, c3_;
-    gn_bwd_coef(a_, b_, (double)rstd[i], M, c2_, c3_);
-    c2 = (S)c2_;
-    c3 = (S)c3_;
+    S k_[5];
+    gn_bwd_coef<S>(a_, b_, (double)mean, (double)rstd, M, k_);
+    c0 = k_[0]; c1 = k_[1]; c2 = k_[2]; c3 = k_[3]; c4 = k_[4];
 """
-    return Elementwise("gn_bwd_coef",
-                       "raw float64 sdb, raw float64 sdg, raw S rstd, raw T gamma, int64 C, int64 K, int64 G, "
-                       "float64 M, int32 aff",
-                       "S c2, S c3", op)
+    return Elementwise(f"gn_bwd_coef_{dtype}",
+                       "raw float64 sdb, raw float64 sdg, S mean, S rstd, raw T gamma, int64 C, int64 K, "
+                       "int64 G, float64 M, int32 aff",
+                       "S c0, S c1, S c2, S c3, S c4", op)
 
 
-def param_out_spec():
+def param_out_spec(dtype):
     """dgamma, dbeta in x's dtype: sums of kk consecutive per-channel values (kk = K per group, 1 per channel)."""
-    op = """
+    op = _storage(dtype) + """
     double a_ = 0.0, b_ = 0.0;
     for (long long k_ = 0; k_ < kk; ++k_) { a_ += sdg[i * kk + k_]; b_ += sdb[i * kk + k_]; }
-    typedef typename gn_traits<T>::acc A_;
-    dgamma = gn_from_acc<T>((A_)a_);
-    dbeta = gn_from_acc<T>((A_)b_);
+    typedef typename gn_traits<D_>::acc A_;
+    dgamma = gn_st<D_>((A_)a_);
+    dbeta = gn_st<D_>((A_)b_);
 """
-    return Elementwise("gn_param_out", "raw float64 sdb, raw float64 sdg, int64 kk", "T dgamma, T dbeta", op)
+    return Elementwise(f"gn_param_out_{dtype}", "raw float64 sdb, raw float64 sdg, int64 kk",
+                       "T dgamma, T dbeta", op)
 
 
 def merge_stats_spec(sdtype):
-    """Chan-merge partial moments over axis 0 into mean, rstd and the mean's low part."""
+    """Chan-merge partial moments over axis 0 into mean, rstd and normalize's coefficients."""
     ct = {"float32": "float", "float64": "double"}[sdtype]
     return Reduction(f"gn_merge_stats_{sdtype}", "float64 pn, float64 pmean, float64 pm2, float64 eps",
-                     f"{sdtype} mean, {sdtype} rstd, {sdtype} mlo",
+                     f"{sdtype} mean, {sdtype} rstd, {sdtype} c0, {sdtype} c1, {sdtype} c2, {sdtype} c3",
                      "gn_welford_make(pn, pmean, pm2)", "gn_welford_merge(a, b)",
-                     f"gn_stats_post<{ct}>(a, eps, mean, rstd, mlo)", "gn_welford_make(0.0, 0.0, 0.0)",
-                     "gn_welford", ("eps",))
+                     f"gn_stats_post<{ct}>(a, eps, mean, rstd, c0, c1, c2, c3)",
+                     "gn_welford_make(0.0, 0.0, 0.0)", "gn_welford", ("eps",))
 
 
 def sum2_spec():
@@ -223,10 +257,15 @@ class RawVariant:
     dtype: str
     layout: str
     names: tuple
+    kinds: tuple = ()        # the geometry's kernel kind of each name (max_block, max_dynamic_smem)
+    source: str = ""         # "" : the RawModule's own source (raw_source())
 
     @property
     def label(self):
         return f"RawModule[{self.dtype},{self.layout}]"
+
+    def code(self):
+        return self.source or raw_source()
 
 
 @dataclass(frozen=True)
@@ -241,6 +280,10 @@ class CupyVariant:
     @property
     def label(self):
         return f"{self.spec.name}[{self.tag};{self.regime}]"
+
+    @property
+    def kind(self):
+        return "elementwise" if isinstance(self.spec, Elementwise) else "reduction"
 
 
 def _param_types(params):
@@ -283,21 +326,24 @@ def variants(dtypes=DTYPES):
     so they come in the three index regimes; the other CuPy kernels touch
     arrays of O(N*G) or O(C) values (or O(N*C) on paths that need N*G < 128),
     which stay far below 2 GiB.  Reductions run over fewer than 2**31 rows.
+    16-bit arrays reach the CuPy kernels as uint16 (io_dtype).
     """
     out = []
     for dt in dtypes:
         for lay in LAYOUTS:
-            out.append(RawVariant(dt, lay, raw_names(dt, lay)))
+            kinds = raw_kinds(dt, lay)
+            out.append(RawVariant(dt, lay, tuple(n for _, n in kinds), tuple(k for k, _ in kinds)))
     for dt in dtypes:
-        tmap = {"T": dt, "S": stat_dtype(dt)}
-        for spec in (normalize_spec(), dx_spec()):
+        tmap = {"T": io_dtype(dt), "S": stat_dtype(dt)}
+        for spec in (normalize_spec(dt), dx_spec(dt)):
             for regime in ("i32", "mixed", "i64"):
                 out.append(_ew(spec, tmap, regime))
-        out.append(_ew(bwd_coef_spec(), tmap))
-        out.append(_ew(param_out_spec(), tmap))
+        out.append(_ew(bwd_coef_spec(dt), tmap))
+        out.append(_ew(param_out_spec(dt), tmap))
     for sd in sorted({stat_dtype(d) for d in dtypes}):
+        out.append(_ew(norm_coef_spec(), {"S": sd}))
         spec = merge_stats_spec(sd)
-        out.append(CupyVariant(spec, ("float64",) * 4, (sd,) * 3, scalar_names(spec), "i32", f"S={sd}"))
+        out.append(CupyVariant(spec, ("float64",) * 4, (sd,) * 6, scalar_names(spec), "i32", f"S={sd}"))
     for ad in sorted({acc_dtype(d) for d in dtypes}):
         for regime in ("i32", "mixed", "i64"):     # per-(n, c) partials of a huge tensor exceed 2 GiB
             out.append(CupyVariant(sum2_spec(), (ad, ad), ("float64", "float64"), (), regime, f"T={ad}"))

@@ -20,11 +20,12 @@ STATS = ("sample", "batch")
 LAYOUTS = ("nchw", "nhwc")
 
 
-def _check_launch(launch):
+def _check_launch(launch, kind):
     assert 1 <= launch.grid <= G.GRID_X_MAX
-    assert 1 <= launch.block <= G.BLOCK_MAX
+    # the kernels are compiled (__launch_bounds__) and checked (gpu_check) for max_block(kind)
+    assert 1 <= launch.block <= G.max_block(kind) <= G.BLOCK_MAX
     assert launch.block & (launch.block - 1) == 0, "kernels tree-reduce over a power-of-two block"
-    assert 0 < launch.smem <= G.SMEM_LIMIT
+    assert 0 < launch.smem <= G.max_dynamic_smem(kind) <= G.SMEM_LIMIT
 
 
 def test_pow2ceil_and_ceil_div():
@@ -45,7 +46,7 @@ def test_forward_geometry(shape, stats):
     n, c, sp, g = shape
     m = (c // g) * sp
     geo = G.forward_geometry(n, c, sp, g, stats)
-    _check_launch(geo.launch)
+    _check_launch(geo.launch, "fwd_fused" if geo.path == "fused" else "stats_partial")
     if geo.path == "fused":
         assert stats == "sample"
         assert geo.launch.grid == min(n * g, G.GRID_X_MAX)
@@ -70,7 +71,7 @@ def test_backward_geometry(shape, stats, layout):
     n, c, sp, g = shape
     k = c // g
     geo = G.backward_geometry(n, c, sp, g, stats, layout)
-    _check_launch(geo.launch)
+    _check_launch(geo.launch, "bwd_fused" if geo.path == "fused" else "bwd_partial")
     t, tx = geo.launch.block, geo.tx_len
     assert 1 <= tx <= t and tx & (tx - 1) == 0
     if geo.path == "fused":
@@ -85,6 +86,21 @@ def test_backward_geometry(shape, stats, layout):
         assert q * r == geo.parts * n * c
         assert r == (n * c if stats == "sample" else c)
         assert geo.launch.grid == min(geo.parts * n * ntiles, G.GRID_X_MAX)
+
+
+def test_unet_shape_gets_a_block_its_kernels_fit():
+    """(1, 320, 64, 64) in 32 groups (Stable Diffusion's UNet): 40,960 values a group."""
+    f = G.forward_geometry(1, 320, 64 * 64, 32, "sample")
+    b = G.backward_geometry(1, 320, 64 * 64, 32, "sample", "nchw")
+    assert f.path == b.path == "fused"
+    assert f.launch.block == b.launch.block == G.FUSED_BLOCK_MAX
+
+
+def test_raw_defines_are_the_geometry():
+    d = dict(o[2:].split("=") for o in G.raw_defines())
+    assert int(d["GN_FUSED_BLOCK_MAX"]) == G.max_block("fwd_fused") == G.max_block("bwd_fused")
+    assert int(d["GN_SPLIT_BLOCK"]) == G.max_block("stats_partial") == G.max_block("bwd_partial")
+    assert int(d["GN_FUSED_MIN_BLOCKS"]) >= 1 and int(d["GN_SPLIT_MIN_BLOCKS"]) >= 1
 
 
 def test_path_choice():

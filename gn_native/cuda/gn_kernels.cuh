@@ -23,6 +23,18 @@
 #define GN_NT ((int)blockDim.x)
 #define GN_BID ((long long)blockIdx.x)
 #define GN_NB ((long long)gridDim.x)
+#define GN_BOUNDS(threads, blocks) __launch_bounds__(threads, blocks)
+#endif
+
+// The largest block each kernel is launched with, and how many such blocks
+// an SM should hold at once (which caps registers per thread at
+// 65536 / (threads * blocks)).  gn_native._gpu_kernels.raw_options() sets
+// them from gn_native/_gpu_geometry.py, so that __launch_bounds__ and the
+// launches come from one place; gn_native.gpu_check checks what ptxas made
+// of them (registers x largest block <= 65536, no spills).
+#if !defined(GN_FUSED_BLOCK_MAX) || !defined(GN_FUSED_MIN_BLOCKS) || !defined(GN_SPLIT_BLOCK) || \
+    !defined(GN_SPLIT_MIN_BLOCKS)
+#error "compile with the options of gn_native._gpu_kernels.raw_options() (-DGN_FUSED_BLOCK_MAX=... etc.)"
 #endif
 
 // Values each thread loads per loop iteration: 16 bytes in flight per thread
@@ -42,21 +54,19 @@ GN_DEV void gn_block_merge_moments(double* sn, double* smean, double* sm2, int t
 }
 
 // Moments (count, mean, M2) of elements [j0, j1) of one group, whose element
-// j sits at xg[walk offset of j].  Threads hold Welford/Chan moments in the
-// compute type, of values shifted by the range's first element (so that the
-// mean of data far from zero stays exact); the block merges them in double.
-template <typename T>
-GN_DEV void gn_block_moments(const T* xg, long long j0, long long j1, long long len, long long stride,
-                             double* smem, double& cnt, double& mean, double& m2) {
-    typedef typename gn_traits<T>::acc A;
-    const int U = gn_unroll<T>::value;
+// j sits at xg[walk offset of j].  Threads hold Welford/Chan moments in A, of
+// values shifted by the range's first element (so that the mean of data far
+// from zero stays exact), U values at a time; the block merges them in double.
+template <typename T, typename A, int U>
+GN_DEV void gn_block_moments_in(const T* xg, long long j0, long long j1, long long len, long long stride,
+                                double* smem, double& cnt, double& mean, double& m2) {
     const int tid = GN_TID, nt = GN_NT;
     double* sn = smem;
     double* smean = smem + nt;
     double* sm2 = smem + 2 * nt;
     gn_walk w;
     w.init(j0, 1, len, stride);
-    const A shift = gn_to_acc(xg[w.offset()]);
+    const A shift = (A)gn_to_acc(xg[w.offset()]);
     w.init(j0 + tid, nt, len, stride);
     A n = 0, mu = 0, s2 = 0;
     for (long long j = j0 + tid; j < j1; j += (long long)U * nt) {
@@ -65,7 +75,7 @@ GN_DEV void gn_block_moments(const T* xg, long long j0, long long j1, long long 
 #pragma unroll
         for (int q = 0; q < U; ++q) {
             if (j + (long long)q * nt < j1) {
-                v[q] = gn_to_acc(xg[w.offset()]) - shift;
+                v[q] = (A)gn_to_acc(xg[w.offset()]) - shift;
                 w.advance();
                 ++u;
             }
@@ -81,6 +91,20 @@ GN_DEV void gn_block_moments(const T* xg, long long j0, long long j1, long long 
     gn_block_merge_moments(sn, smean, sm2, tid, nt);
     cnt = sn[0]; mean = smean[0]; m2 = sm2[0];
     GN_SYNC();  // slot 0 read by all before the caller reuses shared memory
+}
+
+// The same in the compute type, redone in double (one value at a time: a
+// rare path, kept light on registers) when the float result overflowed,
+// or may have lost squares to underflow while eps is smaller still
+// (gn_moments_suspect).  The test is on block-wide values: every thread
+// takes the same branch.
+template <typename T>
+GN_DEV void gn_block_moments(const T* xg, long long j0, long long j1, long long len, long long stride,
+                             double eps, double* smem, double& cnt, double& mean, double& m2) {
+    typedef typename gn_traits<T>::acc A;
+    gn_block_moments_in<T, A, gn_unroll<T>::value>(xg, j0, j1, len, stride, smem, cnt, mean, m2);
+    if (sizeof(A) < sizeof(double) && gn_moments_suspect<A>(cnt, mean, m2, eps))
+        gn_block_moments_in<T, double, 1>(xg, j0, j1, len, stride, smem, cnt, mean, m2);
 }
 
 // Tree-sum two arrays over one dimension of the block, viewed as (rlen) rows
@@ -107,7 +131,26 @@ struct gn_tile {
 
 // sum(dy) and sum(dy * (x - mu)) over positions s0 + rpos, s0 + rpos + rlen, ...
 // < s1 of channel c of one sample (xb, dyb point at the sample).  Chunks of
-// gn_unroll values are summed in the compute type, then in double.
+// gn_unroll values are summed in the compute type, then in double; a chunk
+// whose float sums overflowed (extreme magnitudes, or NaN/Inf in the data)
+// is summed again in double.
+template <typename T>
+GN_DEV void gn_chunk_sums_double(const T* dyb, const T* xb, long long cbase, long long cstride, long long s,
+                                long long s1, int rlen, int u, double mu, double& sdy, double& sdyx) {
+    double da = 0.0, db = 0.0;
+    for (int q = 0; q < u; ++q) {
+        const long long sq = s + (long long)q * rlen;
+        if (sq < s1) {
+            const long long off = cbase + sq * cstride;
+            const double d = (double)gn_to_acc(dyb[off]);
+            da += d;
+            db = gn_fma(d, (double)gn_to_acc(xb[off]) - mu, db);
+        }
+    }
+    sdy += da;
+    sdyx += db;
+}
+
 template <typename T, int L>
 GN_DEV void gn_channel_sums(const T* dyb, const T* xb, long long c, long long s0, long long s1,
                             long long C, long long Sp, int rpos, int rlen,
@@ -127,11 +170,15 @@ GN_DEV void gn_channel_sums(const T* dyb, const T* xb, long long c, long long s0
                 A d = gn_to_acc(dyb[off]);
                 A xv = gn_to_acc(xb[off]);
                 a += d;
-                b += d * (xv - mu);
+                b = gn_fma(d, xv - mu, b);
             }
         }
-        sdy += (double)a;
-        sdyx += (double)b;
+        if (sizeof(A) < sizeof(double) && !(gn_finite(a) && gn_finite(b))) {
+            gn_chunk_sums_double<T>(dyb, xb, cbase, cstride, s, s1, rlen, U, (double)mu, sdy, sdyx);
+        } else {
+            sdy += (double)a;
+            sdyx += (double)b;
+        }
     }
 }
 
@@ -150,10 +197,16 @@ GN_DEV void gn_affine_load(const T* gamma, const T* beta, long long c, long long
 // Forward, stats="sample", one block per group (n, g): statistics, then
 // normalize + affine re-reading the group (from L2 for groups of moderate
 // size).  y may alias x.  Shared memory: 3 * blockDim doubles.
+//
+// The normalize loop loads U values before it stores any (U loads in
+// flight per thread, also when y aliases x), and walks the group twice
+// (a copy of the walk for the stores) instead of keeping U offsets and
+// channels in registers: two 64-bit values fewer per unrolled value.
 template <typename T, int L, int AFF>
-__global__ void gn_fwd_fused(T* y, typename gn_traits<T>::stat* mean, typename gn_traits<T>::stat* rstd,
-                             const T* x, const T* gamma, const T* beta,
-                             long long N, long long C, long long Sp, long long G, double eps) {
+__global__ void GN_BOUNDS(GN_FUSED_BLOCK_MAX, GN_FUSED_MIN_BLOCKS)
+gn_fwd_fused(T* y, typename gn_traits<T>::stat* mean, typename gn_traits<T>::stat* rstd,
+             const T* x, const T* gamma, const T* beta,
+             long long N, long long C, long long Sp, long long G, double eps) {
     typedef typename gn_traits<T>::acc A;
     typedef typename gn_traits<T>::stat S;
     GN_DYN_SMEM(smem_raw);
@@ -165,24 +218,21 @@ __global__ void gn_fwd_fused(T* y, typename gn_traits<T>::stat* mean, typename g
         const long long n = grp / G, g = grp - n * G;
         const long long base = L == GN_NCHW ? (n * C + g * K) * Sp : n * Sp * C + g * K;
         double cnt, mu, m2;
-        gn_block_moments<T>(x + base, 0, M, len, stride, smem, cnt, mu, m2);
+        gn_block_moments<T>(x + base, 0, M, len, stride, eps, smem, cnt, mu, m2);
         const double r = gn_rstd(cnt, m2, eps);
         if (tid == 0) { mean[grp] = (S)mu; rstd[grp] = (S)r; }
-        A mhi, mlo;
-        gn_mean_parts(mu, mhi, mlo);
-        const A ra = (A)r;
+        A coef[4];
+        gn_norm_coef<A>(mu, r, coef);
         const int U = gn_unroll<T>::value;
         gn_walk w;
         w.init(tid, nt, len, stride);
         for (long long j = tid; j < M; j += (long long)U * nt) {
-            long long off[U], ch[U];
+            gn_walk ws = w;
             A v[U];
 #pragma unroll
             for (int q = 0; q < U; ++q) {
                 if (j + (long long)q * nt < M) {
-                    off[q] = base + w.offset();
-                    ch[q] = g * K + w.channel(L);
-                    v[q] = gn_to_acc(x[off[q]]);
+                    v[q] = gn_to_acc(x[base + w.offset()]);
                     w.advance();
                 }
             }
@@ -190,8 +240,9 @@ __global__ void gn_fwd_fused(T* y, typename gn_traits<T>::stat* mean, typename g
             for (int q = 0; q < U; ++q) {
                 if (j + (long long)q * nt < M) {
                     A gam, bet;
-                    gn_affine_load<AFF, T>(gamma, beta, ch[q], g, gam, bet);
-                    y[off[q]] = gn_from_acc<T>(gn_normalize<A>(v[q], mhi, mlo, ra, gam, bet));
+                    gn_affine_load<AFF, T>(gamma, beta, g * K + ws.channel(L), g, gam, bet);
+                    y[base + ws.offset()] = gn_from_acc<T>(gn_normalize<A>(v[q], coef, gam, bet));
+                    ws.advance();
                 }
             }
         }
@@ -202,9 +253,10 @@ __global__ void gn_fwd_fused(T* y, typename gn_traits<T>::stat* mean, typename g
 // item = (p * N + n) * G + g, chunk = elements [p*chunk, (p+1)*chunk) of the
 // group's linear index.  Merged by the gn_merge_stats ReductionKernel.
 template <typename T, int L>
-__global__ void gn_stats_partial(double* pn, double* pmean, double* pm2, const T* x,
-                                 long long N, long long C, long long Sp, long long G,
-                                 long long P, long long chunk) {
+__global__ void GN_BOUNDS(GN_SPLIT_BLOCK, GN_SPLIT_MIN_BLOCKS)
+gn_stats_partial(double* pn, double* pmean, double* pm2, const T* x,
+                 long long N, long long C, long long Sp, long long G,
+                 long long P, long long chunk, double eps) {
     GN_DYN_SMEM(smem_raw);
     double* smem = (double*)smem_raw;
     const long long K = C / G, M = K * Sp;
@@ -216,20 +268,21 @@ __global__ void gn_stats_partial(double* pn, double* pmean, double* pm2, const T
         const long long j0 = p * chunk;
         const long long j1 = j0 + chunk < M ? j0 + chunk : M;
         double cnt, mu, m2;
-        gn_block_moments<T>(x + base, j0, j1, len, stride, smem, cnt, mu, m2);
+        gn_block_moments<T>(x + base, j0, j1, len, stride, eps, smem, cnt, mu, m2);
         if (GN_TID == 0) { pn[item] = cnt; pmean[item] = mu; pm2[item] = m2; }
     }
 }
 
 // Backward, stats="sample", one block per group (n, g).  Pass 1: per channel
 // sum(dy) and sum(dy * (x - mean)), written to pdb/pdg[n * C + c] (pdg
-// times rstd: the sample's share of dgamma).  Pass 2: dx.  dx may alias dy.
-// Shared memory: 2 * (blockDim + K) doubles.  tx_len: see gn_tile.
+// times rstd: the sample's share of dgamma).  Pass 2: dx.  dx may alias dy
+// or x.  Shared memory: 2 * (blockDim + K) doubles.  tx_len: see gn_tile.
 template <typename T, int L, int AFF>
-__global__ void gn_bwd_fused(T* dx, typename gn_traits<T>::acc* pdb, typename gn_traits<T>::acc* pdg,
-                             const T* dy, const T* x, const typename gn_traits<T>::stat* mean,
-                             const typename gn_traits<T>::stat* rstd, const T* gamma,
-                             long long N, long long C, long long Sp, long long G, int tx_len) {
+__global__ void GN_BOUNDS(GN_FUSED_BLOCK_MAX, GN_FUSED_MIN_BLOCKS)
+gn_bwd_fused(T* dx, typename gn_traits<T>::acc* pdb, typename gn_traits<T>::acc* pdg,
+             const T* dy, const T* x, const typename gn_traits<T>::stat* mean,
+             const typename gn_traits<T>::stat* rstd, const T* gamma,
+             long long N, long long C, long long Sp, long long G, int tx_len) {
     typedef typename gn_traits<T>::acc A;
     GN_DYN_SMEM(smem_raw);
     const int tid = GN_TID, nt = GN_NT;
@@ -270,24 +323,22 @@ __global__ void gn_bwd_fused(T* dx, typename gn_traits<T>::acc* pdb, typename gn
         ra[tid] = a; rb[tid] = b;
         GN_SYNC();
         gn_block_sum2(ra, rb, tid, tid, nt, 1);
-        double c2, c3;
-        gn_bwd_coef(ra[0], r * rb[0], r, (double)M, c2, c3);
+        A coef[5];
+        gn_bwd_coef<A>(ra[0], r * rb[0], (double)mu, r, (double)M, coef);
         GN_SYNC();
-        const A rA = (A)r, c2A = (A)c2, c3A = (A)c3;
         const int U = gn_unroll<T>::value;
         gn_walk w;
         w.init(tid, nt, len, stride);
         const long long gbase = L == GN_NCHW ? (n * C + g * K) * Sp : n * Sp * C + g * K;
         for (long long j = tid; j < M; j += (long long)U * nt) {
-            long long off[U], ch[U];
+            gn_walk ws = w;      // see gn_fwd_fused
             A dv[U], xv[U];
 #pragma unroll
             for (int q = 0; q < U; ++q) {
                 if (j + (long long)q * nt < M) {
-                    off[q] = gbase + w.offset();
-                    ch[q] = g * K + w.channel(L);
-                    dv[q] = gn_to_acc(dy[off[q]]);
-                    xv[q] = gn_to_acc(x[off[q]]);
+                    const long long off = gbase + w.offset();
+                    dv[q] = gn_to_acc(dy[off]);
+                    xv[q] = gn_to_acc(x[off]);
                     w.advance();
                 }
             }
@@ -295,8 +346,9 @@ __global__ void gn_bwd_fused(T* dx, typename gn_traits<T>::acc* pdb, typename gn
             for (int q = 0; q < U; ++q) {
                 if (j + (long long)q * nt < M) {
                     A gam, bet;
-                    gn_affine_load<AFF, T>(gamma, (const T*)0, ch[q], g, gam, bet);
-                    dx[off[q]] = gn_from_acc<T>(gn_dx<A>(dv[q], xv[q], mu, rA, gam, c2A, c3A));
+                    gn_affine_load<AFF, T>(gamma, (const T*)0, g * K + ws.channel(L), g, gam, bet);
+                    dx[gbase + ws.offset()] = gn_from_acc<T>(gn_dx<A>(dv[q], xv[q], coef, gam));
+                    ws.advance();
                 }
             }
         }
@@ -309,11 +361,12 @@ __global__ void gn_bwd_fused(T* dx, typename gn_traits<T>::acc* pdb, typename gn
 // stats="sample" (statistics index n*G + g), 0 for "batch" (index g).
 // Shared memory: 2 * blockDim doubles.
 template <typename T, int L>
-__global__ void gn_bwd_partial(typename gn_traits<T>::acc* pdb, typename gn_traits<T>::acc* pdg,
-                               const T* dy, const T* x, const typename gn_traits<T>::stat* mean,
-                               const typename gn_traits<T>::stat* rstd,
-                               long long N, long long C, long long Sp, long long G, long long gn,
-                               long long P, long long chunk, int tx_len) {
+__global__ void GN_BOUNDS(GN_SPLIT_BLOCK, GN_SPLIT_MIN_BLOCKS)
+gn_bwd_partial(typename gn_traits<T>::acc* pdb, typename gn_traits<T>::acc* pdg,
+               const T* dy, const T* x, const typename gn_traits<T>::stat* mean,
+               const typename gn_traits<T>::stat* rstd,
+               long long N, long long C, long long Sp, long long G, long long gn,
+               long long P, long long chunk, int tx_len) {
     typedef typename gn_traits<T>::acc A;
     GN_DYN_SMEM(smem_raw);
     const int tid = GN_TID, nt = GN_NT;

@@ -33,7 +33,6 @@ struct gn_half { unsigned short bits; };
 struct gn_bfloat { unsigned short bits; };
 
 // acc: the type values are computed in; stat: the type of mean/rstd arrays.
-// Any other type (CuPy's own float16/bfloat16 classes) computes in float.
 template <typename T> struct gn_traits { typedef float acc; typedef float stat; };
 template <> struct gn_traits<double> { typedef double acc; typedef double stat; };
 
@@ -120,12 +119,8 @@ GN_HD float gn_to_acc(float v) { return v; }
 GN_HD double gn_to_acc(double v) { return v; }
 GN_HD float gn_to_acc(gn_half v) { return gn_half_to_float(v.bits); }
 GN_HD float gn_to_acc(gn_bfloat v) { return gn_bf16_to_float(v.bits); }
-// CuPy's float16 / bfloat16 classes convert to float themselves.
-template <typename U> GN_HD float gn_to_acc(const U& v) { return (float)v; }
 
-template <typename T> struct gn_store {
-    GN_HD static T from(float v) { return T(v); }      // CuPy's 16-bit classes
-};
+template <typename T> struct gn_store;
 template <> struct gn_store<float> { GN_HD static float from(float v) { return v; } };
 template <> struct gn_store<double> { GN_HD static double from(double v) { return v; } };
 template <> struct gn_store<gn_half> {
@@ -136,12 +131,145 @@ template <> struct gn_store<gn_bfloat> {
 };
 template <typename T> GN_HD T gn_from_acc(typename gn_traits<T>::acc v) { return gn_store<T>::from(v); }
 
+// How a dtype D travels through a CuPy Elementwise kernel: float and double
+// as themselves, float16 and bfloat16 as their bit patterns (the backend
+// passes uint16 views of those arrays), converted by the helpers above.
+// CuPy's own float16/bfloat16 classes are never used, so the host harness,
+// which compiles these same lines with g++, runs the device's operators.
+template <typename D> struct gn_io;
+template <> struct gn_io<float> {
+    typedef float raw;
+    GN_HD static float load(float v) { return v; }
+    GN_HD static float store(float v) { return v; }
+};
+template <> struct gn_io<double> {
+    typedef double raw;
+    GN_HD static double load(double v) { return v; }
+    GN_HD static double store(double v) { return v; }
+};
+template <> struct gn_io<gn_half> {
+    typedef unsigned short raw;
+    GN_HD static float load(unsigned short b) { return gn_half_to_float(b); }
+    GN_HD static unsigned short store(float v) { return gn_float_to_half(v); }
+};
+template <> struct gn_io<gn_bfloat> {
+    typedef unsigned short raw;
+    GN_HD static float load(unsigned short b) { return gn_bf16_to_float(b); }
+    GN_HD static unsigned short store(float v) { return gn_float_to_bf16(v); }
+};
+
+// Defined for A == B only: an argument of another type (say CuPy's float16
+// class, had an array been passed without its uint16 view) does not compile.
+template <typename A, typename B> struct gn_same_type;
+template <typename A> struct gn_same_type<A, A> { enum { value = 1 }; };
+
+template <typename D, typename R>
+GN_HD typename gn_traits<D>::acc gn_ld(const R& v) {
+    (void)sizeof(gn_same_type<R, typename gn_io<D>::raw>);
+    return gn_io<D>::load(v);
+}
+template <typename D>
+GN_HD typename gn_io<D>::raw gn_st(typename gn_traits<D>::acc v) { return gn_io<D>::store(v); }
+
 GN_HD double gn_sqrt(double v) {
 #ifdef __CUDA_ARCH__
     return sqrt(v);
 #else
     return std::sqrt(v);
 #endif
+}
+
+// Explicit fused multiply-adds: the device compiler contracts a * b + c on
+// its own, the host compiler (tests/gpu_harness, -ffp-contract=off) does
+// not, so every multiply-add of the per-value formulas is written out and
+// both run the same roundings.
+GN_HD float gn_fma(float a, float b, float c) {
+#ifdef __CUDA_ARCH__
+    return __fmaf_rn(a, b, c);
+#else
+    return std::fma(a, b, c);
+#endif
+}
+GN_HD double gn_fma(double a, double b, double c) {
+#ifdef __CUDA_ARCH__
+    return __fma_rn(a, b, c);
+#else
+    return std::fma(a, b, c);
+#endif
+}
+
+// True for finite v (false for inf and NaN), without <cmath>'s isfinite.
+template <typename A> GN_HD bool gn_finite(A v) { return v - v == (A)0; }
+
+GN_HD double gn_bits_to_double(unsigned long long u) {
+#ifdef __CUDA_ARCH__
+    return __longlong_as_double((long long)u);
+#else
+    double d;
+    std::memcpy(&d, &u, sizeof d);
+    return d;
+#endif
+}
+
+GN_HD unsigned long long gn_double_to_bits(double d) {
+#ifdef __CUDA_ARCH__
+    return (unsigned long long)__double_as_longlong(d);
+#else
+    unsigned long long u;
+    std::memcpy(&u, &d, sizeof u);
+    return u;
+#endif
+}
+
+// ---------------------------------------------------------------------------
+// Magnitudes.  Every finite input whose variance fits in double must
+// normalize correctly, but 16- and 32-bit data are computed in float:
+// squares of data with a spread of 1e19 overflow it, squares of a spread of
+// 1e-19 underflow it (and the device flushes float subnormals to zero:
+// CuPy compiles with -ftz=true).  The fast paths stay in float; what they
+// cannot hold is detected and redone (moments in double), or scaled by a
+// power of two (normalize and dx).
+
+template <typename A> struct gn_lim;
+template <> struct gn_lim<float> {
+    // rstd in [free_lo, free_hi]: (x - mean) and rstd * (x - mean) fit float as they are
+    static constexpr double free_lo = 0x1p-60, free_hi = 0x1p60;
+    static constexpr double scale_lo = 0x1p-126, scale_hi = 0x1p60;   // normal floats
+    // a variance below tiny_var may have lost squares to underflow
+    static constexpr double tiny_var = 0x1p-100;
+};
+template <> struct gn_lim<double> {
+    static constexpr double free_lo = 0x1p-500, free_hi = 0x1p500;
+    static constexpr double scale_lo = 0x1p-1022, scale_hi = 0x1p500;
+    static constexpr double tiny_var = 0x1p-900;
+};
+
+// A variance computed in A that cannot be trusted and matters: non-finite
+// (overflow, or NaN/Inf in the data: the redo propagates them), or so small
+// that squares may have underflowed while eps is smaller still (otherwise
+// var + eps does not see the difference).
+template <typename A>
+GN_HD bool gn_moments_suspect(double n, double mean, double m2, double eps) {
+    if (!gn_finite(mean) || !gn_finite(m2)) return true;
+    return m2 < n * gn_lim<A>::tiny_var && eps < gn_lim<A>::tiny_var * 0x1p30;
+}
+
+// 2^floor(log2 v) for a normal double v > 0.
+GN_HD double gn_pow2_floor(double v) {
+    return gn_bits_to_double(gn_double_to_bits(v) & 0x7ff0000000000000ULL);
+}
+
+// The power of two s by which the kernels scale x - mean before applying
+// t = rstd / s: 1 for ordinary spreads (the formulas reduce to the plain
+// ones), about rstd for extreme ones, so that (x - mean) * s and t stay
+// within A's normal range.  NaN stays NaN (through t).
+template <typename A>
+GN_HD double gn_scale(double r) {
+    if (r >= gn_lim<A>::free_lo && r <= gn_lim<A>::free_hi) return 1.0;
+    double s = gn_pow2_floor(r);
+    if (!(s >= gn_lim<A>::scale_lo)) s = gn_lim<A>::scale_lo;   // also for r = 0
+    if (s > gn_lim<A>::scale_hi) s = gn_lim<A>::scale_hi;
+    return s;
 }
 
 // ---------------------------------------------------------------------------
@@ -155,8 +283,8 @@ GN_HD void gn_chan_merge(A& n, A& mean, A& m2, A nb, A meanb, A m2b) {
     A nn = n + nb;
     A wb = nb / nn;
     A delta = meanb - mean;
-    mean = mean + delta * wb;
-    m2 = m2 + m2b + delta * delta * n * wb;
+    mean = gn_fma(delta, wb, mean);
+    m2 = gn_fma(delta * delta * n, wb, m2 + m2b);
     n = nn;
 }
 
@@ -170,7 +298,7 @@ GN_HD void gn_chunk_moments(const A* v, int u, A& mean, A& m2) {
     mean = s / (A)u;
     A t = 0;
 #pragma unroll
-    for (int q = 0; q < U; ++q) if (q < u) { A d = v[q] - mean; t += d * d; }
+    for (int q = 0; q < U; ++q) if (q < u) { A d = v[q] - mean; t = gn_fma(d, d, t); }
     m2 = t;
 }
 
@@ -201,33 +329,63 @@ GN_HD void gn_mean_parts(double mean, float& hi, float& lo) {
 }
 GN_HD void gn_mean_parts(double mean, double& hi, double& lo) { hi = mean; lo = 0.0; }
 
-// Post-map of the merge ReductionKernel: writes mean, rstd and the low part.
+// Per statistics group, what normalize needs in the compute type A:
+//   y = ((x * s - hi * s) * (t * gamma)) + (beta - lo * s * (t * gamma)),
+// with s = gn_scale(rstd), t = rstd / s: (x - mean) * rstd * gamma + beta,
+// x * s - hi * s exact (s a power of two), for any finite spread.
+// c[0] = s, c[1] = -hi * s, c[2] = t, c[3] = lo * s.
+template <typename A>
+GN_HD void gn_norm_coef(double mean, double r, A* c) {
+    A hi, lo;
+    gn_mean_parts(mean, hi, lo);
+    const double s = gn_scale<A>(r);
+    c[0] = (A)s;
+    c[1] = (A)(-(double)hi * s);
+    c[2] = (A)(r / s);
+    c[3] = (A)((double)lo * s);
+}
+
+template <typename A>
+GN_HD A gn_normalize(A x, const A* c, A gam, A bet) {
+    const A sc = c[2] * gam;
+    const A sh = gn_fma(-c[3], sc, bet);
+    return gn_fma(gn_fma(x, c[0], c[1]), sc, sh);
+}
+
+// Post-map of the merge ReductionKernel: mean and rstd (the caller's
+// arrays), and normalize's coefficients.
 template <typename S>
-GN_HD void gn_stats_post(const gn_welford& a, double eps, S& mean, S& rstd, S& mlo) {
+GN_HD void gn_stats_post(const gn_welford& a, double eps, S& mean, S& rstd,
+                         S& c0, S& c1, S& c2, S& c3) {
+    const double r = gn_rstd(a.n, a.m2, eps);
     mean = (S)a.mean;
-    rstd = (S)gn_rstd(a.n, a.m2, eps);
-    mlo = (S)(a.mean - (double)mean);
+    rstd = (S)r;
+    S c[4];
+    gn_norm_coef<S>(a.mean, r, c);
+    c0 = c[0]; c1 = c[1]; c2 = c[2]; c3 = c[3];
 }
 
-// y = (x - mean) * rstd * gamma + beta, written so that x - hi is exact.
+// Backward, per statistics group of m values, from
+//   a = sum_c gamma_c * sum(dy),  br = rstd * sum_c gamma_c * sum(dy * (x - mean)):
+//   dx = rstd * gamma_c * dy - rstd^2 * br / m * (x - mean) - rstd * a / m
+//      = s * (t * gamma_c * dy + c2 * (x * s - mean * s) + c3)
+// with s, t as for normalize, c2 = -t^2 * br / m, c3 = -t * a / m: every
+// term stays in A's range whatever the spread.
+// c[0] = s, c[1] = -mean * s, c[2] = t, c[3] = c2, c[4] = c3.
 template <typename A>
-GN_HD A gn_normalize(A x, A mhi, A mlo, A r, A gam, A bet) {
-    A sc = r * gam;
-    A sh = bet - mlo * sc;
-    return (x - mhi) * sc + sh;
-}
-
-// Backward, per statistics group of M values:
-//   a = sum_c gamma_c * sum(dy),  br = rstd * sum_c gamma_c * sum(dy * (x - mean))
-//   dx = rstd * gamma_c * dy + c2 * (x - mean) + c3
-GN_HD void gn_bwd_coef(double a, double br, double r, double m, double& c2, double& c3) {
-    c2 = -(r * r) * br / m;
-    c3 = -r * a / m;
+GN_HD void gn_bwd_coef(double a, double br, double mean, double r, double m, A* c) {
+    const double s = gn_scale<A>(r), t = r / s;
+    c[0] = (A)s;
+    c[1] = (A)(-(double)(A)mean * s);
+    c[2] = (A)t;
+    c[3] = (A)(-(t * t) * br / m);
+    c[4] = (A)(-t * a / m);
 }
 
 template <typename A>
-GN_HD A gn_dx(A dy, A x, A mean, A r, A gam, A c2, A c3) {
-    return r * gam * dy + c2 * (x - mean) + c3;
+GN_HD A gn_dx(A dy, A x, const A* c, A gam) {
+    const A xs = gn_fma(x, c[0], c[1]);
+    return c[0] * gn_fma(c[2] * gam, dy, gn_fma(c[3], xs, c[4]));
 }
 
 // Two sums at once: the reduce type of the partial-sum ReductionKernel.

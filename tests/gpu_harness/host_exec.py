@@ -1,10 +1,25 @@
 """Run the GPU backend's kernels on the CPU, for tests without a GPU.
 
 `build(tmpdir)` compiles raw_harness.cpp with g++ (C++20): the RawKernel
-templates of gn_native/cuda/gn_kernels.cuh under host_shim.h, plus every
-CuPy Elementwise/Reduction spec of gn_native/_gpu_kernels.py turned into a
-plain C++ loop (elementwise.inc, generated here): the operation strings are
-compiled verbatim with the same typedefs and preamble as on the device.
+templates of gn_native/cuda/gn_kernels.cuh under host_shim.h (blocks in a
+shuffled order, float subnormals flushed as -ftz=true does on the device),
+plus every CuPy Elementwise/Reduction spec of gn_native/_gpu_kernels.py
+turned into C++ (elementwise.inc, generated here): the operation strings
+are compiled verbatim with the same typedefs and preamble as on the device.
+The 16-bit dtypes reach them as uint16 bits, converted by gn_math.cuh's own
+helpers (gn_io), exactly as on the device: no stand-in for CuPy's float16
+or bfloat16 classes is needed, because the kernels never use them.
+
+Elementwise kernels are a loop over the elements (each element is
+independent).  Reductions follow the schedule of the kernel CuPy generates
+(cupy/_core/_reduction.pyx, _create_reduction_function_code, and
+_get_block_specs): blocks of REDUCTION_BLOCK threads each own `block_stride`
+consecutive outputs; thread t accumulates, from the identity, the rows
+J = t // block_stride, + block_size // block_stride, ... of output
+t % block_stride; the shared-memory tree then halves from block_size / 2
+down to block_stride (not to 1), and threads t < block_stride post-map.
+Blocks run in a shuffled order.  The summation order, hence the bits, is
+the device's.
 
 `HostExec(lib)` is a drop-in for gn_native._gpu._CupyExec working on NumPy
 arrays, so gn_native._gpu.run_forward/run_backward run the same sequence of
@@ -17,12 +32,13 @@ import subprocess
 
 import numpy as np
 
+from gn_native import _gpu_geometry as G
 from gn_native import _gpu_kernels as K
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 CTYPE = {"float16": "gn_half", "bfloat16": "gn_bfloat", "float32": "float", "float64": "double",
-         "int64": "long long", "int32": "int", "uint32": "unsigned int"}
+         "int64": "long long", "int32": "int", "uint32": "unsigned int", "uint16": "unsigned short"}
 CT_SCALAR = {"float64": ctypes.c_double, "float32": ctypes.c_float, "int64": ctypes.c_longlong,
              "int32": ctypes.c_int, "uint32": ctypes.c_uint, "uint64": ctypes.c_ulonglong}
 DTYPE_CODE = {"float16": 0, "bfloat16": 1, "float32": 2, "float64": 3}
@@ -82,39 +98,72 @@ def elementwise_code(v):
                 continue
             binds.append(f"{'const ' if kind == 'in' else ''}{_ct(typ)} &{name} = {name}__arr[i];")
     return (f'extern "C" int {_fn_name("ew", s, tmap)}({", ".join(args)}) {{\n{_typedefs(tmap)}'
+            f"    GnHostFtz ftz_;\n"
             f"    for (ptrdiff_t i = 0; i < size_; ++i) {{\n        {' '.join(binds)}\n"
             f"        {{{s.operation}}}\n    }}\n    return 0;\n}}\n")
 
 
+def clp2(x):
+    """CuPy's internal.clp2: the smallest power of two >= x."""
+    return 1 if x <= 1 else 1 << (int(x) - 1).bit_length()
+
+
+def cupy_block_specs(in_size, out_size, contiguous_size, block_size=G.REDUCTION_BLOCK):
+    """(block_size, block_stride, out_block_num) as cupy._core._reduction._get_block_specs.
+
+    tests/test_gpu_host.py checks this against CuPy's own function when CuPy is installed."""
+    reduce_block_size = max(1, in_size // out_size)
+    contiguous_size = min(contiguous_size, 32)
+    block_stride = max(contiguous_size, block_size // reduce_block_size)
+    block_stride = clp2(block_stride // 2 + 1)   # the largest power of two <= block_stride
+    return block_size, block_stride, (out_size + block_stride - 1) // block_stride
+
+
 def reduction_code(v):
-    """CuPy's reduction order for one output per block: block_size threads stride over
-    the reduced axis from the identity, then a tree over the block."""
+    """CuPy's reduction kernel (see the module docstring) over a C-contiguous (Q_, R_) view, axis 0."""
     s, tmap = v.spec, _tmap_of(v)
-    args = _c_signature(s, tmap, v.scalars) + ["long long Q_", "long long R_", "int block_"]
+    args = _c_signature(s, tmap, v.scalars) + ["long long Q_", "long long R_", "int block_", "int stride_"]
     loads = []
     for raw, typ, name in _params(s.in_params):
         if name not in v.scalars:
-            loads.append(f"const {_ct(typ)} {name} = {name}__arr[J_ * R_ + r_];")
-    outs = [f"{_ct(typ)} &{name} = {name}__arr[r_];" for _, typ, name in _params(s.out_params)]
+            loads.append(f"const {_ct(typ)} {name} = {name}__arr[j_];")
+    outs = [f"{_ct(typ)} &{name} = {name}__arr[i_];" for _, typ, name in _params(s.out_params)]
     return f'''extern "C" int {_fn_name("red", s, tmap)}({", ".join(args)}) {{
 {_typedefs(tmap)}    typedef {s.reduce_type} _type_reduce;
 #define REDUCE(a, b) ({s.reduce_expr})
 #define POST_MAP(a) ({s.post_map_expr})
-    std::vector<_type_reduce> sdata_(block_);
-    for (long long r_ = 0; r_ < R_; ++r_) {{
+    GnHostFtz ftz_;
+    int log_ = 0;
+    while ((1 << log_) < stride_) ++log_;
+    const long long nblocks_ = (R_ + stride_ - 1) / stride_, jstride_ = (long long)(block_ >> log_) * R_;
+    const std::vector<long long> order_ = gn_host_block_order(nblocks_);
+    std::vector<_type_reduce> sdata_(block_, _type_reduce({s.identity}));
+    for (long long b_ = 0; b_ < nblocks_; ++b_) {{
+        const long long base_ = order_[b_] * stride_;
         for (int t_ = 0; t_ < block_; ++t_) {{
+            const long long i_ = base_ + (t_ & (stride_ - 1));
             _type_reduce _s = _type_reduce({s.identity});
-            for (long long J_ = t_; J_ < Q_; J_ += block_) {{
-                {" ".join(loads)}
-                _type_reduce _a = static_cast<_type_reduce>({s.map_expr});
-                _s = REDUCE(_s, _a);
+            if (i_ < R_) {{     // past the last output the device reduces values it then drops
+                for (long long j_ = i_ + (long long)(t_ >> log_) * R_; j_ < Q_ * R_; j_ += jstride_) {{
+                    {" ".join(loads)}
+                    _type_reduce _a = static_cast<_type_reduce>({s.map_expr});
+                    _s = REDUCE(_s, _a);
+                }}
             }}
             sdata_[t_] = _s;
         }}
-        for (int b_ = block_ / 2; b_ >= 1; b_ >>= 1)
-            for (int t_ = 0; t_ < b_; ++t_) sdata_[t_] = REDUCE(sdata_[t_], sdata_[t_ + b_]);
-        {" ".join(outs)}
-        POST_MAP(sdata_[0]);
+        for (int h_ = block_ / 2; h_ >= stride_; h_ >>= 1)
+            for (int t_ = 0; t_ < h_; ++t_) {{
+                _type_reduce _a = sdata_[t_], _b = sdata_[t_ + h_];
+                sdata_[t_] = REDUCE(_a, _b);
+            }}
+        for (int t_ = 0; t_ < stride_; ++t_) {{
+            const long long i_ = base_ + t_;
+            if (i_ < R_) {{
+                {" ".join(outs)}
+                POST_MAP(sdata_[t_]);
+            }}
+        }}
     }}
 #undef REDUCE
 #undef POST_MAP
@@ -134,7 +183,8 @@ def cupy_variants():
 
 
 def generate_inc():
-    parts = ["// generated by tests/gpu_harness/host_exec.py\n#include <cstddef>\n#include <vector>\n"]
+    parts = ["// generated by tests/gpu_harness/host_exec.py\n#include <cstddef>\n#include <vector>\n"
+             '#include "host_shim.h"\n']
     for v in cupy_variants():
         parts.append(elementwise_code(v) if isinstance(v.spec, K.Elementwise) else reduction_code(v))
     return "\n".join(parts)
@@ -154,7 +204,7 @@ def build(outdir):
     lib = os.path.join(outdir, "gn_gpu_harness.so")
     cmd = [cxx, "-std=c++20", "-O1", "-g0", "-shared", "-fPIC", "-pthread", "-ffp-contract=off",
            "-Wall", "-Wextra", "-Wno-unknown-pragmas", "-Wno-unused-parameter", "-Wno-maybe-uninitialized", "-Wno-unused-local-typedefs",
-           "-I", K.CUDA_DIR, "-I", HERE, "-I", outdir,
+           "-I", K.CUDA_DIR, "-I", HERE, "-I", outdir, *G.raw_defines(),
            os.path.join(HERE, "raw_harness.cpp"), "-o", lib]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
@@ -179,6 +229,7 @@ class HostExec:
     def __init__(self, lib):
         self.lib = lib
         self.launches = []      # (kind or spec key, launch geometry or None), in order
+        self.reductions = []    # (key, Q, R, block_size, block_stride) of each reduction
         self._fns = {}
 
     def empty(self, shape, dtype):
@@ -187,7 +238,7 @@ class HostExec:
         return a
 
     def raw(self, kind, dtype, layout, affine, launch, args):
-        assert launch.block & (launch.block - 1) == 0 and launch.block <= 1024
+        assert launch.block & (launch.block - 1) == 0 and launch.block <= G.max_block(kind)
         self.launches.append((kind, launch))
         head = [ctypes.c_int(DTYPE_CODE[dtype]), ctypes.c_int(LAYOUT_CODE[layout])]
         if kind.endswith("fused"):
@@ -195,11 +246,11 @@ class HostExec:
         conv = [_ptr(a) if a is None or isinstance(a, np.ndarray) else _scalar(a) for a in args]
         tail = [ctypes.c_longlong(launch.grid), ctypes.c_int(launch.block), ctypes.c_longlong(launch.smem)]
         rc = getattr(self.lib, "h_" + kind)(*head, *conv, *tail)
-        assert rc == 0
+        assert rc == 0, f"{kind}: harness returned {rc} (-2: block {launch.block} over its __launch_bounds__)"
 
-    def _call(self, prefix, key, args):
+    def _call(self, prefix, key, args, dtype=None):
         from gn_native import _gpu
-        spec = _gpu._SPECS[key]()
+        spec = _gpu.spec_for(key, dtype)
         params = _params(spec.in_params) + _params(spec.out_params)
         assert len(params) == len(args), (key, len(params), len(args))
         tmap = {}
@@ -220,8 +271,8 @@ class HostExec:
                 conv.append(_scalar(a))
         return spec, params, fn, conv
 
-    def elementwise(self, key, *args):
-        spec, params, fn, conv = self._call("ew", key, args)
+    def elementwise(self, key, dtype, *args):
+        spec, params, fn, conv = self._call("ew", key, args, dtype)
         self.launches.append((key, None))
         sizes = {a.size for (raw, _, _), a in zip(params, args) if isinstance(a, np.ndarray) and not raw}
         assert len(sizes) == 1, f"{key}: non-raw arrays of sizes {sizes}"
@@ -238,4 +289,6 @@ class HostExec:
         q, r = ins[0].shape
         assert all(a.shape == (q, r) for a in ins)
         assert all(a.shape == (r,) for a in args[nin:])
-        assert fn(*conv, ctypes.c_longlong(q), ctypes.c_longlong(r), ctypes.c_int(512)) == 0
+        block, stride, _ = cupy_block_specs(q * r, r, r)    # C-contiguous inputs: r contiguous outputs
+        self.reductions.append((key, q, r, block, stride))
+        assert fn(*conv, ctypes.c_longlong(q), ctypes.c_longlong(r), ctypes.c_int(block), ctypes.c_int(stride)) == 0

@@ -1,8 +1,9 @@
 // raw_harness.cpp -- C entry points (for ctypes) that run the gn_native GPU
 // kernels' code on the CPU: the RawKernel templates of gn_kernels.cuh under
 // host_shim.h, and the scalar helpers of gn_math.cuh.  Built by
-// tests/test_gpu_host.py with g++ -std=c++20 into a temporary directory,
-// together with the CuPy operation strings (generated elementwise.inc).
+// tests/gpu_harness/host_exec.py with g++ -std=c++20 into a temporary
+// directory, with the RawModule's -D options (its __launch_bounds__) and
+// the CuPy operation strings (generated elementwise.inc).
 #include "host_shim.h"
 #include "gn_kernels.cuh"
 
@@ -25,46 +26,49 @@
     else if (aff == 1) { const int AF = 1; CALL; }               \
     else { const int AF = 2; CALL; }
 
+// The entry points return 0, or -2 for a block larger than the kernel's
+// __launch_bounds__ (see gn_host_launch).
+
 template <typename T, int L, int AF>
-static void run_fwd_fused(void* y, void* mean, void* rstd, const void* x, const void* gamma, const void* beta,
-                          long long N, long long C, long long Sp, long long G, double eps,
-                          long long grid, int block, long long smem) {
+static int run_fwd_fused(void* y, void* mean, void* rstd, const void* x, const void* gamma, const void* beta,
+                         long long N, long long C, long long Sp, long long G, double eps,
+                         long long grid, int block, long long smem) {
     typedef typename gn_traits<T>::stat S;
-    gn_host_launch(grid, block, (size_t)smem, [=] {
+    return gn_host_launch(grid, block, GN_FUSED_BLOCK_MAX, (size_t)smem, [=] {
         gn_fwd_fused<T, L, AF>((T*)y, (S*)mean, (S*)rstd, (const T*)x, (const T*)gamma, (const T*)beta,
                                N, C, Sp, G, eps);
     });
 }
 
 template <typename T, int L>
-static void run_stats_partial(double* pn, double* pmean, double* pm2, const void* x, long long N, long long C,
-                              long long Sp, long long G, long long P, long long chunk,
-                              long long grid, int block, long long smem) {
-    gn_host_launch(grid, block, (size_t)smem, [=] {
-        gn_stats_partial<T, L>(pn, pmean, pm2, (const T*)x, N, C, Sp, G, P, chunk);
+static int run_stats_partial(double* pn, double* pmean, double* pm2, const void* x, long long N, long long C,
+                             long long Sp, long long G, long long P, long long chunk, double eps,
+                             long long grid, int block, long long smem) {
+    return gn_host_launch(grid, block, GN_SPLIT_BLOCK, (size_t)smem, [=] {
+        gn_stats_partial<T, L>(pn, pmean, pm2, (const T*)x, N, C, Sp, G, P, chunk, eps);
     });
 }
 
 template <typename T, int L, int AF>
-static void run_bwd_fused(void* dx, void* pdb, void* pdg, const void* dy, const void* x, const void* mean,
-                          const void* rstd, const void* gamma, long long N, long long C, long long Sp,
-                          long long G, int tx_len, long long grid, int block, long long smem) {
+static int run_bwd_fused(void* dx, void* pdb, void* pdg, const void* dy, const void* x, const void* mean,
+                         const void* rstd, const void* gamma, long long N, long long C, long long Sp,
+                         long long G, int tx_len, long long grid, int block, long long smem) {
     typedef typename gn_traits<T>::stat S;
     typedef typename gn_traits<T>::acc A;
-    gn_host_launch(grid, block, (size_t)smem, [=] {
+    return gn_host_launch(grid, block, GN_FUSED_BLOCK_MAX, (size_t)smem, [=] {
         gn_bwd_fused<T, L, AF>((T*)dx, (A*)pdb, (A*)pdg, (const T*)dy, (const T*)x, (const S*)mean,
                                (const S*)rstd, (const T*)gamma, N, C, Sp, G, tx_len);
     });
 }
 
 template <typename T, int L>
-static void run_bwd_partial(void* pdb, void* pdg, const void* dy, const void* x, const void* mean,
-                            const void* rstd, long long N, long long C, long long Sp, long long G,
-                            long long gn, long long P, long long chunk, int tx_len,
-                            long long grid, int block, long long smem) {
+static int run_bwd_partial(void* pdb, void* pdg, const void* dy, const void* x, const void* mean,
+                           const void* rstd, long long N, long long C, long long Sp, long long G,
+                           long long gn, long long P, long long chunk, int tx_len,
+                           long long grid, int block, long long smem) {
     typedef typename gn_traits<T>::stat S;
     typedef typename gn_traits<T>::acc A;
-    gn_host_launch(grid, block, (size_t)smem, [=] {
+    return gn_host_launch(grid, block, GN_SPLIT_BLOCK, (size_t)smem, [=] {
         gn_bwd_partial<T, L>((A*)pdb, (A*)pdg, (const T*)dy, (const T*)x, (const S*)mean, (const S*)rstd,
                              N, C, Sp, G, gn, P, chunk, tx_len);
     });
@@ -75,34 +79,38 @@ extern "C" {
 int h_fwd_fused(int dtype, int layout, int aff, void* y, void* mean, void* rstd, const void* x,
                 const void* gamma, const void* beta, long long N, long long C, long long Sp, long long G,
                 double eps, long long grid, int block, long long smem) {
-    GN_DISPATCH_T(dtype, GN_DISPATCH_L(layout, GN_DISPATCH_A(aff, (run_fwd_fused<T, L, AF>(
+    int rc = -1;
+    GN_DISPATCH_T(dtype, GN_DISPATCH_L(layout, GN_DISPATCH_A(aff, (rc = run_fwd_fused<T, L, AF>(
         y, mean, rstd, x, gamma, beta, N, C, Sp, G, eps, grid, block, smem)))));
-    return 0;
+    return rc;
 }
 
 int h_stats_partial(int dtype, int layout, double* pn, double* pmean, double* pm2, const void* x,
                     long long N, long long C, long long Sp, long long G, long long P, long long chunk,
-                    long long grid, int block, long long smem) {
-    GN_DISPATCH_T(dtype, GN_DISPATCH_L(layout, (run_stats_partial<T, L>(
-        pn, pmean, pm2, x, N, C, Sp, G, P, chunk, grid, block, smem))));
-    return 0;
+                    double eps, long long grid, int block, long long smem) {
+    int rc = -1;
+    GN_DISPATCH_T(dtype, GN_DISPATCH_L(layout, (rc = run_stats_partial<T, L>(
+        pn, pmean, pm2, x, N, C, Sp, G, P, chunk, eps, grid, block, smem))));
+    return rc;
 }
 
 int h_bwd_fused(int dtype, int layout, int aff, void* dx, void* pdb, void* pdg, const void* dy, const void* x,
                 const void* mean, const void* rstd, const void* gamma, long long N, long long C,
                 long long Sp, long long G, int tx_len, long long grid, int block, long long smem) {
-    GN_DISPATCH_T(dtype, GN_DISPATCH_L(layout, GN_DISPATCH_A(aff, (run_bwd_fused<T, L, AF>(
+    int rc = -1;
+    GN_DISPATCH_T(dtype, GN_DISPATCH_L(layout, GN_DISPATCH_A(aff, (rc = run_bwd_fused<T, L, AF>(
         dx, pdb, pdg, dy, x, mean, rstd, gamma, N, C, Sp, G, tx_len, grid, block, smem)))));
-    return 0;
+    return rc;
 }
 
 int h_bwd_partial(int dtype, int layout, void* pdb, void* pdg, const void* dy, const void* x,
                   const void* mean, const void* rstd, long long N, long long C, long long Sp, long long G,
                   long long gn, long long P, long long chunk, int tx_len,
                   long long grid, int block, long long smem) {
-    GN_DISPATCH_T(dtype, GN_DISPATCH_L(layout, (run_bwd_partial<T, L>(
+    int rc = -1;
+    GN_DISPATCH_T(dtype, GN_DISPATCH_L(layout, (rc = run_bwd_partial<T, L>(
         pdb, pdg, dy, x, mean, rstd, N, C, Sp, G, gn, P, chunk, tx_len, grid, block, smem))));
-    return 0;
+    return rc;
 }
 
 // Conversions, element by element.
