@@ -1,9 +1,12 @@
 """The C API: a plain-C header and library, usable without Python.
 
 Compiles, with the flags `python -m gn_native --cflags --libs` prints, the C
-example (examples/c) and the C-level tests (tests/c/test_core.c) against the
-shipped libgn_native, and runs them: results against plain loops, scalar vs
-AVX2 and thread counts bit for bit, GN_EINVAL for bad descriptors, pthreads.
+example (examples/c) and the C-level tests (tests/c/test_core.c,
+tests/c/test_safety.c) against the shipped libgn_native, and runs them:
+results against plain loops, scalar vs AVX2 and thread counts bit for bit,
+GN_EINVAL for bad descriptors, pthreads; calls from inside the caller's
+OpenMP team, a fork after a multithreaded call, huge descriptors, aliasing and
+extreme magnitudes.
 """
 import re
 import shutil
@@ -103,13 +106,30 @@ def test_core_c_level(tmp_path):
 
 
 @needs_cc
+def test_safety_c_level(tmp_path):
+    """tests/c/test_safety.c against the shipped library, the program itself built with
+    OpenMP so that it can call the core from inside its own team."""
+    if not cb.has_openmp(CC, tmp_path):
+        pytest.skip(f"{CC} has no OpenMP: the caller's team cannot be built")
+    exe = cb.link(CC, tmp_path / "test_safety", [cb.TESTS_C / "test_safety.c"],
+                  cflags=["-O2", "-Wall", "-Wextra"], libs=cb.gn_flags(), openmp=True)
+    res = cb.run([str(exe)], env=cb.python_env(**RUN_ENV), timeout=300, check=False)
+    print(res.stdout)
+    assert res.returncode == 0, f"test_safety failed:\n{res.stdout[-3000:]}\n{res.stderr[-6000:]}"
+    assert re.search(r"\d+ checks, 0 failures", res.stdout), res.stdout
+
+
+@needs_cc
 def test_core_builds_and_passes_without_openmp(tmp_path):
     """A compiler without OpenMP still builds the core, warning-free, single-threaded;
-    test_core's checks (bit-identity across thread settings included) still pass."""
+    test_core's checks (bit-identity across thread settings included) and test_safety's
+    still pass."""
     flags = ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Werror"]
     objs = cb.build_core(CC, tmp_path / "core", flags, openmp=False)
-    exe = cb.link(CC, tmp_path / "test_core", [cb.TESTS_C / "test_core.c", *objs],
-                  cflags=["-O2"], openmp=False)
-    res = cb.run([str(exe)], env=cb.python_env(**RUN_ENV), timeout=300, check=False)
-    assert res.returncode == 0, f"test_core failed:\n{res.stdout[-3000:]}\n{res.stderr[-6000:]}"
-    assert re.search(r"\d+ checks, 0 failures", res.stdout), res.stdout
+    for prog in ("test_core", "test_safety"):
+        exe = cb.link(CC, tmp_path / prog, [cb.TESTS_C / f"{prog}.c", *objs], cflags=["-O2"],
+                      openmp=False)
+        res = cb.run([str(exe), *(["--quick"] if prog == "test_safety" else [])],
+                     env=cb.python_env(**RUN_ENV), timeout=300, check=False)
+        assert res.returncode == 0, f"{prog} failed:\n{res.stdout[-3000:]}\n{res.stderr[-6000:]}"
+        assert re.search(r"\d+ checks, 0 failures", res.stdout), res.stdout

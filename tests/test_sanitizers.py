@@ -2,8 +2,10 @@
 
 The core's sources (gn_native/src/*.c, with the AVX2 file and OpenMP, as
 setup.py builds them) are compiled with -fsanitize=address,undefined
--fno-sanitize-recover=all and linked with the C example and
-tests/c/test_core.c; both must run without a report, leaks included.  The C
+-fno-sanitize-recover=all and linked with the C example,
+tests/c/test_core.c and tests/c/test_safety.c (calls from inside an OpenMP
+team, fork, a descriptor fuzz, aliasing, extreme magnitudes); all must run
+without a report, leaks included.  The C
 example and test_core (quick sizes) also run under valgrind memcheck, built
 without sanitizers: no errors, no definite or indirect leaks.  libgomp keeps
 its thread pool until exit, which memcheck calls "possibly lost" or "still
@@ -44,7 +46,8 @@ def cc():
 
 @pytest.fixture(scope="module")
 def sanitized(cc, tmp_path_factory):
-    """test_core and the C example, linked with the core built under ASan + UBSan."""
+    """test_core, test_safety and the C example, linked with the core built under
+    ASan + UBSan."""
     d = tmp_path_factory.mktemp("asan")
     if not cb.can_compile(cc, cb.SANITIZE, d, name="san_probe"):
         pytest.skip(f"{cc} cannot build with {' '.join(cb.SANITIZE)}")
@@ -55,6 +58,8 @@ def sanitized(cc, tmp_path_factory):
                              cflags=cb.SANITIZE, openmp=omp),
         "demo": cb.link(cc, d / "demo", [cb.EXAMPLE_C / "demo.c", *objs],
                         cflags=cb.SANITIZE, openmp=omp),
+        "test_safety": cb.link(cc, d / "test_safety", [cb.TESTS_C / "test_safety.c", *objs],
+                               cflags=cb.SANITIZE, openmp=omp),
     }
 
 
@@ -80,7 +85,7 @@ def _check_clean(res, what):
         f"--- stdout ---\n{res.stdout[-3000:]}\n--- stderr ---\n{res.stderr[-8000:]}")
 
 
-@pytest.mark.parametrize("program", ["test_core", "demo"])
+@pytest.mark.parametrize("program", ["test_core", "demo", "test_safety"])
 def test_asan_ubsan_clean(sanitized, program):
     res = cb.run([str(sanitized[program])], env=cb.python_env(**SAN_ENV), timeout=600,
                  check=False)
