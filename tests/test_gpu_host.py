@@ -170,6 +170,64 @@ def test_flat_locate(lib, layout, stats, small, monkeypatch):
         assert np.array_equal(got, exp)
 
 
+def test_blocks_run_in_a_shuffled_order(lib):
+    """A kernel that relied on block b running after block b - 1 would fail in the harness."""
+    for grid in (2, 3, 7, 64, 1000):
+        out = np.empty(grid, np.int64)
+        lib.h_block_order(ctypes.c_longlong(grid), _p(out))
+        assert sorted(out) == list(range(grid))
+        assert not np.array_equal(out, np.arange(grid))
+
+
+def test_float_subnormals_flush_to_zero_as_on_the_device(lib):
+    """CuPy compiles with -ftz=true: float results and inputs below 2**-126 count as zero."""
+    lib.h_ftz_fma.restype = ctypes.c_float
+    lib.h_ftz_fma.argtypes = [ctypes.c_float] * 3
+    assert lib.h_ftz_fma(2.0**-70, 2.0**-70, 0.0) == 0.0            # 2**-140: subnormal, flushed
+    assert lib.h_ftz_fma(2.0**-60, 2.0**-60, 0.0) == 2.0**-120       # normal: kept
+    assert lib.h_ftz_fma(1.0, 1e-40, 0.0) == 0.0                     # subnormal input read as 0
+    assert np.float32(1e-40) != 0                                    # ... but not in the Python thread
+
+
+def test_reduction_schedule_is_cupys():
+    """The harness' model of CuPy's reduction blocks (host_exec.cupy_block_specs) is CuPy's own function."""
+    if _gpu.cupy is None:
+        pytest.skip("CuPy not installed: nothing to compare the model with")
+    from cupy._core import _reduction
+    for q in (1, 2, 3, 7, 64, 100, 511, 512, 513, 4096, 100000):
+        for r in (1, 2, 3, 5, 31, 32, 33, 64, 200, 4096):
+            assert H.cupy_block_specs(q * r, r, r) == tuple(_reduction._get_block_specs(q * r, r, r, -1)), (q, r)
+
+
+def test_reductions_with_several_outputs_per_block(ex, monkeypatch):
+    """Many outputs and few rows: CuPy gives each block up to 32 outputs (block_stride), and the
+    tree stops at block_stride.  The harness runs that schedule; results still match the reference."""
+    monkeypatch.setattr(G, "FUSED_MIN_GROUPS", 10**12)
+    monkeypatch.setattr(G, "FUSED_MAX_SMALL_GROUP", -1)
+    monkeypatch.setattr(G, "SPLIT_MIN_CHUNK", 2)
+    rng = np.random.default_rng(12)
+    x = (5 + rng.standard_normal((40, 64, 3))).astype(np.float32)     # 40 * 32 groups, 2 chunks each
+    y, mean, rstd, _ = _run_forward(ex, x, 32, None, None, 1e-5, "sample", "nchw")
+    (key, q, r, block, stride), = [red for red in ex.reductions if red[0].startswith("merge")]
+    assert (q, r, block, stride) == (2, 1280, 512, 256)     # two rows per output, 256 outputs a block
+    yr, mr, rr = R.forward(x, 32, None, None, 1e-5, "sample")
+    _check_y(y, yr, np.float32)
+    assert np.allclose(mean, mr, rtol=1e-6, atol=1e-6) and np.allclose(rstd, rr, rtol=1e-6)
+
+
+def test_cupy_kernels_refuse_cupys_16_bit_classes():
+    """The 16-bit CuPy kernels convert bits with gn_math's helpers: given CuPy's own float16 type
+    (an array passed without its uint16 view) they do not compile, so nothing runs CuPy's operators."""
+    if _gpu.cupy is None:
+        pytest.skip("CuPy not installed (pip install .[gpu-check])")
+    from gn_native import gpu_check, _gpu_kernels as K
+    ok = K._ew(K.normalize_spec("float16"), {"T": "uint16", "S": "float32"})
+    gpu_check.compile_program(gpu_check.elementwise_source(ok), (), "sm_80", True)
+    bad = K._ew(K.normalize_spec("float16"), {"T": "float16", "S": "float32"})
+    with pytest.raises(Exception, match="gn_same_type"):
+        gpu_check.compile_program(gpu_check.elementwise_source(bad), (), "sm_80", True)
+
+
 def test_thread_moments_keep_a_large_mean_exact(lib):
     rng = np.random.default_rng(3)
     x = (1e4 + rng.standard_normal(10007)).astype(np.float32)
@@ -507,3 +565,164 @@ def test_no_device_error_names_the_device():
     with pytest.raises(RuntimeError, match="no CUDA device"):
         _gpu.require_device()
     assert "no usable CUDA device" in _gpu.describe()
+
+
+# ---------------------------------------------------------------------------
+# Magnitudes: every finite input whose variance fits in double normalizes
+# correctly (SPEC), although 16- and 32-bit data are computed in float.
+
+# spreads per dtype: float32 and bfloat16 over float's range, float16 over
+# its own, float64 far past float's
+SCALES = {
+    "float32": [1e-30, 1e-19, 1e-10, 1.0, 1e10, 2e19, 1e30, 1e37, 1e38],
+    "bfloat16": [1e-30, 1e-19, 1.0, 2e19, 1e30, 1e38],
+    "float16": [1e-4, 1e-2, 1.0, 1e2, 1e4],
+    "float64": [1e-150, 1e-60, 1e-19, 1.0, 2e19, 1e60, 1e150],
+}
+MAG_CASES = [(dt, s) for dt in SCALES for s in SCALES[dt] if dt != "bfloat16" or BF16 is not None]
+
+
+def _dt(name):
+    return BF16 if name == "bfloat16" else np.dtype(name)
+
+
+def _spread(rng, shape, scale, dtype):
+    """Data of standard deviation ~scale, never beyond the dtype's range (uniform on +-1.7 scale)."""
+    return (scale * rng.uniform(-1.7, 1.7, shape)).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype,scale", MAG_CASES, ids=lambda v: str(v))
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+@pytest.mark.parametrize("stats", ["sample", "batch"])
+def test_forward_magnitudes(ex, path, dtype, scale, layout, stats):
+    """y ~ N(0, 1)-sized whatever the data's spread; eps scaled with the variance so that it matters
+    as little as in ordinary data (1e-6 of the variance), as a tiny eps would with tiny data."""
+    dtype = _dt(dtype)
+    rng = np.random.default_rng(int(np.log10(scale) + 400))
+    x = _spread(rng, (2, 6, 5, 7), scale, dtype)
+    x[0, 0, 0, 0] = x[0, 0, 0, 0] * 0.25 + np.asarray(0.5 * scale).astype(dtype)   # the shift, off the mean
+    eps = 1e-6 * scale * scale
+    gamma, beta = _params(rng, "channel", 6, 3, np.float32)
+    gamma, beta = gamma.astype(dtype), beta.astype(dtype)
+    y, mean, rstd, _ = _run_forward(ex, x, 3, gamma, beta, eps, stats, layout)
+    x64 = x.astype(np.float64)
+    yr, mr, rr = R.forward(x64, 3, gamma.astype(np.float64), beta.astype(np.float64), eps, stats)
+    assert np.isfinite(y.astype(np.float64)).all()
+    _check_y(y, yr, dtype)
+    sd = V.stat_dtype_for(dtype)
+    tol = 1e-12 if sd == np.float64 else 1e-6
+    assert np.allclose(mean.astype(np.float64), mr, rtol=tol, atol=tol * scale)
+    if sd == np.float64 or rr.min() >= np.finfo(np.float32).tiny:
+        # a float32 rstd below 2**-126 (spread over 8.5e37) is flushed where the device stores it
+        assert np.allclose(rstd.astype(np.float64), rr, rtol=tol)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_one_huge_value_among_zeros(ex, path, dtype):
+    """Issue 10: one 3e19 among zeros gave y = 0 instead of ~64 (squares summed in float)."""
+    if dtype == "bfloat16" and BF16 is None:
+        pytest.skip("ml_dtypes not installed")
+    x = np.zeros((1, 4, 32, 32), _dt(dtype))
+    x[0, 1, 3, 4] = 3e19
+    y, _, _, _ = _run_forward(ex, x, 1, None, None, 1e-5, "sample", "nchw")
+    yr = R.forward(x.astype(np.float64), 1)[0]
+    assert abs(float(y[0, 1, 3, 4]) - 64.0) < 0.1
+    if dtype == "float32":     # y of 64 is known to its float ulp (7.6e-6), not to 2e-6
+        assert np.all(np.abs(y.astype(np.float64) - yr) <= 2e-6 + 2.0**-23 * np.abs(yr))
+    else:
+        _check_y(y, yr, _dt(dtype))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+def test_constant_groups_with_tiny_eps(ex, path, dtype):
+    """var = 0 and eps = 1e-80: y = beta, not NaN (x - mean is exactly 0)."""
+    if dtype == "bfloat16" and BF16 is None:
+        pytest.skip("ml_dtypes not installed")
+    x = np.full((2, 4, 9), 3.0, _dt(dtype))
+    beta = np.arange(4, dtype=np.float32).astype(_dt(dtype))
+    y, mean, rstd, _ = _run_forward(ex, x, 2, None, beta, 1e-80, "sample", "nchw")
+    assert np.array_equal(y.astype(np.float64), np.broadcast_to(beta.astype(np.float64)[None, :, None], x.shape))
+
+
+BWD_SCALES = {
+    "float32": [1e-30, 1e-19, 1.0, 2e19, 1e30],
+    "bfloat16": [1e-30, 1.0, 2e19, 1e30],
+    "float16": [1e-3, 1.0, 1e3],
+    "float64": [1e-150, 1.0, 1e150],
+}
+
+
+@pytest.mark.parametrize("dtype,scale", [(d, s) for d in BWD_SCALES for s in BWD_SCALES[d]
+                                         if d != "bfloat16" or BF16 is not None], ids=str)
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+@pytest.mark.parametrize("stats", ["sample", "batch"])
+def test_backward_magnitudes(ex, path, dtype, scale, layout, stats):
+    """dx ~ dy / spread; the terms' products dy * (x - mean) overflow float at 2e19 with dy ~ 1e19."""
+    dtype = _dt(dtype)
+    rng = np.random.default_rng(int(np.log10(scale) + 500))
+    shape, g = (2, 6, 5, 7), 3
+    x = _spread(rng, shape, scale, dtype)
+    dyscale = min(scale, 1e19) if dtype != np.float16 else 1.0
+    dy = (dyscale * rng.standard_normal(shape)).astype(dtype)
+    gamma, _ = _params(rng, "channel", 6, g, np.float32)
+    gamma = gamma.astype(dtype)
+    eps = 1e-6 * scale * scale
+    mr, rr = _ref_stats(x.astype(np.float64), g, eps, stats)
+    sd = V.stat_dtype_for(dtype)
+    mean, rstd = mr.astype(sd), rr.astype(sd)
+    dx, dgamma, dbeta = _run_backward(ex, x, dy, g, gamma, mean, rstd, stats, layout)
+    g64 = gamma.astype(np.float64)
+    ref = R.backward(dy, x, mean, rstd, g, g64, stats)
+    mag = R.backward_magnitudes(dy, x, mean, rstd, g, g64, stats)
+    rel, slack = {np.dtype(np.float64): (1e-10, 1e-10), np.dtype(np.float32): (1e-4, 1e-5)}.get(
+        np.dtype(dtype), (0.0, 1e-5))
+    for got, r, m in zip((dx, dgamma, dbeta), ref, mag):
+        got = got.astype(np.float64)
+        assert np.isfinite(got).all()
+        err = np.abs(got - r)
+        if dtype in (np.float16, BF16):
+            err = err - 1.5 * _ulp(r, dtype)
+        assert np.all(err <= rel * np.abs(r) + slack * m), np.max(err - rel * np.abs(r) - slack * m)
+
+
+# ---------------------------------------------------------------------------
+# Aliasing: what the backend takes in place (gn_native._gpu's docstring).
+# Other overlaps (out over gamma, beta or a shifted view of x) are for
+# gn_native._api to copy or refuse before the backend runs.
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+@pytest.mark.parametrize("stats", ["sample", "batch"])
+def test_forward_in_place_every_dtype(ex, path, dtype, layout, stats):
+    rng = np.random.default_rng(14)
+    x = (2 + rng.standard_normal((2, 6, 5, 3))).astype(dtype)
+    gamma, beta = _params(rng, "channel", 6, 3, np.float32)
+    gamma, beta = gamma.astype(dtype), beta.astype(dtype)
+    y, _, _, _ = _run_forward(ex, x, 3, gamma, beta, 1e-5, stats, layout, inplace=True)
+    ref = R.forward(x.astype(np.float64), 3, gamma.astype(np.float64), beta.astype(np.float64), 1e-5, stats)[0]
+    _check_y(y, ref, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+@pytest.mark.parametrize("stats", ["sample", "batch"])
+@pytest.mark.parametrize("over", ["dy", "x"])
+def test_backward_in_place(ex, path, dtype, layout, stats, over):
+    """dx written over dy or over x (the same array object) gives the out-of-place numbers."""
+    rng = np.random.default_rng(15)
+    shape, g = (2, 6, 5, 3), 3
+    x = (2 + rng.standard_normal(shape)).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    gamma, _ = _params(rng, "channel", 6, g, np.float32)
+    gamma = gamma.astype(dtype)
+    mr, rr = _ref_stats(x.astype(np.float64), g, 1e-5, stats)
+    sd = V.stat_dtype_for(dtype)
+    mean, rstd = mr.astype(sd), rr.astype(sd)
+    want = _run_backward(ex, x, dy, g, gamma, mean, rstd, stats, layout)
+    p = _plan(x, g, gamma, None, 1e-5, stats, layout)
+    xk, dyk = _to_kernel(x, p.layout).copy(), _to_kernel(dy, p.layout).copy()
+    dx = dyk if over == "dy" else xk
+    dgamma, dbeta = ex.empty(gamma.shape, dtype), ex.empty(gamma.shape, dtype)
+    _gpu.run_backward(ex, p, dx, dgamma, dbeta, dyk, xk, mean, rstd, gamma)
+    for got, exp in zip((_from_kernel(dx, p.layout), dgamma, dbeta), want):
+        assert np.array_equal(np.ascontiguousarray(got).view(np.uint8), np.ascontiguousarray(exp).view(np.uint8))

@@ -162,3 +162,25 @@ void h_moments_f32(const float* x, long long n, float shift, int chunk, float* o
 }  // extern "C"
 
 #include "elementwise.inc"
+
+extern "C" {
+
+// The order gn_host_launch runs the blocks of a grid in.
+void h_block_order(long long grid, long long* out) {
+    const std::vector<long long> order = gn_host_block_order(grid);
+    for (long long b = 0; b < grid; ++b) out[b] = order[b];
+}
+
+// a * b + c in float under the harness' flush-to-zero (as the device's -ftz=true).
+// (volatile: the compiler may not move the arithmetic out of the guard's scope)
+float h_ftz_fma(float a, float b, float c) {
+    volatile float r;
+    {
+        GnHostFtz ftz;
+        volatile float va = a, vb = b, vc = c;
+        r = va * vb + vc;
+    }
+    return r;
+}
+
+}  // extern "C"
