@@ -14,6 +14,21 @@ Paths (chosen by gn_native._gpu_geometry from the shape alone):
   fixed order, and CuPy ElementwiseKernels normalize or compute dx.
 normalize() (statistics given) is one ElementwiseKernel.
 
+Aliasing: y may be x, and dx may be dy or x (the same array object, as
+_api passes for out=x); the kernels read each value before writing it, and
+the tests run every path that way (tests/test_gpu_host.py).  Any other
+overlap between an output and an input (a shifted view, out over gamma,
+beta or the statistics) is _api's to copy or refuse.
+
+Magnitudes: 16- and 32-bit data are computed in float; moments that
+overflow it (or may have lost squares to underflow while eps is smaller
+still) are redone in double, and normalize and dx scale x - mean by a
+power of two near rstd when the spread is extreme (gn_math.cuh), so any
+finite input whose variance fits in double normalizes correctly.  Limits:
+float subnormals count as zero on the device (CuPy compiles with
+-ftz=true), and a float32 rstd below 2**-126 (a spread over 8.5e37) is
+stored as 0 (y is still right; given statistics that small are not).
+
 The orchestration below is written against a small executor (`_CupyExec`)
 so that tests/test_gpu_host.py can run the very same sequence of kernels,
 with the same geometry and arguments, on the CPU.
@@ -124,9 +139,13 @@ def normalize(plan, y, x, mean, rstd, gamma, beta):
     run_normalize(_EXEC, plan, y, x, mean, rstd, gamma, beta)
 
 
-def backward(plan, dx, dgamma, dbeta, dy, x, mean, rstd, gamma):
-    """dx, and dgamma/dbeta (shape (C,) or gamma's) in x's dtype."""
-    run_backward(_EXEC, plan, dx, dgamma, dbeta, dy, x, mean, rstd, gamma)
+def backward(plan, dx, dgamma, dbeta, dy, x, mean, rstd, gamma, frozen=False):
+    """dx, and dgamma/dbeta (shape (C,) or gamma's) in x's dtype.
+
+    frozen=True: mean and rstd are constants, not x's statistics (a layer's
+    running statistics in eval mode): dx = dy * gamma * rstd.  The plan then
+    has stats="batch", mean and rstd shape (G,)."""
+    run_backward(_EXEC, plan, dx, dgamma, dbeta, dy, x, mean, rstd, gamma, frozen)
 
 
 def describe(plan=None):
@@ -218,11 +237,12 @@ def _run_normalize(ex, plan, y, x, coef, gamma, beta):
                    np.int32(gamma is not None), np.int32(beta is not None), yf)
 
 
-def run_backward(ex, plan, dx, dgamma, dbeta, dy, x, mean, rstd, gamma):
+def run_backward(ex, plan, dx, dgamma, dbeta, dy, x, mean, rstd, gamma, frozen=False):
     dt = dtype_name(plan.dtype)
     acc = np.float64 if plan.dtype == np.float64 else np.float32
     affine = _affine_of(gamma, None, plan.c)
     geo = G.backward_geometry(plan.n, plan.c, plan.spatial, plan.groups, plan.stats, plan.layout)
+    assert not frozen or (plan.stats == "batch" and geo.path == "split"), "frozen statistics: per group"
     n, c = plan.n, plan.c
     if geo.path == "fused":
         pdb = ex.empty((n, c), acc)
@@ -247,7 +267,7 @@ def run_backward(ex, plan, dx, dgamma, dbeta, dy, x, mean, rstd, gamma):
         gam = xf[:1] if gamma is None else _io(gamma)      # a small stand-in when there is no gamma
         ex.elementwise("bwd_coef", dt, sdb, sdg, mean.reshape(-1), rstd.reshape(-1), gam,
                        _i64(c), _i64(plan.k), _i64(plan.groups), np.float64(m),
-                       np.int32(K.AFFINE_CODE[affine]), *coef)
+                       np.int32(K.AFFINE_CODE[affine]), np.int32(frozen), *coef)
         dyf = _io(dy.reshape(-1))
         dxf = dyf if dx is dy else (xf if dx is x else _io(dx.reshape(-1)))   # in place, as in _run_normalize
         ex.elementwise("dx", dt, dyf, xf, coef, _i64(coef.shape[1]), gam, *_flat_args(plan),

@@ -188,7 +188,10 @@ def dx_spec(dtype):
 
 
 def bwd_coef_spec(dtype):
-    """dx's coefficients of each statistics group i from per-channel sums (rows of C; row i // G)."""
+    """dx's coefficients of each statistics group i from per-channel sums (rows of C; row i // G).
+
+    frozen != 0: statistics that are constants (a layer's running ones in eval
+    mode), so dx = rstd * gamma * dy: the sums' terms drop out."""
     op = _storage(dtype) + """
     const long long n_ = i / G, g_ = i - n_ * G;
     double a_ = 0.0, b_ = 0.0;
@@ -198,13 +201,14 @@ def bwd_coef_spec(dtype):
         a_ += gam_ * sdb[n_ * C + ch_];
         b_ += gam_ * sdg[n_ * C + ch_];
     }
+    if (frozen) { a_ = 0.0; b_ = 0.0; }
     S k_[5];
     gn_bwd_coef<S>(a_, b_, (double)mean, (double)rstd, M, k_);
     c0 = k_[0]; c1 = k_[1]; c2 = k_[2]; c3 = k_[3]; c4 = k_[4];
 """
     return Elementwise(f"gn_bwd_coef_{dtype}",
                        "raw float64 sdb, raw float64 sdg, S mean, S rstd, raw T gamma, int64 C, int64 K, "
-                       "int64 G, float64 M, int32 aff",
+                       "int64 G, float64 M, int32 aff, int32 frozen",
                        "S c0, S c1, S c2, S c3, S c4", op)
 
 

@@ -726,3 +726,42 @@ def test_backward_in_place(ex, path, dtype, layout, stats, over):
     _gpu.run_backward(ex, p, dx, dgamma, dbeta, dyk, xk, mean, rstd, gamma)
     for got, exp in zip((_from_kernel(dx, p.layout), dgamma, dbeta), want):
         assert np.array_equal(np.ascontiguousarray(got).view(np.uint8), np.ascontiguousarray(exp).view(np.uint8))
+
+
+# ---------------------------------------------------------------------------
+# Backward with frozen statistics (a layer's running ones in eval mode).
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+@pytest.mark.parametrize("affine", ["none", "channel", "group"])
+def test_backward_with_frozen_statistics(ex, path, dtype, layout, affine):
+    """dx = dy * gamma * rstd, dgamma = sum(dy * xhat), dbeta = sum(dy) with constant mean/rstd of shape (G,)."""
+    rng = np.random.default_rng(16)
+    shape, g = (3, 6, 5, 4), 3
+    x = (2 + rng.standard_normal(shape)).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    gamma, _ = _params(rng, affine, 6, g, np.float32)
+    gamma = None if gamma is None else gamma.astype(dtype)
+    sd = V.stat_dtype_for(dtype)
+    mean = rng.standard_normal(g).astype(sd)
+    rstd = rng.uniform(0.5, 2.0, g).astype(sd)
+    p = _plan(x, g, gamma, None, 1e-5, "batch", layout)
+    xk, dyk = _to_kernel(x, p.layout), _to_kernel(dy, p.layout)
+    dx = ex.empty(xk.shape, xk.dtype)
+    pshape = gamma.shape if gamma is not None else (6,)
+    dgamma, dbeta = ex.empty(pshape, dtype), ex.empty(pshape, dtype)
+    _gpu.run_backward(ex, p, dx, dgamma, dbeta, dyk, xk, mean, rstd, gamma, frozen=True)
+    x64, dy64 = x.astype(np.float64), dy.astype(np.float64)
+    gam = np.ones(6) if gamma is None else R.per_channel(gamma.astype(np.float64), 6, g)
+    r_c = np.repeat(rstd.astype(np.float64), 2)[None, :, None, None]
+    m_c = np.repeat(mean.astype(np.float64), 2)[None, :, None, None]
+    dx_ref = dy64 * gam[None, :, None, None] * r_c
+    dg_ref = (dy64 * (x64 - m_c) * r_c).sum(axis=(0, 2, 3))
+    db_ref = dy64.sum(axis=(0, 2, 3))
+    if gamma is not None and gamma.shape[0] == g:
+        dg_ref, db_ref = dg_ref.reshape(g, -1).sum(1), db_ref.reshape(g, -1).sum(1)
+    _check_y(_from_kernel(dx, p.layout), dx_ref, dtype, "dx")
+    for got, ref in ((dgamma, dg_ref), (dbeta, db_ref)):
+        tol = 1e-10 if dtype == np.float64 else (1e-5 if dtype == np.float32 else 1e-2)
+        assert np.allclose(got.astype(np.float64), ref, rtol=tol, atol=tol * np.abs(ref).max())
+    assert "bwd_fused" not in [k for k, _ in ex.launches]
