@@ -214,14 +214,15 @@ def group_norm(x, n_groups, gamma=None, beta=None, eps=1e-5, *, stats="sample",
 
 
 def group_norm_backward(dy, x, mean, rstd, n_groups, gamma=None, *, stats="sample",
-                        channel_axis=1, out=None):
+                        channel_axis=1, out=None, _frozen=False):
     """Gradients (dx, dgamma, dbeta) of group_norm at `x`, given dL/dy.
 
     mean and rstd are what group_norm_forward returned for `x`.  dgamma and
     dbeta have gamma's shape, or (C,) when gamma is None.  `out` receives dx
-    (it may be dy or x itself).
+    (it may be dy or x itself).  _frozen (GPU, stats="batch"): mean and rstd
+    are constants (a layer's running statistics), dx = dy * gamma * rstd.
     """
-    r = _cpu.backward_fast(dy, x, mean, rstd, n_groups, gamma, stats, channel_axis, out)
+    r = None if _frozen else _cpu.backward_fast(dy, x, mean, rstd, n_groups, gamma, stats, channel_axis, out)
     if r is not None:
         return r
     for a, name in ((dy, "dy"), (x, "x"), (mean, "mean"), (rstd, "rstd")):
@@ -242,7 +243,7 @@ def group_norm_backward(dy, x, mean, rstd, n_groups, gamma=None, *, stats="sampl
     dbeta = xp.zeros(pshape, p.dtype)
     if p.size:
         backend.backward(p, dxk, dgamma, dbeta, dyk, xk, _stat_in(xp, mean, p, dxk),
-                         _stat_in(xp, rstd, p, dxk), _param(xp, gamma, dxk))
+                         _stat_in(xp, rstd, p, dxk), _param(xp, gamma, dxk), **({"frozen": True} if _frozen else {}))
     if out is None:
         return from_k(dxk), dgamma, dbeta
     if copy_back:

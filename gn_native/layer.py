@@ -217,6 +217,9 @@ class GroupNorm:
         """Backward through an eval-mode call: the running statistics are constants,
         so dx = dy * gamma * rstd (as torch gives for a frozen normalization)."""
         xp = self.xp
+        if self.device == "gpu":     # the GPU kernels, with the running statistics as constant per-group ones
+            return group_norm_backward(dy, x, mean, rstd, self.n_groups, gamma, stats="batch",
+                                       channel_axis=self.channel_axis, _frozen=True)
         if self.device == "cpu":
             dy = V.as_cpu_array(dy, "dy")
         if tuple(dy.shape) != tuple(x.shape):
