@@ -303,8 +303,8 @@ static void test_fuzz(int rounds)
                      .spatial = sizes[next_u64() % ns], .groups = sizes[next_u64() % ns],
                      .eps = 1e-5, .layout = (gn_layout)(next_u64() % 2),
                      .stats = (gn_stats)(next_u64() % 2), .affine = (gn_affine)(next_u64() % 3)};
-        if (next_u64() % 4 == 0)           /* small values too, so that some calls are valid */
-            d.c = d.groups * (int64_t)(next_u64() % 5);
+        if (next_u64() % 4 == 0 && d.groups > 0 && d.groups < ((int64_t)1 << 40))
+            d.c = d.groups * (int64_t)(next_u64() % 5);  /* some valid calls too */
         if (d.c > 0 && d.groups > 0 && d.groups <= d.c && next_u64() % 2)
             d.c -= d.c % d.groups;
         dtype t = (dtype)(next_u64() % 4);
