@@ -66,6 +66,27 @@ def test_matches_python_api_bit_for_bit(gn_example, shape, groups, affine):
     assert_stats_close(mean, rstd, rm, rr, np.float32)
 
 
+@pytest.mark.parametrize("shape,groups,channels_last", [
+    ((2, 16, 64), 8, True),            # the shapes that overran a workspace from a prange team
+    ((1, 64, 16), 8, True),
+    ((8, 16, 64), 8, True),
+    ((8, 32, 9, 9), 4, False),
+    ((6, 24, 40, 40), 8, True),        # large enough that a plain call would use threads
+])
+def test_calls_from_a_prange_team(gn_example, shape, groups, channels_last):
+    """Each thread of the caller's own OpenMP team (prange, 4 threads) normalizes one
+    sample: the same bits as one Python call on the whole batch."""
+    rng = np.random.default_rng(2)
+    x = (rng.standard_normal(shape) * 2 + 3).astype(np.float32)
+    for _ in range(3):
+        y, mean, rstd = gn_example.group_norm_each_f32(x, groups, channels_last, 4)
+        want = gn.group_norm_forward(x, groups, channel_axis=-1 if channels_last else 1)
+        for name, a, b in zip(("y", "mean", "rstd"), (y, mean, rstd), want):
+            assert a.tobytes() == b.tobytes(), f"{name} differs from gn_native.group_norm_forward"
+    ry, _, _ = ref.forward(x, groups, channel_axis=-1 if channels_last else 1)
+    assert_close(y, ry, np.float32)
+
+
 def test_c_errors_become_value_errors(gn_example):
     x = np.ones((2, 6, 3), np.float32)
     with pytest.raises(ValueError, match="invalid argument"):

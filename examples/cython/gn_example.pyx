@@ -9,9 +9,11 @@ GN_EINVAL, turned into ValueError here.
 """
 import numpy as np
 
+from cython.parallel cimport prange
+
 from gn_native.capi cimport (GN_AFFINE_CHANNEL, GN_AFFINE_NONE, GN_EINVAL, GN_ENOMEM, GN_NCHW,
-                             GN_OK, GN_STATS_SAMPLE, gn_desc, gn_forward_f32, gn_status,
-                             gn_strerror)
+                             GN_NHWC, GN_OK, GN_STATS_SAMPLE, gn_desc, gn_forward_f32,
+                             gn_status, gn_strerror)
 
 
 cdef float *_data(float[::1] a) noexcept:
@@ -60,10 +62,52 @@ def group_norm_f32(x, int groups, gamma=None, beta=None, double eps=1e-5):
     cdef gn_status st
     with nogil:
         st = gn_forward_f32(py, pm, pr, px, pg, pb, &d)
+    _raise_for(st)
+    return y, mean, rstd
+
+
+cdef _raise_for(gn_status st):
     if st == GN_EINVAL:
         raise ValueError(f"gn_forward_f32: {gn_strerror(st).decode()}")
     if st == GN_ENOMEM:
         raise MemoryError("gn_forward_f32: out of memory")
     if st != GN_OK:
         raise RuntimeError(f"gn_forward_f32: {gn_strerror(st).decode()}")
+
+
+def group_norm_each_f32(x, int groups, bint channels_last=False, int nthreads=4):
+    """(y, mean, rstd) of float32 x, one C call per sample from a prange team.
+
+    The pattern of a pipeline that already parallelizes over its own items:
+    each thread of the caller's OpenMP team normalizes one sample (N = 1),
+    inside the team; the core then runs each call on its calling thread.
+    x is (N, C, *spatial), or (N, *spatial, C) with channels_last.
+    """
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim < 2:
+        raise ValueError(f"x must have a batch and a channel axis, got shape {x.shape}")
+    if groups <= 0:
+        raise ValueError(f"groups must be positive, got {groups}")
+    cdef Py_ssize_t n = x.shape[0], i
+    y = np.empty_like(x)
+    mean = np.empty((n, max(groups, 0)), np.float32)
+    rstd = np.empty_like(mean)
+    cdef gn_desc d
+    d.n = 1
+    d.c = x.shape[x.ndim - 1] if channels_last else x.shape[1]
+    d.spatial = (x.size // n // d.c) if n and d.c else 0
+    d.groups = groups
+    d.eps = 1e-5
+    d.layout = GN_NHWC if channels_last else GN_NCHW
+    d.stats = GN_STATS_SAMPLE
+    d.affine = GN_AFFINE_NONE
+    cdef Py_ssize_t per = d.c * d.spatial
+    cdef float[::1] xv = x.reshape(-1), yv = y.reshape(-1)
+    cdef float[::1] mv = mean.reshape(-1), rv = rstd.reshape(-1)
+    cdef int err = 0      # the statuses OR-ed (a prange reduction)
+    for i in prange(n, nogil=True, num_threads=nthreads, schedule="static", chunksize=1):
+        err |= <int>gn_forward_f32(&yv[i * per] if per else NULL, &mv[i * groups],
+                                   &rv[i * groups], &xv[i * per] if per else NULL, NULL, NULL,
+                                   &d)
+    _raise_for(GN_EINVAL if err & GN_EINVAL else <gn_status>err)
     return y, mean, rstd

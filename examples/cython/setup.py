@@ -24,6 +24,9 @@ ext = Extension(
     library_dirs=[gn_native.get_lib_dir()],
     runtime_library_dirs=[gn_native.get_lib_dir()],
     libraries=["gn_native"],
+    # group_norm_each_f32 calls the core from a prange team (GCC/Clang flags)
+    extra_compile_args=["-fopenmp"],
+    extra_link_args=["-fopenmp"],
 )
 
 setup(
