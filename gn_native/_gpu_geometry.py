@@ -140,8 +140,13 @@ def block_registers(regs, block):
     return ceil_div(regs, 8) * 8 * 32 * ceil_div(block, 32)
 
 
+# The kernels count a group's values (fused) or a chunk's (split) in 32 bits.
+FUSED_MAX_GROUP = 1 << 30
+
+
 def use_fused(n, groups, m, stats):
-    return stats == "sample" and (n * groups >= FUSED_MIN_GROUPS or m <= FUSED_MAX_SMALL_GROUP)
+    return (stats == "sample" and m < FUSED_MAX_GROUP
+            and (n * groups >= FUSED_MIN_GROUPS or m <= FUSED_MAX_SMALL_GROUP))
 
 
 def split_chunk(m, groups_total):

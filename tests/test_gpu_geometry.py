@@ -15,6 +15,7 @@ SHAPES = [
     (1, 64, 1 << 26, 32),                 # 2**32 elements in 32 groups
     (3, 2, (1 << 31) + 1, 1),             # one group of more than 2**31 elements
     (1 << 20, 2048, 1, 32),               # 2**31 elements, 2**25 groups
+    (128, 4, 1 << 30, 4),                 # many groups of 2**30 values: too many for int counters
 ]
 STATS = ("sample", "batch")
 LAYOUTS = ("nchw", "nhwc")
@@ -51,12 +52,13 @@ def test_forward_geometry(shape, stats):
         assert stats == "sample"
         assert geo.launch.grid == min(n * g, G.GRID_X_MAX)
         assert geo.launch.smem == 24 * geo.launch.block
+        assert m + 8 * geo.launch.block < 2**31          # the kernels count a group's values in int
         # per-thread counts stay exact in float32 (the Welford state)
         assert G.ceil_div(m, geo.launch.block) < 2**24
     else:
         assert geo.path == "split"
         assert geo.parts * geo.chunk >= m > (geo.parts - 1) * geo.chunk   # chunks tile each group
-        assert 1 <= geo.chunk <= G.SPLIT_MAX_CHUNK
+        assert 1 <= geo.chunk <= G.SPLIT_MAX_CHUNK < 2**30   # ... and a chunk's
         assert G.ceil_div(geo.chunk, geo.launch.block) < 2**24
         q, r = geo.merge_shape
         assert q * r == geo.parts * n * g                                 # one partial per item
@@ -77,8 +79,10 @@ def test_backward_geometry(shape, stats, layout):
     if geo.path == "fused":
         assert stats == "sample"
         assert geo.launch.smem == 16 * (t + k)       # tree buffers + per-channel sums
+        assert k * sp < G.FUSED_MAX_GROUP            # int counters over the group's positions
     else:
         assert geo.parts * geo.chunk >= sp > (geo.parts - 1) * geo.chunk
+        assert geo.chunk <= G.SPLIT_MAX_CHUNK
         clen = t // tx if layout == "nchw" else tx
         ntiles = G.ceil_div(c, clen)
         assert ntiles * clen >= c

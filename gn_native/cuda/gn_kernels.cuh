@@ -54,7 +54,9 @@ GN_DEV void gn_block_merge_moments(double* sn, double* smean, double* sm2, int t
 }
 
 // Moments (count, mean, M2) of elements [j0, j1) of one group, whose element
-// j sits at xg[walk offset of j].  Threads hold Welford/Chan moments in A, of
+// j sits at xg[walk offset of j].  j1 - j0 < 2^30 (the geometry's fused
+// groups and split chunks), so the loop counts in 32 bits: fewer registers
+// and compares than 64-bit ones; addresses stay 64-bit (gn_walk).  Threads hold Welford/Chan moments in A, of
 // values shifted by the range's first element (so that the mean of data far
 // from zero stays exact), U values at a time; the block merges them in double.
 template <typename T, typename A, int U>
@@ -69,12 +71,13 @@ GN_DEV void gn_block_moments_in(const T* xg, long long j0, long long j1, long lo
     const A shift = (A)gn_to_acc(xg[w.offset()]);
     w.init(j0 + tid, nt, len, stride);
     A n = 0, mu = 0, s2 = 0;
-    for (long long j = j0 + tid; j < j1; j += (long long)U * nt) {
+    const int jn = (int)(j1 - j0);
+    for (int j = tid; j < jn; j += U * nt) {
         A v[U];
         int u = 0;
 #pragma unroll
         for (int q = 0; q < U; ++q) {
-            if (j + (long long)q * nt < j1) {
+            if (j + q * nt < jn) {
                 v[q] = (A)gn_to_acc(xg[w.offset()]) - shift;
                 w.advance();
                 ++u;
@@ -129,14 +132,16 @@ struct gn_tile {
     }
 };
 
-// sum(dy) and sum(dy * (x - mu)) over positions s0 + rpos, s0 + rpos + rlen, ...
-// < s1 of channel c of one sample (xb, dyb point at the sample).  Chunks of
-// gn_unroll values are summed in the compute type, then in double; a chunk
-// whose float sums overflowed (extreme magnitudes, or NaN/Inf in the data)
-// is summed again in double.
+// sum(dy) and sum(dy * xhat) over positions s0 + rpos, s0 + rpos + rlen, ...
+// < s1 of channel c of one sample (xb, dyb point at the sample), xhat as
+// gn_xhat (of order 1 whatever the data's spread).  Chunks of gn_unroll
+// values are summed in the compute type, then in double; a chunk whose
+// float sums overflowed (dy near float's limit, or NaN/Inf in the data) is
+// summed again in double.  s1 - s0 < 2^30: int counters, as in
+// gn_block_moments_in.
 template <typename T>
 GN_DEV void gn_chunk_sums_double(const T* dyb, const T* xb, long long cbase, long long cstride, long long s,
-                                long long s1, int rlen, int u, double mu, double& sdy, double& sdyx) {
+                                 long long s1, int rlen, int u, double mu, double r, double& sdy, double& sdyx) {
     double da = 0.0, db = 0.0;
     for (int q = 0; q < u; ++q) {
         const long long sq = s + (long long)q * rlen;
@@ -144,7 +149,7 @@ GN_DEV void gn_chunk_sums_double(const T* dyb, const T* xb, long long cbase, lon
             const long long off = cbase + sq * cstride;
             const double d = (double)gn_to_acc(dyb[off]);
             da += d;
-            db = gn_fma(d, (double)gn_to_acc(xb[off]) - mu, db);
+            db = gn_fma(d, ((double)gn_to_acc(xb[off]) - mu) * r, db);
         }
     }
     sdy += da;
@@ -154,27 +159,28 @@ GN_DEV void gn_chunk_sums_double(const T* dyb, const T* xb, long long cbase, lon
 template <typename T, int L>
 GN_DEV void gn_channel_sums(const T* dyb, const T* xb, long long c, long long s0, long long s1,
                             long long C, long long Sp, int rpos, int rlen,
-                            typename gn_traits<T>::acc mu, double& sdy, double& sdyx) {
+                            const gn_xhat<typename gn_traits<T>::acc>& h, double mu, double r,
+                            double& sdy, double& sdyx) {
     typedef typename gn_traits<T>::acc A;
     const int U = gn_unroll<T>::value;
     sdy = 0.0; sdyx = 0.0;
     const long long cstride = L == GN_NCHW ? 1 : C;    // distance between positions
     const long long cbase = L == GN_NCHW ? c * Sp : c;
-    for (long long s = s0 + rpos; s < s1; s += (long long)U * rlen) {
+    const int sn = (int)(s1 - s0);
+    for (int s = rpos; s < sn; s += U * rlen) {
         A a = 0, b = 0;
 #pragma unroll
         for (int q = 0; q < U; ++q) {
-            long long sq = s + (long long)q * rlen;
-            if (sq < s1) {
-                long long off = cbase + sq * cstride;
+            const int sq = s + q * rlen;
+            if (sq < sn) {
+                long long off = cbase + (s0 + sq) * cstride;
                 A d = gn_to_acc(dyb[off]);
-                A xv = gn_to_acc(xb[off]);
                 a += d;
-                b = gn_fma(d, xv - mu, b);
+                b = gn_fma(d, h.of(gn_to_acc(xb[off])), b);
             }
         }
         if (sizeof(A) < sizeof(double) && !(gn_finite(a) && gn_finite(b))) {
-            gn_chunk_sums_double<T>(dyb, xb, cbase, cstride, s, s1, rlen, U, (double)mu, sdy, sdyx);
+            gn_chunk_sums_double<T>(dyb, xb, cbase, cstride, s0 + s, s1, rlen, U, mu, r, sdy, sdyx);
         } else {
             sdy += (double)a;
             sdyx += (double)b;
@@ -226,19 +232,20 @@ gn_fwd_fused(T* y, typename gn_traits<T>::stat* mean, typename gn_traits<T>::sta
         const int U = gn_unroll<T>::value;
         gn_walk w;
         w.init(tid, nt, len, stride);
-        for (long long j = tid; j < M; j += (long long)U * nt) {
+        const int Mi = (int)M;
+        for (int j = tid; j < Mi; j += U * nt) {
             gn_walk ws = w;
             A v[U];
 #pragma unroll
             for (int q = 0; q < U; ++q) {
-                if (j + (long long)q * nt < M) {
+                if (j + q * nt < Mi) {
                     v[q] = gn_to_acc(x[base + w.offset()]);
                     w.advance();
                 }
             }
 #pragma unroll
             for (int q = 0; q < U; ++q) {
-                if (j + (long long)q * nt < M) {
+                if (j + q * nt < Mi) {
                     A gam, bet;
                     gn_affine_load<AFF, T>(gamma, beta, g * K + ws.channel(L), g, gam, bet);
                     y[base + ws.offset()] = gn_from_acc<T>(gn_normalize<A>(v[q], coef, gam, bet));
@@ -274,8 +281,8 @@ gn_stats_partial(double* pn, double* pmean, double* pm2, const T* x,
 }
 
 // Backward, stats="sample", one block per group (n, g).  Pass 1: per channel
-// sum(dy) and sum(dy * (x - mean)), written to pdb/pdg[n * C + c] (pdg
-// times rstd: the sample's share of dgamma).  Pass 2: dx.  dx may alias dy
+// sum(dy) and sum(dy * xhat), written to pdb/pdg[n * C + c] (pdg: the
+// sample's share of dgamma).  Pass 2: dx.  dx may alias dy
 // or x.  Shared memory: 2 * (blockDim + K) doubles.  tx_len: see gn_tile.
 template <typename T, int L, int AFF>
 __global__ void GN_BOUNDS(GN_FUSED_BLOCK_MAX, GN_FUSED_MIN_BLOCKS)
@@ -299,11 +306,13 @@ gn_bwd_fused(T* dx, typename gn_traits<T>::acc* pdb, typename gn_traits<T>::acc*
         const long long nbase = n * C * Sp;
         const A mu = (A)mean[grp];
         const double r = (double)rstd[grp];
+        const gn_xhat<A> h = gn_xhat_make<A>((double)mu, r);
         for (long long k0 = 0; k0 < K; k0 += t.clen) {
             const long long k = k0 + t.cpos;
             double sdy = 0.0, sdyx = 0.0;
             if (k < K)
-                gn_channel_sums<T, L>(dy + nbase, x + nbase, g * K + k, 0, Sp, C, Sp, t.rpos, t.rlen, mu, sdy, sdyx);
+                gn_channel_sums<T, L>(dy + nbase, x + nbase, g * K + k, 0, Sp, C, Sp, t.rpos, t.rlen, h, (double)mu, r,
+                                      sdy, sdyx);
             ra[tid] = sdy; rb[tid] = sdyx;
             GN_SYNC();
             gn_block_sum2(ra, rb, tid, t.rpos, t.rlen, t.rstride);
@@ -314,7 +323,7 @@ gn_bwd_fused(T* dx, typename gn_traits<T>::acc* pdb, typename gn_traits<T>::acc*
         for (long long k = tid; k < K; k += nt) {
             const long long c = g * K + k;
             pdb[n * C + c] = (A)cdy[k];
-            pdg[n * C + c] = (A)(r * cdyx[k]);
+            pdg[n * C + c] = (A)cdyx[k];
             A gam, bet;
             gn_affine_load<AFF, T>(gamma, (const T*)0, c, g, gam, bet);
             a += (double)gam * cdy[k];
@@ -324,18 +333,19 @@ gn_bwd_fused(T* dx, typename gn_traits<T>::acc* pdb, typename gn_traits<T>::acc*
         GN_SYNC();
         gn_block_sum2(ra, rb, tid, tid, nt, 1);
         A coef[5];
-        gn_bwd_coef<A>(ra[0], r * rb[0], (double)mu, r, (double)M, coef);
+        gn_bwd_coef<A>(ra[0], rb[0], (double)mu, r, (double)M, coef);
         GN_SYNC();
         const int U = gn_unroll<T>::value;
         gn_walk w;
         w.init(tid, nt, len, stride);
         const long long gbase = L == GN_NCHW ? (n * C + g * K) * Sp : n * Sp * C + g * K;
-        for (long long j = tid; j < M; j += (long long)U * nt) {
+        const int Mi = (int)M;
+        for (int j = tid; j < Mi; j += U * nt) {
             gn_walk ws = w;      // see gn_fwd_fused
             A dv[U], xv[U];
 #pragma unroll
             for (int q = 0; q < U; ++q) {
-                if (j + (long long)q * nt < M) {
+                if (j + q * nt < Mi) {
                     const long long off = gbase + w.offset();
                     dv[q] = gn_to_acc(dy[off]);
                     xv[q] = gn_to_acc(x[off]);
@@ -344,7 +354,7 @@ gn_bwd_fused(T* dx, typename gn_traits<T>::acc* pdb, typename gn_traits<T>::acc*
             }
 #pragma unroll
             for (int q = 0; q < U; ++q) {
-                if (j + (long long)q * nt < M) {
+                if (j + q * nt < Mi) {
                     A gam, bet;
                     gn_affine_load<AFF, T>(gamma, (const T*)0, g * K + ws.channel(L), g, gam, bet);
                     dx[gbase + ws.offset()] = gn_from_acc<T>(gn_dx<A>(dv[q], xv[q], coef, gam));
@@ -357,7 +367,7 @@ gn_bwd_fused(T* dx, typename gn_traits<T>::acc* pdb, typename gn_traits<T>::acc*
 
 // Backward, split path, stage 1: per channel sums over positions
 // [p*chunk, (p+1)*chunk) of sample n, for a tile of channels; written to
-// pdb/pdg[(p * N + n) * C + c] (pdg times the channel's rstd).  gn is G for
+// pdb/pdg[(p * N + n) * C + c] (sum(dy), sum(dy * xhat)).  gn is G for
 // stats="sample" (statistics index n*G + g), 0 for "batch" (index g).
 // Shared memory: 2 * blockDim doubles.
 template <typename T, int L>
@@ -387,14 +397,16 @@ gn_bwd_partial(typename gn_traits<T>::acc* pdb, typename gn_traits<T>::acc* pdg,
         if (c < C) {
             const long long st = n * gn + c / K;
             r = (double)rstd[st];
-            gn_channel_sums<T, L>(dy + nbase, x + nbase, c, s0, s1, C, Sp, t.rpos, t.rlen, (A)mean[st], sdy, sdyx);
+            const double mu = (double)(A)mean[st];
+            gn_channel_sums<T, L>(dy + nbase, x + nbase, c, s0, s1, C, Sp, t.rpos, t.rlen,
+                                  gn_xhat_make<A>(mu, r), mu, r, sdy, sdyx);
         }
         ra[tid] = sdy; rb[tid] = sdyx;
         GN_SYNC();
         gn_block_sum2(ra, rb, tid, t.rpos, t.rlen, t.rstride);
         if (t.rpos == 0 && c < C) {
             pdb[(p * N + n) * C + c] = (A)ra[tid];
-            pdg[(p * N + n) * C + c] = (A)(r * rb[tid]);
+            pdg[(p * N + n) * C + c] = (A)rb[tid];
         }
         GN_SYNC();
     }

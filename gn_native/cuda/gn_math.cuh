@@ -365,8 +365,25 @@ GN_HD void gn_stats_post(const gn_welford& a, double eps, S& mean, S& rstd,
     c0 = c[0]; c1 = c[1]; c2 = c[2]; c3 = c[3];
 }
 
+// xhat = (x - mean) * rstd in A, as (x * s - mean * s) * t: of order 1 for
+// any spread (the backward's sums use it, so dy * xhat cannot overflow or
+// underflow where dy * (x - mean) would).
+template <typename A> struct gn_xhat {
+    A s, nms, t;
+    GN_HD A of(A x) const { return gn_fma(x, s, nms) * t; }
+};
+template <typename A>
+GN_HD gn_xhat<A> gn_xhat_make(double mean, double r) {
+    gn_xhat<A> h;
+    const double s = gn_scale<A>(r);
+    h.s = (A)s;
+    h.nms = (A)(-(double)(A)mean * s);
+    h.t = (A)(r / s);
+    return h;
+}
+
 // Backward, per statistics group of m values, from
-//   a = sum_c gamma_c * sum(dy),  br = rstd * sum_c gamma_c * sum(dy * (x - mean)):
+//   a = sum_c gamma_c * sum(dy),  br = sum_c gamma_c * sum(dy * xhat):
 //   dx = rstd * gamma_c * dy - rstd^2 * br / m * (x - mean) - rstd * a / m
 //      = s * (t * gamma_c * dy + c2 * (x * s - mean * s) + c3)
 // with s, t as for normalize, c2 = -t^2 * br / m, c3 = -t * a / m: every
@@ -374,10 +391,11 @@ GN_HD void gn_stats_post(const gn_welford& a, double eps, S& mean, S& rstd,
 // c[0] = s, c[1] = -mean * s, c[2] = t, c[3] = c2, c[4] = c3.
 template <typename A>
 GN_HD void gn_bwd_coef(double a, double br, double mean, double r, double m, A* c) {
-    const double s = gn_scale<A>(r), t = r / s;
-    c[0] = (A)s;
-    c[1] = (A)(-(double)(A)mean * s);
-    c[2] = (A)t;
+    const gn_xhat<A> h = gn_xhat_make<A>(mean, r);
+    const double t = r / gn_scale<A>(r);
+    c[0] = h.s;
+    c[1] = h.nms;
+    c[2] = h.t;
     c[3] = (A)(-(t * t) * br / m);
     c[4] = (A)(-t * a / m);
 }
