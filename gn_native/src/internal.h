@@ -87,8 +87,8 @@ static inline int gn_overlap(const void *a, int64_t na, const void *b, int64_t n
 /* v is finite but F would round it to infinity or to a subnormal */
 static inline int gn_out_of_range(double v, double fmin, double fmax)
 {
-    double a = fabs(v);
-    return isfinite(v) && (a > fmax || (a != 0.0 && a < fmin));
+    double a = fabs(v);   /* in range, the common case, costs two comparisons */
+    return (a > fmax || a < fmin) && a != 0.0 && a != INFINITY && a == a;
 }
 
 /* a group's F sums cannot be trusted: a square overflowed F (the sum of
