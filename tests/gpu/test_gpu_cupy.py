@@ -228,17 +228,17 @@ _SPIN = None
 
 
 def _spin(stream, seconds=0.5):
-    """Occupy `stream` for about `seconds` with one busy-waiting thread."""
+    """Occupy `stream` for about `seconds` with one busy-waiting thread (the GPU's ns timer)."""
     global _SPIN
     if _SPIN is None:
         _SPIN = cupy.RawKernel(r"""
-extern "C" __global__ void gn_test_spin(long long cycles) {
-    const long long t0 = clock64();
-    while (clock64() - t0 < cycles) { }
+extern "C" __global__ void gn_test_spin(unsigned long long ns) {
+    unsigned long long t0, t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
+    do { asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t)); } while (t - t0 < ns);
 }""", "gn_test_spin")
-    rate_khz = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["clockRate"]
     with stream:
-        _SPIN((1,), (1,), (np.int64(seconds * rate_khz * 1000),))
+        _SPIN((1,), (1,), (np.uint64(seconds * 1e9),))
 
 
 @pytest.mark.parametrize("stats", ["sample", "batch"])
