@@ -34,14 +34,15 @@ FUSED_MIN_GROUPS = 128
 FUSED_MAX_SMALL_GROUP = 1 << 16
 FUSED_ITEMS_PER_THREAD = 32
 FUSED_MIN_BLOCK = 64
-# The fused kernels need 80 to 110 registers per thread (sm_90, CUDA 13.4):
-# 512 threads x up to 128 registers fit a block; 1024 threads would need
+# The fused kernels take 68 to 128 registers per thread (sm_75 to sm_120,
+# NVRTC 13.4; ptxas holds the 16-bit backward to the 128 that 512 threads
+# allow, without spilling, on sm_100 and sm_120): 1024 threads would need
 # <= 64, which they cannot reach without spilling.
 FUSED_BLOCK_MAX = 512
 FUSED_MIN_BLOCKS = 1
 
 SPLIT_BLOCK = 256
-SPLIT_MIN_BLOCKS = 2         # <= 128 registers per thread (they use 55 to 80)
+SPLIT_MIN_BLOCKS = 2         # <= 128 registers per thread (they take 57 to 87)
 SPLIT_MIN_CHUNK = 4096       # elements per stage-1 block, at least
 SPLIT_MAX_CHUNK = 1 << 24    # per-thread counts stay exact in float32
 SPLIT_TARGET_ITEMS = 2048    # stage-1 blocks to aim for
