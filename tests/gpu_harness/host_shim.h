@@ -55,8 +55,9 @@ struct GnHostFtz {
     ~GnHostFtz() { _mm_setcsr(saved); }
 };
 
-// The order blocks run in: a fixed shuffle (seeded by the grid size), so
-// that runs are reproducible but block b never simply follows block b - 1.
+// The order blocks run in: a fixed shuffle (seeded by the grid size, never
+// starting with block 0), so that runs are reproducible but blocks do not
+// run in index order.
 inline std::vector<long long> gn_host_block_order(long long grid) {
     std::vector<long long> order(grid);
     for (long long b = 0; b < grid; ++b) order[b] = b;
