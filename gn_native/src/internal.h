@@ -10,6 +10,7 @@
 #include <string.h>
 #include <math.h>
 #include "gn_native.h"
+#include "dtypes.h"
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -195,7 +196,7 @@ static inline uint16_t gn_f32_to_f16(float f)
 
 /* ---- primitive tables: one per (ISA, dtype) ---- */
 
-#define GN_DECLARE_PRIMS(SFX, T, F)                                                   \
+#define GN_DECLARE_PRIMS(SFX, T, F, ...)                                              \
     typedef struct {                                                                  \
         /* one chunk (len <= GN_CHUNK): sum of d and d*d, d = x - shift */           \
         void (*sums)(const T *x, int64_t len, double shift, double *s, double *q);    \
@@ -224,18 +225,19 @@ static inline uint16_t gn_f32_to_f16(float f)
                            const F *k1, const F *mh, const F *c2, const F *c3);       \
     } gn_prims_##SFX;
 
-GN_DECLARE_PRIMS(f32, float, float)
-GN_DECLARE_PRIMS(f64, double, double)
-GN_DECLARE_PRIMS(f16, uint16_t, float)
-GN_DECLARE_PRIMS(bf16, uint16_t, float)
+GN_FOR_EACH_DTYPE(GN_DECLARE_PRIMS)
 
+/* an ISA's primitives: one table per dtype, named by its suffix */
+#define GN_KERNELS_MEMBER(SFX, ...) gn_prims_##SFX SFX;
 typedef struct {
     const char *name;
-    gn_prims_f32 f32;
-    gn_prims_f64 f64;
-    gn_prims_f16 f16;
-    gn_prims_bf16 bf16;
+    GN_FOR_EACH_DTYPE(GN_KERNELS_MEMBER)
 } gn_kernels;
+
+/* the initializer of one dtype's table, from the static functions that a
+ * prims template (prims_scalar.inc, prims_avx2.inc) defined for it */
+#define GN_PRIMS_INIT(S, ...) {sums_##S, norm_##S, norm_nt_##S, colsums_##S, norm_rows_##S, \
+                               dsums_##S, dnorm_##S, dnorm_nt_##S, dcolsums_##S, dnorm_rows_##S},
 
 extern const gn_kernels gn_kernels_scalar;
 #ifdef GN_HAVE_AVX2

@@ -43,83 +43,34 @@ static inline __m256i pack16_bf16(__m256 a, __m256 b)
 #define st16_bf16(p, a, b) _mm256_storeu_si256((__m256i *)(p), pack16_bf16((a), (b)))
 #define st16nt_bf16(p, a, b) _mm256_stream_si256((__m256i *)(p), pack16_bf16((a), (b)))
 
-#define LD8_F32(p) _mm256_loadu_ps(p)
-#define ST8_F32(p, v) _mm256_storeu_ps((p), (v))
-#define LD8_F16(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p)))
-#define ST8_F16(p, v) _mm_storeu_si128((__m128i *)(p), _mm256_cvtps_ph((v), _MM_FROUND_TO_NEAREST_INT))
-#define ST16_F32(p, a, b) (_mm256_storeu_ps((p), (a)), _mm256_storeu_ps((p) + 8, (b)))
-#define ST16NT_F32(p, a, b) (_mm256_stream_ps((p), (a)), _mm256_stream_ps((p) + 8, (b)))
+/* per dtype computed in float: 8 values -> __m256 (LD8), __m256 -> 8 values
+ * (ST8), 16 values with plain and streaming stores (ST16, ST16NT); MASKED:
+ * whether the tail is read with masked float loads */
+#define GN_AVX2_LD8_f32(p) _mm256_loadu_ps(p)
+#define GN_AVX2_ST8_f32(p, v) _mm256_storeu_ps((p), (v))
+#define GN_AVX2_ST16_f32(p, a, b) (_mm256_storeu_ps((p), (a)), _mm256_storeu_ps((p) + 8, (b)))
+#define GN_AVX2_ST16NT_f32(p, a, b) (_mm256_stream_ps((p), (a)), _mm256_stream_ps((p) + 8, (b)))
+#define GN_AVX2_MASKED_f32 1
+
 #define F16X16(a, b)                                                                  \
     _mm256_set_m128i(_mm256_cvtps_ph((b), _MM_FROUND_TO_NEAREST_INT),                 \
                      _mm256_cvtps_ph((a), _MM_FROUND_TO_NEAREST_INT))
-#define ST16_F16(p, a, b) _mm256_storeu_si256((__m256i *)(p), F16X16(a, b))
-#define ST16NT_F16(p, a, b) _mm256_stream_si256((__m256i *)(p), F16X16(a, b))
-#define LD_PLAIN(p) (*(p))
-#define ST_PLAIN(p, v) (*(p) = (v))
+#define GN_AVX2_LD8_f16(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p)))
+#define GN_AVX2_ST8_f16(p, v) \
+    _mm_storeu_si128((__m128i *)(p), _mm256_cvtps_ph((v), _MM_FROUND_TO_NEAREST_INT))
+#define GN_AVX2_ST16_f16(p, a, b) _mm256_storeu_si256((__m256i *)(p), F16X16(a, b))
+#define GN_AVX2_ST16NT_f16(p, a, b) _mm256_stream_si256((__m256i *)(p), F16X16(a, b))
+#define GN_AVX2_MASKED_f16 0
 
-#define SFX f32
-#define T float
-#define MASKED_F32
-#define LD8 LD8_F32
-#define ST8 ST8_F32
-#define ST16 ST16_F32
-#define ST16NT ST16NT_F32
-#define LD LD_PLAIN
-#define ST ST_PLAIN
-#include "prims_avx2.inc"
-#undef SFX
-#undef T
-#undef MASKED_F32
-#undef LD8
-#undef ST8
-#undef ST16
-#undef ST16NT
-#undef LD
-#undef ST
+#define GN_AVX2_LD8_bf16 ld8_bf16
+#define GN_AVX2_ST8_bf16 st8_bf16
+#define GN_AVX2_ST16_bf16 st16_bf16
+#define GN_AVX2_ST16NT_bf16 st16nt_bf16
+#define GN_AVX2_MASKED_bf16 0
 
-#define SFX f16
-#define T uint16_t
-#define LD8 LD8_F16
-#define ST8 ST8_F16
-#define ST16 ST16_F16
-#define ST16NT ST16NT_F16
-#define LD(p) gn_f16_to_f32(*(p))
-#define ST(p, v) (*(p) = gn_f32_to_f16(v))
-#include "prims_avx2.inc"
-#undef SFX
-#undef T
-#undef LD8
-#undef ST8
-#undef ST16
-#undef ST16NT
-#undef LD
-#undef ST
+/* dtypes computed in float get the AVX2 primitives, float64 the scalar
+ * template (prims_avx2.inc picks) */
+#define GN_TEMPLATE "prims_avx2.inc"
+#include "each_dtype.inc"
 
-#define SFX bf16
-#define T uint16_t
-#define LD8 ld8_bf16
-#define ST8 st8_bf16
-#define ST16 st16_bf16
-#define ST16NT st16nt_bf16
-#define LD(p) gn_bf16_to_f32(*(p))
-#define ST(p, v) (*(p) = gn_f32_to_bf16(v))
-#include "prims_avx2.inc"
-#undef SFX
-#undef T
-#undef LD8
-#undef ST8
-#undef ST16
-#undef ST16NT
-#undef LD
-#undef ST
-
-#define SFX f64
-#define T double
-#define F double
-#define LD LD_PLAIN
-#define ST ST_PLAIN
-#include "prims_scalar.inc"
-
-#define INIT(S) {sums_##S, norm_##S, norm_nt_##S, colsums_##S, norm_rows_##S, \
-                 dsums_##S, dnorm_##S, dnorm_nt_##S, dcolsums_##S, dnorm_rows_##S}
-const gn_kernels gn_kernels_avx2 = {"avx2", INIT(f32), INIT(f64), INIT(f16), INIT(bf16)};
+const gn_kernels gn_kernels_avx2 = {"avx2", GN_FOR_EACH_DTYPE(GN_PRIMS_INIT)};
