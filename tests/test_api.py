@@ -1,5 +1,6 @@
 """Package-level API: version, include folder, configuration."""
 import os
+import re
 import subprocess
 import sys
 
@@ -18,11 +19,33 @@ def test_get_include_holds_the_c_header():
         assert "Python.h" not in f.read(), "the C API header must not need Python"
 
 
+def _config_value(text, key):
+    """The value printed on show_config()'s `key: value` line (None when there is no such line)."""
+    m = re.search(rf"^\s*{key}\s*:\s*(\S+)\s*$", text, re.MULTILINE)
+    return None if m is None else m.group(1)
+
+
+def test_config_value_reads_the_whole_line():
+    text = "     isa: avx2\n threads: 12\n"
+    assert _config_value(text, "isa") == "avx2"
+    assert _config_value(text, "threads") == "12"
+    assert _config_value(text, "threads") != "2"       # "2" of "avx2" or "12" is not a match
+    assert _config_value("threads: 2 of 4\n", "threads") is None
+
+
 def test_show_config_names_the_simd_path_and_threads(capsys):
-    cfg = gn.show_config()
-    text = capsys.readouterr().out + ("" if cfg is None else str(cfg))
-    assert "scalar" in text.lower() or "avx" in text.lower() or "neon" in text.lower(), text
-    assert str(gn.get_num_threads()) in text
+    old = gn.get_num_threads()
+    try:
+        for n in (3, 1):   # set, so that the printed number must follow the setting
+            gn.set_num_threads(n)
+            cfg = gn.show_config()
+            text = capsys.readouterr().out
+            assert _config_value(text, "isa") in ("scalar", "avx2"), text
+            assert _config_value(text, "threads") == str(n), text
+            if cfg is not None:
+                assert cfg["isa"] == _config_value(text, "isa") and cfg["threads"] == n, cfg
+    finally:
+        gn.set_num_threads(old)
 
 
 def test_public_names():
