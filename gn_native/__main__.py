@@ -1,6 +1,9 @@
 """`python -m gn_native --cflags --libs`: compiler and linker flags for C users.
 
     cc demo.c $(python -m gn_native --cflags --libs) -o demo
+
+--libs links libgn_native (with an rpath to it, so the program runs without
+LD_LIBRARY_PATH), the math library and POSIX threads.
 """
 import argparse
 import sys
@@ -20,7 +23,9 @@ def main(argv=None):
         out.append(f"-I{gn_native.get_include()}")
     if args.libs:
         d = gn_native.get_lib_dir()
-        out.append(f"-L{d} -Wl,-rpath,{d} -lgn_native")
+        # -lm and -pthread: what a C consumer of the library (examples/c/demo.c, the
+        # README's `cc demo.c $(python -m gn_native --cflags --libs)`) needs besides it
+        out.append(f"-L{d} -Wl,-rpath,{d} -lgn_native -lm -pthread")
     if out:
         print(" ".join(out))
     if args.config or not out:

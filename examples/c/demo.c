@@ -7,7 +7,7 @@
  * get exactly the bits of a single call.
  *
  *     make                 # see the Makefile; or by hand:
- *     cc -std=c11 -O2 demo.c $(python -m gn_native --cflags --libs) -pthread -lm -o demo
+ *     cc -std=c11 -O2 demo.c $(python -m gn_native --cflags --libs) -o demo
  *     ./demo               # exit status 0 when every check passes
  */
 #include <math.h>
