@@ -5,12 +5,13 @@ The core is a plain shared library inside the package (C users link it;
 `gn_native._cpu` links the same library with an $ORIGIN rpath.
 
 Portable by default: no tuning for the build machine.  Files named simd_<isa>.c get that
-ISA's flags only for themselves; the core picks the path at run time (cpuid).
+ISA's flags only for themselves; the core picks the path at run time (cpuid).  The flags
+and the source list live in gn_native/_build_config.py, which the C tests use too.
 OpenMP is used when the compiler has it; otherwise the build says so and the
 core runs single-threaded.
 """
+import importlib.util
 import os
-import platform
 import sys
 import tempfile
 
@@ -22,15 +23,19 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 PKG = "gn_native"
 SRC = os.path.join(PKG, "src")
 INCLUDE = os.path.join(PKG, "include")
-LIBNAME = "gn_native"
 
-BASE_CFLAGS = ["-std=c11", "-O3", "-fPIC", "-ffp-contract=off", "-fno-math-errno",
-               "-fvisibility=hidden", "-Wall", "-Wextra", "-Wno-unused-parameter"]
-X86 = platform.machine().lower() in ("x86_64", "amd64", "i686", "x86")
-ISA_FLAGS = {
-    "avx2": ["-mavx2", "-mfma", "-mf16c"],
-    "avx512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma", "-mf16c"],
-}
+
+def _load_build_config():
+    # by path: the package itself cannot be imported before it is built
+    path = os.path.join(HERE, PKG, "_build_config.py")
+    spec = importlib.util.spec_from_file_location("_gn_native_build_config", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+CFG = _load_build_config()
+LIBNAME = CFG.LIBNAME
 
 
 def _try_compile(compiler, flags, code, link_flags=()):
@@ -57,12 +62,11 @@ class BuildExt(build_ext):
         if "-Wstrict-prototypes" in getattr(cc, "compiler_so", []):
             cc.compiler_so.remove("-Wstrict-prototypes")
         omp = os.environ.get("GN_NATIVE_OPENMP", "1") != "0" and _try_compile(
-            cc, ["-fopenmp"], "#include <omp.h>\nint main(void){return omp_get_max_threads()<0;}\n",
-            ["-fopenmp"])
+            cc, CFG.OPENMP_FLAGS, CFG.OPENMP_PROBE, CFG.OPENMP_FLAGS)
         if not omp:
             print("gn_native: the compiler has no OpenMP; building the core single-threaded",
                   file=sys.stderr)
-        omp_flags = ["-fopenmp"] if omp else []
+        omp_flags = CFG.OPENMP_FLAGS if omp else []
         libdir = os.path.join(self.build_lib, PKG)
         os.makedirs(libdir, exist_ok=True)
         lib = self._build_core(cc, libdir, omp_flags)
@@ -76,31 +80,26 @@ class BuildExt(build_ext):
         super().build_extensions()
 
     def _build_core(self, cc, libdir, omp_flags):
-        sources = sorted(f for f in os.listdir(SRC) if f.endswith(".c"))
         objects = []
         defines = []
-        for f in sources:
-            flags = BASE_CFLAGS + omp_flags
-            if f.startswith("simd_"):
-                isa = f[len("simd_"):-2]
-                if isa in ISA_FLAGS:
-                    if not X86:
-                        continue
-                    if not _try_compile(cc, ISA_FLAGS[isa], "int main(void){return 0;}\n"):
-                        print(f"gn_native: compiler lacks {isa} flags; skipping {f}", file=sys.stderr)
-                        continue
-                    flags = flags + ISA_FLAGS[isa]
-                    defines.append(("GN_HAVE_" + isa.upper(), "1"))
-            objects.append((f, flags))
+        for path, isa in CFG.core_sources(SRC):
+            flags = CFG.RELEASE_CFLAGS + omp_flags
+            if isa is not None:
+                if not _try_compile(cc, CFG.ISA_FLAGS[isa], "int main(void){return 0;}\n"):
+                    print(f"gn_native: compiler lacks {isa} flags; skipping {path}", file=sys.stderr)
+                    continue
+                flags = flags + CFG.ISA_FLAGS[isa]
+                defines.append((CFG.isa_define(isa), "1"))
+            objects.append((path, flags))
         built = []
         tmp = os.path.join(self.build_temp, "core")
-        for f, flags in objects:
-            built += cc.compile([os.path.join(SRC, f)], output_dir=tmp,
+        for path, flags in objects:
+            built += cc.compile([path], output_dir=tmp,
                                 include_dirs=[INCLUDE, SRC], macros=defines,
                                 extra_postargs=flags)
         target = os.path.join(libdir, "lib" + LIBNAME + ".so")
-        cc.link_shared_object(built, target,
-                              extra_postargs=omp_flags + ["-lm", "-Wl,-soname,lib" + LIBNAME + ".so"])
+        soname = "-Wl,-soname,lib" + LIBNAME + ".so"
+        cc.link_shared_object(built, target, extra_postargs=omp_flags + CFG.LINK_LIBS + [soname])
         return target
 
 

@@ -7,7 +7,21 @@ statistics are those of torch.nn.functional.group_norm.
 import operator as _operator
 import os as _os
 
-from . import _cpu
+try:
+    from . import _cpu
+except ImportError:
+    # Python's own message here blames a "circular import"; the real cause is
+    # a source checkout, where the compiled core is not built.
+    _src = _os.path.dirname(_os.path.abspath(__file__))
+    if (_os.path.isfile(_os.path.join(_os.path.dirname(_src), "setup.py"))
+            and not any(f.startswith("_cpu.") and f.endswith((".so", ".pyd"))
+                        for f in _os.listdir(_src))):
+        raise ImportError(
+            f"you are importing gn_native from its source folder ({_src}), where its "
+            "compiled core is not built; install it with `pip install .` and run Python "
+            "from another folder") from None
+    raise
+
 from ._api import group_norm, group_norm_backward, group_norm_forward
 from .layer import GroupNorm
 

@@ -2,27 +2,22 @@
 
 Used by tests/test_capi.py (programs linked against the shipped
 libgn_native) and tests/test_sanitizers.py (the core rebuilt from its
-sources with ASan/UBSan, or with -g for valgrind).  The core's flags mirror
-setup.py: -std=c11 -ffp-contract=off -fopenmp, and simd_<isa>.c compiled
-with that ISA's flags plus -DGN_HAVE_<ISA>=1 for every file.
+sources with ASan/UBSan, or with -g for valgrind).  The flags and the source
+list are setup.py's, from the installed package's gn_native/_build_config.py;
+the caller adds its own optimization, debug or sanitizer flags.
 """
 import os
-import platform
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import gn_native
+from gn_native import _build_config as cfg
 
 TESTS_C = Path(__file__).resolve().parent
 REPO = TESTS_C.parents[1]
 EXAMPLE_C = REPO / "examples" / "c"
-X86 = platform.machine().lower() in ("x86_64", "amd64", "i686", "x86")
-ISA_FLAGS = {
-    "avx2": ["-mavx2", "-mfma", "-mf16c"],
-    "avx512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma", "-mf16c"],
-}
 SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all",
             "-fno-omit-frame-pointer", "-g", "-O1"]
 
@@ -83,20 +78,20 @@ def build_core(cc, outdir, flags, openmp=True):
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     files, defines = [], []
-    for f in sorted(src.glob("*.c")):
+    for f, isa in cfg.core_sources(src):
         extra = []
-        if f.stem.startswith("simd_"):
-            isa = f.stem[len("simd_"):]
-            if not X86 or isa not in ISA_FLAGS or not can_compile(cc, ISA_FLAGS[isa], outdir):
-                continue            # as setup.py: this compiler/machine builds without it
-            extra = ISA_FLAGS[isa]
-            defines.append(f"-DGN_HAVE_{isa.upper()}=1")
-        files.append((f, extra))
+        if isa is not None:
+            if not can_compile(cc, cfg.ISA_FLAGS[isa], outdir):
+                continue            # as setup.py: this compiler builds without it
+            extra = cfg.ISA_FLAGS[isa]
+            defines.append(f"-D{cfg.isa_define(isa)}=1")
+        files.append((Path(f), extra))
+    omp = cfg.OPENMP_FLAGS if openmp else []
     objs = []
     for f, extra in files:
         obj = outdir / (f.stem + ".o")
-        run([*cc.split(), "-std=c11", "-ffp-contract=off", *(["-fopenmp"] if openmp else []),
-             *flags, *extra, *defines, f"-I{include}", f"-I{src}", "-c", str(f), "-o", str(obj)])
+        run([*cc.split(), *cfg.REQUIRED_CFLAGS, *omp, *flags, *extra, *defines,
+             f"-I{include}", f"-I{src}", "-c", str(f), "-o", str(obj)])
         objs.append(str(obj))
     return objs
 
@@ -104,13 +99,11 @@ def build_core(cc, outdir, flags, openmp=True):
 def link(cc, out, sources, cflags=(), libs=(), openmp=True):
     """Compile and link C sources (and objects) into the executable `out`."""
     include = gn_native.get_include()
-    omp = ["-fopenmp"] if openmp else []
-    run([*cc.split(), "-std=c11", "-ffp-contract=off", *cflags, *omp, f"-I{include}",
-         *[str(s) for s in sources], "-o", str(out), *libs, *omp, "-pthread", "-lm"])
+    omp = cfg.OPENMP_FLAGS if openmp else []
+    run([*cc.split(), *cfg.REQUIRED_CFLAGS, *cflags, *omp, f"-I{include}",
+         *[str(s) for s in sources], "-o", str(out), *libs, *omp, "-pthread", *cfg.LINK_LIBS])
     return out
 
 
 def has_openmp(cc, workdir):
-    return can_compile(cc, ["-fopenmp"], workdir,
-                       "#include <omp.h>\nint main(void) { return omp_get_max_threads() < 0; }\n",
-                       name="omp_probe")
+    return can_compile(cc, cfg.OPENMP_FLAGS, workdir, cfg.OPENMP_PROBE, name="omp_probe")
