@@ -28,17 +28,9 @@ def _backend(kind):
     return _gpu_backend.cupy, _gpu_backend
 
 
-def _arrays(kind, *pairs):
-    """Convert (value, name) pairs to arrays of the backend's module; None stays None."""
-    out = []
-    for a, name in pairs:
-        if a is None:
-            out.append(None)
-        elif kind == "numpy":
-            out.append(V.as_cpu_array(a, name))
-        else:
-            out.append(a)
-    return out
+def array_module(device):
+    """numpy for device "cpu"; cupy for "gpu", once CuPy and a device are checked."""
+    return _backend("numpy" if device == "cpu" else "cupy")[0]
 
 
 def _identity(a):
@@ -109,31 +101,6 @@ def _output(xp, out, to_k, like_k, sources):
     return xp.empty(like_k.shape, like_k.dtype), True
 
 
-def _all_numpy(*arrays):
-    for a in arrays:
-        if a is not None and type(a) is not np.ndarray:
-            return False
-    return True
-
-
-def _prepare(x, n_groups, gamma, beta, eps, stats, channel_axis, out, extra=()):
-    if type(x) is np.ndarray and _all_numpy(gamma, beta, out, *[a for a, _ in extra]):
-        kind, xp, backend = "numpy", np, _cpu   # the common case, without conversions
-        extra = [a for a, _ in extra]
-    else:
-        V.check_given(x, "x")
-        kind = V.array_module_name(x, gamma, beta, out, *[a for a, _ in extra])
-        xp, backend = _backend(kind)
-        x, gamma, beta = _arrays(kind, (x, "x"), (gamma, "gamma"), (beta, "beta"))
-        extra = _arrays(kind, *extra)
-    p = V.plan(x, n_groups, gamma, beta, eps, stats, channel_axis)
-    if out is not None:
-        if not isinstance(out, xp.ndarray):
-            raise TypeError(f"out must be a {xp.__name__}.ndarray, got {type(out).__name__}")
-        V.check_out(out, p)
-    return kind, xp, backend, x, gamma, beta, extra, p
-
-
 def _stat_in(xp, a, p, target):
     return _param(xp, a.astype(p.stat_dtype, copy=False), target)
 
@@ -157,15 +124,12 @@ def group_norm_forward(x, n_groups, gamma=None, beta=None, eps=1e-5, *, stats="s
 
 def forward_with_var(x, n_groups, gamma=None, beta=None, eps=1e-5, *, stats="sample",
                      channel_axis=1, out=None, mean=None, var=None, want_var=False):
-    """group_norm_forward, plus the biased variance of each group when `want_var`
-    (None when the backend cannot give it; the layer then derives it from rstd)."""
-    if (mean is None) != (var is None):
-        raise ValueError("mean and var must be given together (or neither)")
-    kind, xp, backend, x, gamma, beta, (mean, var), p = _prepare(
-        x, n_groups, gamma, beta, eps, stats, channel_axis, out, ((mean, "mean"), (var, "var")))
-    if mean is not None:
-        V.check_stat(mean, "mean", p)
-        V.check_stat(var, "var", p)
+    """group_norm_forward without its fast path, plus the biased variance of each
+    group when `want_var` (None when the backend cannot give it; the layer then
+    derives it from rstd)."""
+    kind, p, x, gamma, beta, mean, var = V.forward_call(
+        x, n_groups, gamma, beta, eps, stats, channel_axis, out, mean, var)
+    xp, backend = _backend(kind)
     layout, to_k, from_k = _layout(xp, x, p.channel_axis)
     p = V.with_layout(p, layout)
     gamma, beta = V.expand_affine(xp, p, gamma), V.expand_affine(xp, p, beta)
@@ -209,30 +173,34 @@ def group_norm(x, n_groups, gamma=None, beta=None, eps=1e-5, *, stats="sample",
         r = _cpu.forward_fast(x, n_groups, gamma, beta, eps, stats, channel_axis, out)
         if r is not None:
             return r[0]
-    return group_norm_forward(x, n_groups, gamma, beta, eps, stats=stats,
-                              channel_axis=channel_axis, out=out, mean=mean, var=var)[0]
+    return forward_with_var(x, n_groups, gamma, beta, eps, stats=stats,
+                            channel_axis=channel_axis, out=out, mean=mean, var=var)[0]
 
 
 def group_norm_backward(dy, x, mean, rstd, n_groups, gamma=None, *, stats="sample",
-                        channel_axis=1, out=None, _frozen=False):
+                        channel_axis=1, out=None, frozen=False):
     """Gradients (dx, dgamma, dbeta) of group_norm at `x`, given dL/dy.
 
     mean and rstd are what group_norm_forward returned for `x`.  dgamma and
     dbeta have gamma's shape, or (C,) when gamma is None.  `out` receives dx
-    (it may be dy or x itself).  _frozen (GPU, stats="batch"): mean and rstd
-    are constants (a layer's running statistics), dx = dy * gamma * rstd.
+    (it may be dy or x itself).  frozen=True (with stats="batch"): mean and
+    rstd are constants, not statistics of `x` (a layer's running statistics in
+    eval mode), so dx = dy * gamma * rstd.
     """
-    r = None if _frozen else _cpu.backward_fast(dy, x, mean, rstd, n_groups, gamma, stats, channel_axis, out)
-    if r is not None:
-        return r
-    for a, name in ((dy, "dy"), (x, "x"), (mean, "mean"), (rstd, "rstd")):
-        V.check_given(a, name)
-    kind, xp, backend, x, gamma, _, (dy, mean, rstd), p = _prepare(
-        x, n_groups, gamma, None, 1.0, stats, channel_axis, out,
-        ((dy, "dy"), (mean, "mean"), (rstd, "rstd")))
-    V.check_like(dy, "dy", p)
-    V.check_stat(mean, "mean", p)
-    V.check_stat(rstd, "rstd", p)
+    if frozen is False:
+        r = _cpu.backward_fast(dy, x, mean, rstd, n_groups, gamma, stats, channel_axis, out)
+        if r is not None:
+            return r
+    return backward_general(dy, x, mean, rstd, n_groups, gamma, stats=stats,
+                            channel_axis=channel_axis, out=out, frozen=frozen)
+
+
+def backward_general(dy, x, mean, rstd, n_groups, gamma=None, *, stats="sample",
+                     channel_axis=1, out=None, frozen=False):
+    """group_norm_backward without its fast path."""
+    kind, p, dy, x, mean, rstd, gamma = V.backward_call(
+        dy, x, mean, rstd, n_groups, gamma, stats, channel_axis, out, frozen)
+    xp, backend = _backend(kind)
     layout, to_k, from_k = _layout(xp, x, p.channel_axis)
     p = V.with_layout(p, layout)
     xk = _contig(xp, to_k(x))
@@ -243,7 +211,7 @@ def group_norm_backward(dy, x, mean, rstd, n_groups, gamma=None, *, stats="sampl
     dbeta = xp.zeros(pshape, p.dtype)
     if p.size:
         backend.backward(p, dxk, dgamma, dbeta, dyk, xk, _stat_in(xp, mean, p, dxk),
-                         _stat_in(xp, rstd, p, dxk), _param(xp, gamma, dxk), **({"frozen": True} if _frozen else {}))
+                         _stat_in(xp, rstd, p, dxk), _param(xp, gamma, dxk), frozen=frozen)
     if out is None:
         return from_k(dxk), dgamma, dbeta
     if copy_back:

@@ -19,14 +19,21 @@ cdef extern from "gn_native.h":
 MAX_THREADS = GN_MAX_THREADS   # the most threads set_num_threads takes (the C core's cap)
 
 # dtype codes: float32, float64, float16, bfloat16
-DEF F32 = 0
-DEF F64 = 1
-DEF F16 = 2
-DEF BF16 = 3
+cdef enum:
+    F32 = 0
+    F64 = 1
+    F16 = 2
+    BF16 = 3
 
-_STATS = {"sample": GN_STATS_SAMPLE, "batch": GN_STATS_BATCH}
-_AFFINE = {"none": GN_AFFINE_NONE, "channel": GN_AFFINE_CHANNEL, "group": GN_AFFINE_GROUP}
-_LAYOUT = {"nchw": GN_NCHW, "nhwc": GN_NHWC}
+# The C header's enum values (gn_native.h, through capi.pxd), for
+# gn_native._validate: a Plan's layout, stats and affine carry them as `.code`
+LAYOUT_NCHW = <int>GN_NCHW
+LAYOUT_NHWC = <int>GN_NHWC
+STATS_SAMPLE = <int>GN_STATS_SAMPLE
+STATS_BATCH = <int>GN_STATS_BATCH
+AFFINE_NONE = <int>GN_AFFINE_NONE
+AFFINE_CHANNEL = <int>GN_AFFINE_CHANNEL
+AFFINE_GROUP = <int>GN_AFFINE_GROUP
 
 
 cdef int _code(dtype) except -1:
@@ -49,9 +56,9 @@ cdef gn_desc _desc(p):
     d.spatial = p.spatial
     d.groups = p.groups
     d.eps = p.eps
-    d.layout = _LAYOUT[p.layout]
-    d.stats = _STATS[p.stats]
-    d.affine = _AFFINE[p.affine]
+    d.layout = <gn_layout><int>p.layout.code
+    d.stats = <gn_stats><int>p.stats.code
+    d.affine = <gn_affine><int>p.affine.code
     return d
 
 
@@ -176,9 +183,19 @@ def normalize(p, y, x, mean, rstd, gamma, beta):
     _check(st)
 
 
-def backward(p, dx, dgamma, dbeta, dy, x, mean, rstd, gamma):
+def backward(p, dx, dgamma, dbeta, dy, x, mean, rstd, gamma, frozen=False):
+    """dx, dgamma, dbeta.  frozen: mean and rstd are constants (stats="batch",
+    a layer's running statistics in eval mode), so dx = dy * gamma * rstd, the
+    normalize stage run on dy with a zero mean and no beta; dgamma and dbeta
+    are the same sums as without frozen."""
     cdef gn_desc d = _desc(p)
-    _run_backward(_code(p.dtype), &d, dx, dgamma, dbeta, dy, x, mean, rstd, gamma)
+    if not frozen:
+        _run_backward(_code(p.dtype), &d, dx, dgamma, dbeta, dy, x, mean, rstd, gamma)
+        return
+    # the sums first: dx may be dy itself (out=dy), which normalize then overwrites
+    _run_backward(_code(p.dtype), &d, np.empty_like(dx), dgamma, dbeta, dy, x, mean, rstd,
+                  gamma)
+    normalize(p, dx, dy, np.zeros_like(mean), rstd, gamma, None)
 
 
 def get_num_threads():

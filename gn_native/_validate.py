@@ -1,15 +1,42 @@
-"""Argument checks shared by every entry point and both backends.
+"""Every argument rule of gn_native, in one place.
 
-Everything a call can get wrong is refused here, before any work and before
-anything is written, with the argument named in the message.  The result of
-a successful check is a `Plan`: the sizes and options the kernels need.
-Nothing in this module touches array data; it only reads shapes, dtypes and
-flags, so it serves NumPy and CuPy arrays alike.
+The functions (`gn_native._api`), the layer (`gn_native.layer`) and both
+backends take their checks from here; the Cython fast path
+(`_cpu.forward_fast`) only recognizes calls that `plan` accepts unchanged
+and leaves every other call to it.
+
+The policy is SPEC "Errors" (scikit-learn's rule):
+
+- every bad argument is refused before any work and before anything is
+  written (to `out` or to a layer's state), with a message that names the
+  argument and what was expected;
+- a value of the wrong type is a `TypeError`: a float, str, bool or None
+  `n_groups`; a str or None `eps`; a non-str `stats`; a non-int
+  `channel_axis`; an unsupported dtype (including the object, string, int or
+  bool arrays `np.asarray` makes of bad array-likes); None for an array
+  without a default; mixed NumPy/CuPy arrays;
+- a value of the right type that is out of range is a `ValueError`: ndim < 2,
+  `C % n_groups`, `n_groups <= 0` or huge, gamma/beta of another length, dy
+  or out not shaped as x, a read-only out, `eps <= 0` or not finite, an
+  unknown `stats` or `channel_axis`;
+- never `OverflowError`, `AttributeError` or a crash: Python ints are
+  compared as Python ints before anything converts them to C.
+
+A successful check returns a frozen `Plan`: the sizes and options the
+kernels need, with layout/stats/affine as `Code`s that compare equal to
+their names ("nchw", "batch", ...) and carry the C header's enum value
+(`.code`, taken from `gn_native.capi` through `_cpu`).  Nothing in this
+module touches array data; it reads shapes, dtypes and flags only, so it
+serves NumPy and CuPy arrays alike.
 """
+import dataclasses
 import math
+import numbers
 import operator
 
 import numpy as np
+
+from . import _cpu
 
 try:  # bfloat16 is optional
     import ml_dtypes as _ml_dtypes
@@ -21,23 +48,44 @@ STATS = ("sample", "batch")
 FLOAT_DTYPES = tuple(np.dtype(t) for t in (np.float16, np.float32, np.float64))
 
 
+class Code(str):
+    """An option's name ("nhwc") carrying its value in the C header (`.code`)."""
+
+    def __new__(cls, name, code):
+        self = super().__new__(cls, name)
+        self.code = int(code)
+        return self
+
+    def __reduce__(self):
+        return Code, (str(self), self.code)
+
+
+LAYOUTS = {c: c for c in (Code("nchw", _cpu.LAYOUT_NCHW), Code("nhwc", _cpu.LAYOUT_NHWC))}
+STATS_CODES = {c: c for c in (Code("sample", _cpu.STATS_SAMPLE),
+                              Code("batch", _cpu.STATS_BATCH))}
+AFFINES = {c: c for c in (Code("none", _cpu.AFFINE_NONE),
+                          Code("channel", _cpu.AFFINE_CHANNEL),
+                          Code("group", _cpu.AFFINE_GROUP))}
+
+
+@dataclasses.dataclass(frozen=True)
 class Plan:
-    """What the kernels need to know about one call (all sizes are ints)."""
+    """What the kernels need to know about one call (all sizes are Python ints)."""
 
     __slots__ = ("shape", "n", "c", "spatial", "groups", "eps", "stats", "affine", "layout",
                  "channel_axis", "dtype", "stat_dtype")
-
-    def __init__(self, shape, n, c, spatial, groups, eps, stats, affine, layout,
-                 channel_axis, dtype, stat_dtype):
-        self.shape = shape              # logical shape of x, as the user passed it
-        self.n, self.c, self.spatial, self.groups = n, c, spatial, groups
-        self.eps = eps
-        self.stats = stats              # "sample" or "batch"
-        self.affine = affine            # "none", "channel" or "group" (from gamma's length)
-        self.layout = layout            # memory layout the kernel runs in: "nchw" or "nhwc"
-        self.channel_axis = channel_axis  # normalized: 1 or ndim - 1
-        self.dtype = dtype
-        self.stat_dtype = stat_dtype
+    shape: tuple          # logical shape of x, as the user passed it
+    n: int
+    c: int
+    spatial: int
+    groups: int
+    eps: float
+    stats: Code           # "sample" or "batch"
+    affine: Code          # "none", "channel" or "group" (from gamma's length)
+    layout: Code          # memory layout the kernel runs in: "nchw" or "nhwc"
+    channel_axis: int     # normalized: 1 or ndim - 1
+    dtype: np.dtype
+    stat_dtype: np.dtype
 
     @property
     def k(self):
@@ -50,9 +98,6 @@ class Plan:
     @property
     def size(self):
         return self.n * self.c * self.spatial
-
-    def __repr__(self):
-        return "Plan(" + ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__) + ")"
 
 
 def array_module_name(*arrays):
@@ -70,6 +115,12 @@ def array_module_name(*arrays):
         raise TypeError("gn_native: arguments mix CuPy (GPU) and NumPy/CPU arrays; "
                         "put them all on one device")
     return kinds.pop() if kinds else "numpy"
+
+
+def check_given(a, name):
+    """An array argument that has no default: None is a TypeError naming it."""
+    if a is None:
+        raise TypeError(f"{name} must be an array, got None")
 
 
 def as_cpu_array(a, name):
@@ -109,27 +160,33 @@ def stat_dtype_for(dtype):
 
 
 def check_groups(n_groups, name="n_groups"):
+    """A positive int (any integer type but bool); a float is a TypeError."""
     if type(n_groups) is int and n_groups > 0:
         return n_groups
     if isinstance(n_groups, (bool, np.bool_)):
-        raise ValueError(f"{name} must be a positive int, got {n_groups!r}")
+        raise TypeError(f"{name} must be a positive int, got {n_groups!r}")
     try:
         g = operator.index(n_groups)
     except TypeError:
-        raise ValueError(f"{name} must be a positive int, got {n_groups!r}") from None
+        raise TypeError(f"{name} must be a positive int, got {type(n_groups).__name__} "
+                        f"{n_groups!r}") from None
     if g <= 0:
         raise ValueError(f"{name} must be a positive int, got {g}")
     return g
 
 
 def check_eps(eps):
+    """A positive finite real number; a str or None is a TypeError."""
     if type(eps) is float and 0.0 < eps < math.inf:
         return eps
-    if isinstance(eps, (str, bytes)):
+    if isinstance(eps, (str, bytes)) or eps is None:
         raise TypeError(f"eps must be a positive finite number, got {eps!r}")
     try:
         e = float(eps)
     except (TypeError, ValueError):
+        raise TypeError(f"eps must be a positive finite number, got {type(eps).__name__} "
+                        f"{eps!r}") from None
+    except OverflowError:   # an int too large for a float
         raise ValueError(f"eps must be a positive finite number, got {eps!r}") from None
     if not (e > 0.0 and math.isfinite(e)):
         raise ValueError(f"eps must be a positive finite number, got {eps!r}")
@@ -137,17 +194,31 @@ def check_eps(eps):
 
 
 def check_stats(stats):
-    if stats not in STATS:
-        raise ValueError(f"stats must be 'sample' or 'batch', got {stats!r}")
-    return stats
+    """'sample' or 'batch' (as a Code); a non-str is a TypeError."""
+    if not isinstance(stats, str):
+        raise TypeError(f"stats must be 'sample' or 'batch', got {type(stats).__name__} {stats!r}")
+    try:
+        return STATS_CODES[stats]
+    except KeyError:
+        raise ValueError(f"stats must be 'sample' or 'batch', got {stats!r}") from None
+
+
+def check_channel_axis_type(channel_axis):
+    """An int (any integer type but bool), before the number of dimensions is known."""
+    if type(channel_axis) is int:
+        return channel_axis
+    if isinstance(channel_axis, (bool, np.bool_)) or not isinstance(channel_axis,
+                                                                    (int, np.integer)):
+        raise TypeError(f"channel_axis must be an int (1 or -1), got "
+                        f"{type(channel_axis).__name__} {channel_axis!r}")
+    return int(channel_axis)
 
 
 def check_channel_axis(channel_axis, ndim):
+    """1 or ndim - 1 (channels first or last; -1 counts as ndim - 1)."""
     if channel_axis == 1 and type(channel_axis) is int:
         return 1
-    if isinstance(channel_axis, (bool, np.bool_)) or not isinstance(channel_axis, (int, np.integer)):
-        raise ValueError(f"channel_axis must be 1 or -1, got {channel_axis!r}")
-    ax = int(channel_axis)
+    ax = check_channel_axis_type(channel_axis)
     if ax == 1:
         return 1
     if ax == -1 or ax == ndim - 1:
@@ -198,14 +269,8 @@ def plan(x, n_groups, gamma=None, beta=None, eps=1e-5, stats="sample", channel_a
     affine = "channel" if "channel" in (kg, kb) else (kg or kb or "none")
     if c == g and affine == "group":
         affine = "channel"
-    return Plan(tuple(x.shape), n, c, spatial, g, e, st, affine, layout, ax, dtype,
-                stat_dtype_for(dtype))
-
-
-def check_given(a, name):
-    """An array argument that has no default: None is a TypeError naming it."""
-    if a is None:
-        raise TypeError(f"{name} must be an array, got None")
+    return Plan(tuple(x.shape), n, c, spatial, g, e, st, AFFINES[affine], LAYOUTS[layout], ax,
+                dtype, stat_dtype_for(dtype))
 
 
 def check_like(a, name, p, shape=None):
@@ -234,11 +299,73 @@ def check_out(out, p):
         raise ValueError("out must be writable (got a read-only array)")
 
 
+def _arrays(x, gamma, beta, out, extra):
+    """The call's array kind ('numpy' or 'cupy') and its arrays as that kind's
+    arrays (lists and DLPack CPU tensors become ndarrays); None stays None."""
+    if type(x) is np.ndarray and type(gamma) in _NP_OR_NONE and type(beta) in _NP_OR_NONE \
+            and type(out) in _NP_OR_NONE and all(type(a) in _NP_OR_NONE for a, _ in extra):
+        return "numpy", x, gamma, beta, [a for a, _ in extra]   # the common case, as is
+    check_given(x, "x")
+    kind = array_module_name(x, gamma, beta, out, *[a for a, _ in extra])
+    if kind == "numpy":
+        x = as_cpu_array(x, "x")
+        gamma = None if gamma is None else as_cpu_array(gamma, "gamma")
+        beta = None if beta is None else as_cpu_array(beta, "beta")
+        extra = [None if a is None else as_cpu_array(a, name) for a, name in extra]
+        if out is not None and not isinstance(out, np.ndarray):
+            raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+    else:
+        extra = [a for a, _ in extra]
+    return kind, x, gamma, beta, extra
+
+
+_NP_OR_NONE = (np.ndarray, type(None))
+
+
+def forward_call(x, n_groups, gamma, beta, eps, stats, channel_axis, out, mean, var):
+    """Every check of a forward call, once: (kind, plan, x, gamma, beta, mean, var)
+    with the arrays as the backend's kind."""
+    if (mean is None) != (var is None):
+        raise ValueError("mean and var must be given together (or neither)")
+    kind, x, gamma, beta, (mean, var) = _arrays(x, gamma, beta, out,
+                                                ((mean, "mean"), (var, "var")))
+    p = plan(x, n_groups, gamma, beta, eps, stats, channel_axis)
+    if out is not None:
+        check_out(out, p)
+    if mean is not None:
+        check_stat(mean, "mean", p)
+        check_stat(var, "var", p)
+    return kind, p, x, gamma, beta, mean, var
+
+
+def backward_call(dy, x, mean, rstd, n_groups, gamma, stats, channel_axis, out, frozen):
+    """Every check of a backward call, once: (kind, plan, dy, x, mean, rstd, gamma).
+
+    frozen=True (mean and rstd are constants, as a layer's running statistics
+    in eval mode) needs stats="batch": one mean/rstd per group.
+    """
+    for a, name in ((dy, "dy"), (x, "x"), (mean, "mean"), (rstd, "rstd")):
+        check_given(a, name)
+    if type(frozen) is not bool:
+        raise TypeError(f"frozen must be a bool, got {frozen!r}")
+    kind, x, gamma, _, (dy, mean, rstd) = _arrays(
+        x, gamma, None, out, ((dy, "dy"), (mean, "mean"), (rstd, "rstd")))
+    p = plan(x, n_groups, gamma, None, 1.0, stats, channel_axis)
+    if frozen and p.stats != "batch":
+        raise ValueError("frozen=True needs stats='batch' (one mean/rstd per group)")
+    if out is not None:
+        check_out(out, p)
+    check_like(dy, "dy", p)
+    check_stat(mean, "mean", p)
+    check_stat(rstd, "rstd", p)
+    return kind, p, dy, x, mean, rstd, gamma
+
+
 def with_layout(p, layout):
+    """The plan run in another memory layout ("nchw" or "nhwc")."""
     if p.layout == layout:
         return p
-    return Plan(p.shape, p.n, p.c, p.spatial, p.groups, p.eps, p.stats, p.affine, layout,
-                p.channel_axis, p.dtype, p.stat_dtype)
+    return dataclasses.replace(p, layout=LAYOUTS[layout])
 
 
 def expand_affine(xp, p, a):
@@ -246,3 +373,68 @@ def expand_affine(xp, p, a):
     if a is not None and p.affine == "channel" and a.shape[0] != p.c:
         return xp.repeat(a, p.k)
     return a
+
+
+# ---- the layer's rules (gn_native.GroupNorm) ----------------------------------
+
+AFFINE_PER = ("channel", "group")
+DEVICES = ("cpu", "gpu")
+
+
+def check_layer_config(n_groups, n_channels, eps, affine_per, stats, momentum, dtype, device,
+                       channel_axis):
+    """GroupNorm's constructor arguments, normalized; refused before the layer exists.
+
+    Whether channel_axis is the first or the last axis depends on the input:
+    each call checks it as the functions do (channel_axis=3 on 4-D input).
+    """
+    g = check_groups(n_groups)
+    c = check_groups(n_channels, "n_channels")
+    if c % g:
+        raise ValueError(f"n_groups={g} must divide n_channels={c}")
+    if c > np.iinfo(np.intp).max // 8:   # gamma/beta could not even be addressed
+        raise ValueError(f"n_channels={c} is too large")
+    if not isinstance(affine_per, str):
+        raise TypeError(f"affine_per must be 'channel' or 'group', got {affine_per!r}")
+    if affine_per not in AFFINE_PER:
+        raise ValueError(f"affine_per must be 'channel' or 'group', got {affine_per!r}")
+    if momentum is not None:
+        if not isinstance(momentum, numbers.Real):
+            raise TypeError(f"momentum must be a number in [0, 1] or None, got {momentum!r}")
+        m = float(momentum)
+        if not 0.0 <= m <= 1.0:
+            raise ValueError(f"momentum must be in [0, 1] or None, got {momentum!r}")
+        momentum = m
+    if not isinstance(device, str):
+        raise TypeError(f"device must be 'cpu' or 'gpu', got {device!r}")
+    if device not in DEVICES:
+        raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
+    return dict(n_groups=g, n_channels=c, eps=check_eps(eps), affine_per=affine_per,
+                stats=check_stats(stats), momentum=momentum, dtype=check_dtype(dtype, "dtype"),
+                device=device, channel_axis=check_layer_channel_axis(channel_axis))
+
+
+MAX_NDIM = 64   # NumPy's limit (NPY_MAXDIMS): no array has its last axis further
+
+
+def check_layer_channel_axis(channel_axis):
+    """An axis that is channels-first or -last for some input: 1, -1, or a last axis."""
+    ax = check_channel_axis_type(channel_axis)
+    if ax == 1 or ax == -1 or 2 <= ax < MAX_NDIM:
+        return ax
+    raise ValueError(f"channel_axis must be 1 or -1 (channels first or last), got {channel_axis!r}")
+
+
+def check_layer_input(x, dtype, n_channels, channel_axis):
+    """x given to a layer: the layer's dtype and number of channels on its channel axis."""
+    check_given(x, "x")
+    xdt = getattr(x, "dtype", None)
+    if xdt is not None and check_dtype(xdt, "x") != dtype:
+        raise TypeError(f"x has dtype {xdt}, but the layer's dtype is {dtype}")
+    if x.ndim < 2:
+        raise ValueError(f"x must have at least 2 dimensions (N, C, ...), got shape "
+                         f"{tuple(x.shape)}")
+    ax = check_channel_axis(channel_axis, x.ndim)
+    if x.shape[ax] != n_channels:
+        raise ValueError(f"x has {x.shape[ax]} channels on axis {channel_axis}, "
+                         f"the layer expects {n_channels}")

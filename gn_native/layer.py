@@ -1,20 +1,12 @@
-"""GroupNorm layer: parameters, running statistics, train/eval, backward."""
-import numbers
+"""GroupNorm layer: parameters, running statistics, train/eval, backward.
 
+A thin shell over the functional API: its rules come from gn_native._validate
+and its maths from group_norm_forward / group_norm_backward (the backends).
+"""
 import numpy as np
 
 from . import _validate as V
-from ._api import forward_with_var, group_norm_backward, group_norm_forward
-
-AFFINE_PER = ("channel", "group")
-DEVICES = ("cpu", "gpu")
-
-
-def _xp(device):
-    if device == "cpu":
-        return np
-    from ._api import _backend
-    return _backend("cupy")[0]
+from ._api import array_module, forward_with_var, group_norm_backward, group_norm_forward
 
 
 _SAMPLE = 64   # values of x that backward checks against what forward saw
@@ -61,36 +53,20 @@ class GroupNorm:
     def __init__(self, n_groups, n_channels, eps=1e-5, affine=True, *, affine_per="channel",
                  stats="sample", track_running_stats=False, momentum=0.1,
                  dtype=np.float32, device="cpu", channel_axis=1):
-        g = V.check_groups(n_groups)
-        c = V.check_groups(n_channels, "n_channels")
-        if c % g:
-            raise ValueError(f"n_groups={g} must divide n_channels={c}")
-        if c > np.iinfo(np.intp).max // 8:   # gamma/beta could not even be addressed
-            raise ValueError(f"n_channels={c} is too large")
-        if affine_per not in AFFINE_PER:
-            raise ValueError(f"affine_per must be 'channel' or 'group', got {affine_per!r}")
-        if momentum is not None:
-            if not isinstance(momentum, numbers.Real):
-                raise TypeError(f"momentum must be a number in [0, 1] or None, got {momentum!r}")
-            m = float(momentum)
-            if not 0.0 <= m <= 1.0:
-                raise ValueError(f"momentum must be in [0, 1] or None, got {momentum!r}")
-            momentum = m
-        if device not in DEVICES:
-            raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
-        if channel_axis not in (1, -1):
-            raise ValueError(f"channel_axis must be 1 or -1, got {channel_axis!r}")
+        cfg = V.check_layer_config(n_groups, n_channels, eps, affine_per, stats, momentum,
+                                   dtype, device, channel_axis)
+        g, c = cfg["n_groups"], cfg["n_channels"]
         self.n_groups, self.n_channels = g, c
-        self.eps = V.check_eps(eps)
-        self.stats = V.check_stats(stats)
+        self.eps = cfg["eps"]
+        self.stats = cfg["stats"]
         self.affine = bool(affine)
         self.affine_per = affine_per
         self.track_running_stats = bool(track_running_stats)
-        self.momentum = momentum
-        self.channel_axis = channel_axis
-        self.dtype = V.check_dtype(dtype, "dtype")
+        self.momentum = cfg["momentum"]
+        self.channel_axis = cfg["channel_axis"]
+        self.dtype = cfg["dtype"]
         self.device = device
-        self.xp = xp = _xp(device)
+        self.xp = xp = array_module(device)
         stat_dtype = V.stat_dtype_for(self.dtype)
         plen = c if affine_per == "channel" else g
         self.gamma = xp.ones(plen, self.dtype) if self.affine else None
@@ -115,20 +91,10 @@ class GroupNorm:
         return self.train(False)
 
     # ---- forward / backward ----
-    def _check_input(self, x):
-        if getattr(x, "dtype", None) is not None and V.check_dtype(x.dtype, "x") != self.dtype:
-            raise TypeError(f"x has dtype {x.dtype}, but the layer's dtype is {self.dtype}")
-        ax = self.channel_axis
-        if x.ndim < 2:
-            raise ValueError(f"x must have at least 2 dimensions, got shape {tuple(x.shape)}")
-        if x.shape[ax] != self.n_channels:
-            raise ValueError(f"x has {x.shape[ax]} channels on axis {ax}, "
-                             f"the layer expects {self.n_channels}")
-
     def __call__(self, x):
         if self.device == "cpu":
             x = V.as_cpu_array(x, "x")
-        self._check_input(x)
+        V.check_layer_input(x, self.dtype, self.n_channels, self.channel_axis)
         use_running = self.track_running_stats and not self.training
         if use_running:
             y, mean, rstd = group_norm_forward(
@@ -203,44 +169,13 @@ class GroupNorm:
         x, mean, rstd, frozen, fingerprint = self._saved
         self._check_unchanged(x, fingerprint)
         gamma = self.gamma if self.affine else None
-        if frozen:
-            dx, dgamma, dbeta = self._frozen_backward(dy, x, mean, rstd, gamma)
-        else:
-            dx, dgamma, dbeta = group_norm_backward(dy, x, mean, rstd, self.n_groups, gamma,
-                                                    stats=self.stats,
-                                                    channel_axis=self.channel_axis)
+        # frozen (eval with running statistics): mean/rstd are constants, per group
+        dx, dgamma, dbeta = group_norm_backward(dy, x, mean, rstd, self.n_groups, gamma,
+                                                stats="batch" if frozen else self.stats,
+                                                channel_axis=self.channel_axis, frozen=frozen)
         if self.affine:
             self.dgamma, self.dbeta = dgamma, dbeta
         return dx
-
-    def _frozen_backward(self, dy, x, mean, rstd, gamma):
-        """Backward through an eval-mode call: the running statistics are constants,
-        so dx = dy * gamma * rstd (as torch gives for a frozen normalization)."""
-        xp = self.xp
-        if self.device == "gpu":     # the GPU kernels, with the running statistics as constant per-group ones
-            return group_norm_backward(dy, x, mean, rstd, self.n_groups, gamma, stats="batch",
-                                       channel_axis=self.channel_axis, _frozen=True)
-        if self.device == "cpu":
-            dy = V.as_cpu_array(dy, "dy")
-        if tuple(dy.shape) != tuple(x.shape):
-            raise ValueError(f"dy must have shape {tuple(x.shape)}, got {tuple(dy.shape)}")
-        G, C = self.n_groups, self.n_channels
-        n = x.shape[0]
-        xv = xp.moveaxis(x, self.channel_axis, 1).reshape(n, G, C // G, -1).astype(np.float64)
-        gv = xp.moveaxis(dy, self.channel_axis, 1).reshape(n, G, C // G, -1).astype(np.float64)
-        r = rstd.astype(np.float64)[None, :, None, None]
-        xhat = (xv - mean.astype(np.float64)[None, :, None, None]) * r
-        gam = xp.ones(C) if gamma is None else gamma.astype(np.float64)
-        if gam.shape[0] == G:
-            gam = xp.repeat(gam, C // G)
-        dxv = gv * gam.reshape(1, G, C // G, 1) * r
-        dgamma = (gv * xhat).sum(axis=(0, 3)).reshape(C)
-        dbeta = gv.sum(axis=(0, 3)).reshape(C)
-        if gamma is not None and gamma.shape[0] == G:
-            dgamma, dbeta = dgamma.reshape(G, -1).sum(1), dbeta.reshape(G, -1).sum(1)
-        shape_c1 = (n, C) + tuple(s for i, s in enumerate(x.shape) if i not in (0, self.channel_axis % x.ndim))
-        dx = xp.moveaxis(dxv.reshape(shape_c1), 1, self.channel_axis).astype(self.dtype)
-        return xp.ascontiguousarray(dx), dgamma.astype(self.dtype), dbeta.astype(self.dtype)
 
     # ---- state ----
     def state_dict(self):
