@@ -267,3 +267,73 @@ def test_refused_load_state_dict_leaves_layer_unchanged():
             layer.load_state_dict(bad)
         assert bad_key in str(info.value) or "shape" in str(info.value)
         _assert_same_state(_snapshot(layer), before)
+
+
+# --- eval-mode backward and channel_axis, through the functional API ----------------------
+
+def _frozen_reference(dy, x, mean, rstd, gamma, g, ax):
+    """float64 dx = dy * gamma * rstd, dgamma = sum dy * xhat, dbeta = sum dy (running
+    statistics are constants) and the magnitudes of the sums, in x's layout."""
+    n, c = x.shape[0], x.shape[ax]
+    xv = np.moveaxis(x, ax, 1).reshape(n, g, c // g, -1).astype(np.float64)
+    gv = np.moveaxis(dy, ax, 1).reshape(n, g, c // g, -1).astype(np.float64)
+    r = rstd.astype(np.float64)[None, :, None, None]
+    xhat = (xv - mean.astype(np.float64)[None, :, None, None]) * r
+    gam = np.repeat(gamma.astype(np.float64), c // gamma.shape[0])
+    dx = np.moveaxis((gv * gam.reshape(1, g, c // g, 1) * r).reshape(
+        np.moveaxis(x, ax, 1).shape), 1, ax)
+    per = gamma.shape[0]
+    def sums(v):
+        return v.sum(axis=(0, 3)).reshape(per, -1).sum(1)
+    return ((dx, np.abs(dx)), (sums(gv * xhat), sums(np.abs(gv * xhat))),
+            (sums(gv), sums(np.abs(gv))))
+
+
+@pytest.mark.parametrize("affine_per", ["channel", "group"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", dtype_params())
+def test_eval_backward_treats_running_statistics_as_constants(dtype, layout, affine_per):
+    ax = channel_axis(layout)
+    layer = _layer(dtype=dtype, track_running_stats=True, channel_axis=ax, affine_per=affine_per)
+    _set_params(layer, 5)
+    for x in _steps(dtype, 2):
+        layer(np.ascontiguousarray(np.moveaxis(x, 1, ax)))
+    layer.eval()
+    x = make_data(physical_shape(SHAPE, layout), dtype, 21)
+    dy = make_data(x.shape, dtype, 22)
+    layer(x)
+    dx = layer.backward(dy)
+    want = _frozen_reference(dy, x, layer.running_mean, 1.0 / np.sqrt(
+        layer.running_var.astype(np.float64) + layer.eps), layer.gamma, G, ax)
+    for name, got, (w, mag) in zip(("dx", "dgamma", "dbeta"), (dx, layer.dgamma, layer.dbeta),
+                                   want):
+        assert got.dtype == dtype and got.shape == w.shape, name
+        assert_close(got, w, dtype, "backward", name, scale=mag)
+    # the same path as the functional API's frozen=True
+    mean, rstd = layer._saved[1], layer._saved[2]
+    r = gn.group_norm_backward(dy, x, mean, rstd, G, layer.gamma, stats="batch",
+                               channel_axis=ax, frozen=True)
+    for a, b in zip(r, (dx, layer.dgamma, layer.dbeta)):
+        assert_bit_identical(a, b, "frozen backward")
+
+
+def test_frozen_backward_is_checked():
+    x = make_data(SHAPE, np.float32, 23)
+    mean, rstd = np.zeros(G, np.float32), np.ones(G, np.float32)
+    with pytest.raises(ValueError, match="frozen"):
+        gn.group_norm_backward(x, x, mean[None].repeat(4, 0), rstd[None].repeat(4, 0), G,
+                               frozen=True)
+    with pytest.raises(TypeError, match="frozen"):
+        gn.group_norm_backward(x, x, mean, rstd, G, stats="batch", frozen=1)
+
+
+def test_layer_channel_axis_as_the_functions_take_it():
+    """channel_axis=3 on 4-D input is channels-last, for the layer as for group_norm."""
+    x = make_data((2, 5, 5, C), np.float32, 24)
+    y3 = _layer(channel_axis=3)(x)
+    assert_bit_identical(y3, _layer(channel_axis=-1)(x), "y with channel_axis=3")
+    assert_bit_identical(y3, gn.group_norm(x, G, channel_axis=3), "y with channel_axis=3")
+    with pytest.raises(ValueError, match="channel_axis"):
+        _layer(channel_axis=3)(make_data((2, C, 5), np.float32, 25))
+    with pytest.raises(TypeError, match="channel_axis"):
+        _layer(channel_axis=1.0)
