@@ -19,47 +19,26 @@ class NotAvailable(Exception):
 
 
 def ours(gn, a, case, stats, layout, pass_, to_host=np.asarray):
-    """(call, call_out, outputs): one timed call allocating its result as users
-    usually call it, the same call writing into a preallocated output (out=, as
-    the floor does), and a function that runs it once and returns its results
-    on the host in logical NCHW order, for checking."""
-    ax = channel_axis(layout)
+    """(call, call_out, outputs): one call allocating its result, as users usually
+    call it; the same call writing into a preallocated output (out=, as the floor
+    does); and a function that runs it once and returns its results on the host
+    in logical NCHW order, for checking."""
+    kw = dict(stats=stats, channel_axis=channel_axis(layout))
     x, gamma, beta = a["x"], a["gamma"], a["beta"]
     if pass_ == "forward":
-        y = x.copy()
-
-        def call():
-            return gn.group_norm_forward(x, case.g, gamma, beta, EPS, stats=stats,
-                                         channel_axis=ax)
-
-        def call_out():
-            return gn.group_norm_forward(x, case.g, gamma, beta, EPS, stats=stats,
-                                         channel_axis=ax, out=y)
-
-        def outputs():
-            y, mean, rstd = call()
-            return {"y": to_nchw(to_host(y), layout), "mean": to_host(mean),
-                    "rstd": to_host(rstd)}
-        return call, call_out, outputs
-
-    _, mean, rstd = gn.group_norm_forward(x, case.g, gamma, beta, EPS, stats=stats,
-                                          channel_axis=ax)
-    dy = a["dy"]
-    dx = dy.copy()
-
-    def call():
-        return gn.group_norm_backward(dy, x, mean, rstd, case.g, gamma, stats=stats,
-                                      channel_axis=ax)
-
-    def call_out():
-        return gn.group_norm_backward(dy, x, mean, rstd, case.g, gamma, stats=stats,
-                                      channel_axis=ax, out=dx)
+        names, out = ("y", "mean", "rstd"), x.copy()
+        call = lambda **o: gn.group_norm_forward(x, case.g, gamma, beta, EPS, **kw, **o)  # noqa: E731
+    else:
+        _, mean, rstd = gn.group_norm_forward(x, case.g, gamma, beta, EPS, **kw)
+        dy = a["dy"]
+        names, out = ("dx", "dgamma", "dbeta"), dy.copy()
+        call = lambda **o: gn.group_norm_backward(dy, x, mean, rstd, case.g, gamma, **kw, **o)  # noqa: E731
 
     def outputs():
-        dx, dgamma, dbeta = call()
-        return {"dx": to_nchw(to_host(dx), layout), "dgamma": to_host(dgamma),
-                "dbeta": to_host(dbeta)}
-    return call, call_out, outputs
+        res = [to_host(v) for v in call()]
+        res[0] = to_nchw(res[0], layout)
+        return dict(zip(names, res))
+    return call, lambda: call(out=out), outputs
 
 
 def _bits(xp, a):
@@ -121,6 +100,11 @@ def torch_group_norm(torch, a, case, stats, layout, pass_, device="cpu"):
     except (RuntimeError, TypeError, NotImplementedError) as e:
         raise NotAvailable(f"torch {device}: {str(e).splitlines()[0]}") from None
     return call
+
+
+def same_bits(a, b):
+    """Same shape, dtype and bits (NaNs included) in every element."""
+    return a.shape == b.shape and a.dtype == b.dtype and _bits(np, a).tobytes() == _bits(np, b).tobytes()
 
 
 def to_device(cupy, a):

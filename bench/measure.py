@@ -1,174 +1,189 @@
-"""Measuring one row: check our result against the reference, then time the contenders.
+"""One row: check our result against the float64 reference, then time the contenders.
 
-`Rows` holds what a run has measured so far (rows, failures, notes) and the
-run's timing options; `references` computes the float64 results a
-configuration is checked against.
+The reference and the tolerance policy are the test suite's own
+(tests/reference.py, loaded by path: tests/ is not a package, and the
+benchmark runs from a checkout with only the `bench` extra installed).
 """
-import sys
+import importlib.util
+import os
 
 import numpy as np
 
-import check
 import contenders
-import reference
-import report
 import timing
 from contenders import EPS, NotAvailable
 
+_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                     "tests", "reference.py")
+_spec = importlib.util.spec_from_file_location("gn_tests_reference", _PATH)
+ref = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(ref)
+
+
+def references(data, case, stats, passes):
+    """Per pass, {output: (float64 value, tolerance kind, scale)}, in logical NCHW order."""
+    x, dy, gamma, beta = data["x"], data["dy"], data["gamma"], data["beta"]
+    y, mean, rstd = ref.forward(x, case.g, gamma, beta, EPS, stats)
+    out = {"forward": {"y": (y, "forward", None), "mean": (mean, "mean", rstd),
+                       "rstd": (rstd, "rstd", mean)}}
+    if "backward" in passes:
+        want = ref.backward(dy, x, mean, rstd, case.g, gamma, stats)
+        mags = ref.backward_magnitudes(dy, x, mean, rstd, case.g, gamma, stats)
+        out["backward"] = {k: (w, "backward", m) for k, w, m in zip(("dx", "dgamma", "dbeta"),
+                                                                  want, mags)}
+    return out
+
+
+def compare(got, want, x_dtype):
+    """A one-line reason per output of `got` outside the tolerance; [] when all pass."""
+    stat_dtype = np.float64 if x_dtype == np.float64 else np.float32
+    errors = []
+    for name, a in got.items():
+        w, kind, other = want[name]
+        if a.shape != w.shape:
+            errors.append(f"{name}: shape {a.shape}, expected {w.shape}")
+            continue
+        if kind == "mean":
+            tol = ref.stats_tolerance(w, other, stat_dtype)[0]
+        elif kind == "rstd":
+            tol = ref.stats_tolerance(other, w, stat_dtype)[1]
+        else:
+            tol = ref.tolerance(w, x_dtype, kind, other)
+        err = np.abs(a.astype(np.float64) - w)
+        bad = ~(err <= tol)  # NaN counts as bad
+        if bad.any():
+            i = np.unravel_index(np.argmax(np.where(bad, np.nan_to_num(err, nan=np.inf)
+                                                    / np.maximum(tol, 1e-300), 0)), bad.shape)
+            errors.append(f"{name}: {int(bad.sum())}/{bad.size} values out of tolerance, worst "
+                          f"at {tuple(map(int, i))}: got {float(a[i]):.6g}, expected "
+                          f"{float(w[i]):.6g}")
+    return errors
+
+
+def _check(outputs, want, x_dtype):
+    try:
+        got = outputs()
+    except Exception as e:
+        return [f"raised {type(e).__name__}: {e}"], None
+    return compare(got, want, x_dtype), got
+
+
+def _medians(samples, nbytes, mine="ours"):
+    med = {k: timing.median(v) for k, v in samples.items()}
+    return med, {"ms": med[mine] * 1e3, "gbps": nbytes / med[mine] * 1e-9,
+                 "x_torch": med["ours_alloc"] / med["torch"] if "torch" in med else None,
+                 "timings": {k: timing.summary(v) for k, v in samples.items()}}
+
 
 class Rows:
-    """The rows of one run: how each is measured, and what was measured."""
+    """The rows of one run, its timing options, and the outputs last checked."""
 
     def __init__(self, args, gn, torch, gpu):
-        self.args, self.gn, self.torch, self.gpu = args, gn, torch, gpu
+        self.gn, self.torch, self.gpu = gn, torch, gpu
         self.budget = args.budget or (0.08 if args.quick else 0.4)
-        self.min_reps = 3 if args.quick else 5
-        self.max_reps = 30 if args.quick else 100
-        self.rows, self.failures = [], []
-        self.na_seen = set()
-        self._checked = (None, None)  # (configuration, outputs that passed the reference)
-        gap_ms = args.gap_ms
-        if gap_ms is None:
-            gap_ms = 2.0 if len(report.openmp_runtimes()) > 1 else 0.0
-        self.gap_s = gap_ms * 1e-3
+        self.reps = (3, 30) if args.quick else (5, 100)
+        self.gap_s = (args.gap_ms if args.gap_ms is not None else
+                      2.0 if len(timing.openmp_runtimes()) > 1 else 0.0) * 1e-3
+        self.rows, self.failures, self.notes = [], [], []
+        self._checked = (None, None)  # (configuration, outputs that passed)
 
     def set_threads(self, n):
         self.gn.set_num_threads(n)
         if self.torch is not None:
             self.torch.set_num_threads(n)
 
-    def _check(self, call_outputs, refs):
-        try:
-            got = call_outputs()
-        except Exception as e:
-            return [f"raised {type(e).__name__}: {e}"], None
-        return check.compare_all((got[k], refs[k], k) for k in got), got
-
-    def cpu_row(self, row, a, refs, case):
-        """Check, then time, one row on the CPU.
-
-        The first thread count of a configuration is checked against the
-        reference; later ones are checked bit for bit against it (the SPEC
-        wants identical results for any thread count), and against the
-        reference only when they differ -- that keeps the float64 compares,
-        the slowest part of a run, to one per configuration.
-        """
-        st, layout, ps, t = row["stats"], row["layout"], row["pass"], row["threads"]
-        key = (case.name, row["dtype"], layout, st, ps)
+    def cpu_row(self, row, a, want, case):
+        """The first thread count of a configuration is checked against the reference;
+        later ones must match it bit for bit (the SPEC wants that), else they are
+        checked again -- one float64 compare per configuration, the slow part."""
+        key = (case.name, row["dtype"], row["layout"], row["stats"], row["pass"])
         checked = self._checked[1] if self._checked[0] == key else None
         try:
-            call, call_out, outputs = contenders.ours(self.gn, a, case, st, layout, ps)
+            call, call_out, outputs = contenders.ours(self.gn, a, case, row["stats"],
+                                                      row["layout"], row["pass"])
             if checked is None:
-                errors, got = self._check(outputs, refs)
+                errors, got = _check(outputs, want, a["x"].dtype)
             else:
                 got = outputs()
-                row["bitwise_same"] = all(check.bitwise_equal(got[k], checked[k]) for k in got)
-                errors = [] if row["bitwise_same"] else check.compare_all(
-                    (got[k], refs[k], k) for k in got)
+                same = all(contenders.same_bits(got[k], checked[k]) for k in got)
+                errors = [] if same else compare(got, want, a["x"].dtype)
+                if not same:
+                    self.note("results differ bit-wise between thread counts (the SPEC wants "
+                              "them identical)")
         except Exception as e:
             errors = [f"raised {type(e).__name__}: {e}"]
         if errors:
-            row.update(status="wrong", errors=errors)
-            return row
-        if checked is None:
-            self._checked = (key, got)
+            return row.update(status="wrong", errors=errors)
+        self._checked = (key, got)
         # "ours" writes into a preallocated output like the floor; "ours_alloc"
-        # allocates it, like torch does (compared with torch).
-        fns = {"ours": call_out, "ours_alloc": call, "floor": contenders.floor(np, a, ps)}
-        row["torch_na"] = "torch not installed" if self.torch is None else None
-        if self.torch is not None:
+        # allocates it like torch does, and is the one compared with torch
+        fns = {"ours": call_out, "ours_alloc": call,
+               "floor": contenders.floor(np, a, row["pass"])}
+        if self.torch is None:
+            self.note("torch not installed: x torch is n/a")
+        else:
             try:
-                fns["torch"] = contenders.torch_group_norm(self.torch, a, case, st, layout, ps)
+                fns["torch"] = contenders.torch_group_norm(self.torch, a, case, row["stats"],
+                                                           row["layout"], row["pass"])
             except NotAvailable as e:
-                row["torch_na"] = str(e)
-        samples = timing.interleaved(fns, budget_s=self.budget, min_reps=self.min_reps,
-                                     max_reps=self.max_reps,
-                                     gap_s=self.gap_s if t > 1 else 0.0)
-        med = {k: timing.median(v) for k, v in samples.items()}
-        row.update(status="ok", ms=med["ours"] * 1e3, gbps=row["bytes"] / med["ours"] * 1e-9,
-                   x_floor=med["ours"] / med["floor"],
-                   ms_alloc=med["ours_alloc"] * 1e3,
-                   x_torch=med["ours_alloc"] / med["torch"] if "torch" in med else None,
-                   timings={k: timing.summary(v) for k, v in samples.items()})
-        return row
+                self.note(str(e))
+        samples = timing.interleaved(fns, budget_s=self.budget, reps=self.reps,
+                                     gap_s=self.gap_s if row["threads"] > 1 else 0.0)
+        med, res = _medians(samples, row["bytes"])
+        row.update(status="ok", x_floor=med["ours"] / med["floor"],
+                   ms_alloc=med["ours_alloc"] * 1e3, **res)
 
-    def gpu_row(self, row, a, refs, case):
-        cupy = self.gpu["cupy"]
-        st, layout, ps = row["stats"], row["layout"], row["pass"]
+    def gpu_row(self, row, a, want, case):
+        cupy, ps = self.gpu["cupy"], row["pass"]
         try:
             d = contenders.to_device(cupy, a)
-            call, call_out, outputs = contenders.ours(self.gn, d, case, st, layout, ps,
-                                                      to_host=cupy.asnumpy)
-            got = outputs()
+            call, call_out, outputs = contenders.ours(self.gn, d, case, row["stats"],
+                                                      row["layout"], ps, to_host=cupy.asnumpy)
         except NotAvailable as e:
             return {"na": str(e)}
-        except ImportError as e:  # the package was built without its GPU backend
+        except ImportError as e:  # built without the GPU backend
             return {"na": f"gn_native GPU backend: {e}"}
-        except Exception as e:
-            return {"status": "wrong", "errors": [f"raised {type(e).__name__}: {e}"]}
-        errors = check.compare_all((got[k], refs[k], k) for k in got)
+        errors, _ = _check(outputs, want, a["x"].dtype)
         if errors:
             return {"status": "wrong", "errors": errors}
         fns = {"ours": call_out, "ours_alloc": call, "copy": contenders.floor(cupy, d, ps)}
-        g = {"status": "ok", "torch_na": None if self.gpu["torch"] else "no torch CUDA"}
         if self.gpu["torch"] is not None:
             try:
-                fns["torch"] = contenders.torch_group_norm(self.gpu["torch"], a, case, st,
-                                                           layout, ps, device="cuda")
+                fns["torch"] = contenders.torch_group_norm(self.gpu["torch"], a, case,
+                                                           row["stats"], row["layout"], ps,
+                                                           device="cuda")
             except NotAvailable as e:
-                g["torch_na"] = str(e)
+                self.note(str(e))
         samples = timing.interleaved(fns, timer=timing.cuda_timer(cupy), budget_s=self.budget,
-                                     min_reps=10, max_reps=20 * self.max_reps, warmup=3)
-        med = {k: timing.median(v) for k, v in samples.items()}
-        g.update(ms=med["ours"] * 1e3, gbps=row["bytes"] / med["ours"] * 1e-9,
-                 x_copy=med["ours"] / med["copy"],
-                 x_torch=med["ours_alloc"] / med["torch"] if "torch" in med else None,
-                 timings={k: timing.summary(v) for k, v in samples.items()})
-        return g
+                                     reps=(10, 20 * self.reps[1]), warmup=3)
+        med, res = _medians(samples, row["bytes"])
+        return {"status": "ok", "x_copy": med["ours"] / med["copy"], **res}
 
-    def measure(self, case, dname, layout, st, ps, t, a, refs, gpu_too, bar):
+    def measure(self, case, dname, layout, st, ps, t, a, want, gpu_too):
         """One table row: the CPU at `t` threads, and the GPU when gpu_too."""
         self.set_threads(t)
         others = timing.OthersLoad()
         row = {"case": case.name, "shape": case.label(), "dtype": dname, "layout": layout,
                "stats": st, "pass": ps, "threads": t,
                "bytes": (2 if ps == "forward" else 3) * a["x"].nbytes}
-        self.cpu_row(row, a, refs, case)
+        self.cpu_row(row, a, want, case)
         if row["status"] != "ok":
-            self.note_failure(row, "(CPU)", row["errors"], bar)
-        self.note(row.get("torch_na"), bar)
-        if row.get("bitwise_same") is False:
-            self.note("results differ bit-wise between thread counts (the SPEC wants them "
-                      "identical); checked against the reference instead", bar)
+            self.failure(row, "CPU", row["errors"])
         if gpu_too:
-            g = row["gpu"] = self.gpu_row(row, a, refs, case)
+            g = row["gpu"] = self.gpu_row(row, a, want, case)
             if g.get("status") == "wrong":
-                self.note_failure(row, "(GPU)", g["errors"], bar)
-            self.note(g.get("na") or g.get("torch_na"), bar)
+                self.failure(row, "GPU", g["errors"])
+            self.note(g.get("na"))
         row["others_cores"] = others.cores()
         self.rows.append(row)
         return row
 
-    def note_failure(self, row, where, errors, bar):
-        name = (f"{row['case']} {row['shape']} {row['dtype']} {row['layout']} stats={row['stats']} "
-                f"{row['pass']} threads={row['threads']} {where}")
+    def failure(self, row, where, errors):
+        name = " ".join(str(row[k]) for k in ("case", "shape", "dtype", "layout", "stats",
+                                              "pass")) + f" threads={row['threads']} ({where})"
         self.failures.append({"case": name, "errors": errors})
-        bar.write(f"WRONG RESULT: {name}: " + "; ".join(errors), out=sys.stderr)
+        self.notes.append(f"WRONG RESULT: {name}: " + "; ".join(errors))
 
-    def note(self, reason, bar):
-        if reason and reason not in self.na_seen:
-            self.na_seen.add(reason)
-            bar.write(f"note: {reason}", out=sys.stderr)
-
-
-def references(data, case, stats, passes):
-    """The float64 results each pass is checked against, for both layouts."""
-    refs = {}
-    gamma, beta = data["gamma"], data["beta"]
-    if "forward" in passes:
-        y, mean, rstd = reference.forward(data["x"], case.g, gamma, beta, EPS, stats)
-        refs["forward"] = {"y": y, "mean": mean, "rstd": rstd}
-    if "backward" in passes:
-        dx, dgamma, dbeta = reference.backward(data["dy"], data["x"], case.g, gamma, EPS, stats)
-        refs["backward"] = {"dx": dx, "dgamma": dgamma, "dbeta": dbeta}
-    return refs
+    def note(self, reason):
+        if reason and f"note: {reason}" not in self.notes:
+            self.notes.append(f"note: {reason}")

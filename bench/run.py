@@ -1,12 +1,13 @@
 """Benchmark gn_native against the memory floor and PyTorch (and on the GPU, when there is one).
 
-    python bench/run.py                 # every default case; a few minutes on 2 cores
+    python bench/run.py                 # every default case; about 2 minutes on 2 cores
     python bench/run.py --quick         # a reduced set, well under a minute
     python bench/run.py --threads 1,2 --cases sd-unet --dtype float32 --pass forward
 
-Every row is checked once against the float64 reference before it is
-timed; a wrong result is reported by name, left untimed, and makes the run
-exit with status 1.  Nothing here judges speed: it measures and reports.
+Every row is checked once against the test suite's float64 reference, with
+its tolerances, before it is timed; a wrong result is reported by name,
+left untimed, and makes the run exit with status 1.  Nothing here judges
+speed: it measures and reports (bench/targets.py checks the speed goals).
 """
 import argparse
 import os
@@ -15,12 +16,10 @@ import time
 
 import overhead
 import report
-import targets
 import timing
 from cases import (ALL_DTYPES, DTYPES, LAYOUTS, PASSES, QUICK_CASES, STATS, dtype_of,
                    in_layout, make_data, select, select_cases)
 from measure import Rows, references
-from progress import Progress
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -53,45 +52,20 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-def import_gn():
-    try:
-        import gn_native
-    except ImportError:
-        sys.path.insert(0, os.path.dirname(HERE))  # run from a checkout with an in-place build
-        try:
-            import gn_native
-        except ImportError as e:
-            raise SystemExit(f"cannot import gn_native ({e}); build it with "
-                             "`python setup.py build_ext --inplace` or pip install it") from None
-    return gn_native
-
-
-def import_torch(args):
-    if args.no_torch:
-        return None
-    try:
-        import torch
-    except ImportError:
-        return None
-    return torch
-
-
 def detect_gpu(args, torch):
-    """(gpu or None, header line).  gpu: dict with cupy and whether torch has CUDA."""
+    """(gpu or None, header line).  gpu: dict with cupy and torch if torch has CUDA."""
     if args.no_gpu:
         return None, "no GPU (--no-gpu)"
     try:
         import cupy
-    except ImportError:
-        return None, "no GPU (CuPy not installed)"
-    try:
         if not cupy.is_available():
             return None, "no GPU (CuPy finds no CUDA device)"
-        dev = cupy.cuda.Device()
-        name = cupy.cuda.runtime.getDeviceProperties(dev.id)["name"]
-        name = name.decode() if isinstance(name, bytes) else name
+        name = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["name"]
+    except ImportError:
+        return None, "no GPU (CuPy not installed)"
     except Exception as e:
         return None, f"no GPU ({type(e).__name__}: {e})"
+    name = name.decode() if isinstance(name, bytes) else name
     torch_cuda = bool(torch is not None and torch.cuda.is_available())
     return ({"cupy": cupy, "torch": torch if torch_cuda else None},
             f"{name}, CuPy {cupy.__version__}, torch CUDA {'yes' if torch_cuda else 'no'}")
@@ -103,9 +77,9 @@ def parse_threads(spec, cores):
     try:
         ts = [int(s) for s in spec.split(",") if s.strip()]
     except ValueError:
-        raise SystemExit(f"--threads: expected a comma list of integers, got {spec!r}") from None
+        ts = []
     if not ts or min(ts) < 1:
-        raise SystemExit(f"--threads: thread counts must be >= 1, got {spec!r}")
+        raise SystemExit(f"--threads: expected a comma list of integers >= 1, got {spec!r}")
     return list(dict.fromkeys(ts))
 
 
@@ -115,14 +89,37 @@ def out_path(value, quick, ext):
     return value or os.path.join(HERE, "out", ("quick" if quick else "bench") + ext)
 
 
+def progress(total):
+    """A tqdm bar on stderr (only on a terminal), or nothing when tqdm is missing:
+    the table's lines on stdout are the progress then."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        class Plain:
+            def update(self, n=1): pass
+            def set_description_str(self, s): pass
+            def close(self): pass
+            def write(self, s, file=sys.stdout): print(s, file=file, flush=True)
+        return Plain()
+    return tqdm(total=total, file=sys.stderr, leave=False, disable=None, unit="row",
+                bar_format="{l_bar}{bar:20}| {n}/{total} [{elapsed}<{remaining}]")
+
+
 def main(argv=None):
     args = parse_args(argv)
     t_start = time.perf_counter()
-    gn = import_gn()
-    torch = import_torch(args)
+    try:
+        import gn_native as gn
+    except ImportError as e:
+        raise SystemExit(f"cannot import gn_native ({e}); install it: pip install '.[bench]'")
+    torch = None
+    if not args.no_torch:
+        try:
+            import torch
+        except ImportError:
+            pass
     gpu, gpu_line = detect_gpu(args, torch)
-    cores = report.available_cores()
-    threads = parse_threads(args.threads, cores)
+    threads = parse_threads(args.threads, report.available_cores())
     cases = select_cases(args.cases, args.quick)
     dtypes = select(args.dtype, ALL_DTYPES, "--dtype") or list(DTYPES)
     layouts = select(args.layout, LAYOUTS, "--layout") or list(LAYOUTS)
@@ -134,55 +131,48 @@ def main(argv=None):
     time.sleep(0.5)
     env = report.environment(gn, torch, gpu_line, threads, args)
     env["others_cores_at_start"] = idle.cores()
-    env["timing"] = {"budget_s_per_row": run.budget, "min_reps": run.min_reps,
-                     "max_reps": run.max_reps, "gap_ms": run.gap_s * 1e3}
-    for line in report.header_lines(env):
-        print(line)
-    print()
+    env["timing"] = {"budget_s_per_row": run.budget, "reps": run.reps, "gap_ms": run.gap_s * 1e3}
     with_gpu = gpu is not None
-    for line in report.table_header(with_gpu):
-        print(line)
-    sys.stdout.flush()
+    print("\n".join(report.header_lines(env) + [""] + report.table_header(with_gpu)), flush=True)
 
     threads_before = gn.get_num_threads()
-    bar = Progress(len(cases) * len(dtypes) * len(layouts) * len(stats_modes) * len(passes)
+    bar = progress(len(cases) * len(dtypes) * len(layouts) * len(stats_modes) * len(passes)
                    * len(threads))
+    over = []
     try:
         for case in cases:
             for dname in dtypes:
                 data = make_data(case, dtype_of(dname), args.seed)
                 for st in stats_modes:
-                    bar.start(f"{case.name} {dname} {st}: reference")
+                    bar.set_description_str(f"{case.name} {dname} {st}: reference")
                     refs = references(data, case, st, passes)
                     for layout in layouts:
                         a = {k: in_layout(v, layout) if k in ("x", "dy") else v
                              for k, v in data.items()}
                         for ps in passes:
                             for t in threads:
-                                bar.start(f"{case.name} {dname} {layout} {st} {ps} t={t}")
+                                bar.set_description_str(f"{case.name} {dname} {layout} {st} "
+                                                        f"{ps} t={t}")
+                                notes = len(run.notes)
                                 row = run.measure(case, dname, layout, st, ps, t, a, refs[ps],
-                                                  with_gpu and t == threads[0], bar)
-                                bar.step()
-                                bar.write(report.format_row(row, with_gpu))
+                                                  with_gpu and t == threads[0])
+                                for note in run.notes[notes:]:
+                                    bar.write(note, file=sys.stderr)
+                                bar.write(report.format_row(row, with_gpu), file=sys.stdout)
+                                bar.update()
         bar.close()
-
-        over = []
         if not args.no_overhead:
-            print("\nPython overhead (forward, float32; median of interleaved calls)")
+            print("\nCall overhead (forward, float32; medians of interleaved calls)")
             for t in threads:
                 run.set_threads(t)
                 med = overhead.measure(gn, torch, 0.1 if args.quick else 0.4)
                 over.append({"threads": t, **{k + "_s": v for k, v in med.items()}})
-                for line in overhead.lines(t, med):
-                    print(line)
+                print(overhead.line(t, med))
     finally:
         bar.close()
         gn.set_num_threads(threads_before)
 
-    for line in report.summary_lines(run.rows, with_gpu):
-        print(line)
-    for line in targets.lines(run.rows, over):
-        print(line)
+    print("\n".join(report.summary_lines(run.rows, with_gpu)))
     elapsed = time.perf_counter() - t_start
     print(f"\n{len(run.rows)} rows in {elapsed:.1f} s")
     for line in report.noise_lines(run.rows):

@@ -1,10 +1,9 @@
-"""Timers, medians and interleaved rounds.
+"""Timers, interleaved rounds, medians, and what else runs on the machine.
 
-Every contender of one benchmark row (ours, the memory floor, torch) runs in
-the same rounds, in an order that rotates each round (ABC, BCA, CAB, ...),
-so that frequency changes, a noisy neighbour or the page cache hit all of
-them alike.  The number of rounds adapts to the cost of a round: enough to
-fill the row's time budget, within [min_reps, max_reps].
+Every contender of one row (ours, the memory floor, torch) runs in the same
+rounds, in an order that rotates each round (ABC, BCA, CAB, ...), so that
+frequency changes or a noisy neighbour hit all of them alike.  The number
+of rounds fills the row's time budget, within reps = (min, max).
 """
 import os
 import statistics
@@ -12,20 +11,14 @@ import time
 
 
 def cpu_timer(fn):
-    """Seconds one call of fn takes on the wall clock."""
     t0 = time.perf_counter()
     fn()
     return time.perf_counter() - t0
 
 
 def cuda_timer(cupy):
-    """A timer for GPU work: CUDA events around the call on the null stream.
-
-    CuPy and PyTorch both enqueue on the legacy default stream unless told
-    otherwise, so the events bracket either library's kernels.
-    """
-    start = cupy.cuda.Event()
-    end = cupy.cuda.Event()
+    """CUDA events around the call on the null stream, where CuPy and torch both enqueue."""
+    start, end = cupy.cuda.Event(), cupy.cuda.Event()
 
     def timer(fn):
         start.record()
@@ -33,40 +26,28 @@ def cuda_timer(cupy):
         end.record()
         end.synchronize()
         return cupy.cuda.get_elapsed_time(start, end) * 1e-3
-
     return timer
 
 
-def repeats_for(round_s, budget_s, min_reps, max_reps):
-    if round_s <= 0:
-        return max_reps
-    return int(max(min_reps, min(max_reps, budget_s / round_s)))
+def interleaved(fns, timer=cpu_timer, budget_s=0.5, reps=(5, 100), warmup=2, gap_s=0.0):
+    """Samples (seconds) of each callable in `fns` (name -> fn), after `warmup` calls each.
 
-
-def interleaved(fns, timer=cpu_timer, budget_s=0.5, min_reps=5, max_reps=100,
-                warmup=2, gap_s=0.0):
-    """Samples (seconds) of each callable in `fns` (name -> fn), timed in rotating rounds.
-
-    gap_s > 0 sleeps before each timed call, outside the timed region, so
-    that the idle threads of another library's OpenMP runtime stop spinning
-    on our cores; an untimed call then wakes the contender's own threads, so
-    the timed call runs as it would back to back.
+    gap_s > 0 sleeps before each timed call, so that the idle threads of
+    another OpenMP runtime stop spinning on our cores; an untimed call then
+    wakes the contender's own threads.
     """
     names = list(fns)
-    est = {}
-    for name in names:
-        ts = [timer(fns[name]) for _ in range(max(1, warmup))]
-        est[name] = min(ts)
-    per_call = (lambda e: gap_s + 2 * e) if gap_s else (lambda e: e)
-    reps = repeats_for(sum(per_call(e) for e in est.values()), budget_s, min_reps, max_reps)
-    samples = {name: [] for name in names}
-    for r in range(reps):
+    est = {n: min(timer(fns[n]) for _ in range(max(1, warmup))) for n in names}
+    round_s = sum((gap_s + 2 * e) if gap_s else e for e in est.values())
+    n_rounds = int(max(reps[0], min(reps[1], budget_s / round_s if round_s > 0 else reps[1])))
+    samples = {n: [] for n in names}
+    for r in range(n_rounds):
         k = r % len(names)
-        for name in names[k:] + names[:k]:
+        for n in names[k:] + names[:k]:
             if gap_s:
                 time.sleep(gap_s)
-                fns[name]()
-            samples[name].append(timer(fns[name]))
+                fns[n]()
+            samples[n].append(timer(fns[n]))
     return samples
 
 
@@ -77,13 +58,28 @@ def median(samples):
 def summary(samples):
     """What the JSON keeps of one contender's samples."""
     s = sorted(samples)
-    q = lambda f: s[min(len(s) - 1, int(f * (len(s) - 1) + 0.5))]
+    q = lambda f: s[min(len(s) - 1, int(f * (len(s) - 1) + 0.5))]  # noqa: E731
     return {"median_s": median(s), "min_s": s[0], "q1_s": q(0.25), "q3_s": q(0.75),
             "reps": len(s)}
 
 
+def openmp_runtimes():
+    """Files of the OpenMP runtimes loaded in this process (Linux; [] elsewhere).
+
+    Two of them (say libgomp for us and a bundled one for torch) each keep
+    idle threads spinning after a parallel region, on the same cores.
+    """
+    names = ("libgomp", "libiomp", "libomp")
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {ln.split()[-1] for ln in f if any(n in ln for n in names)}
+    except OSError:
+        return []
+    return sorted(p for p in paths if os.path.basename(p).startswith(names))
+
+
 def _cpu_seconds():
-    """(CPU seconds used by every process since boot, CPU seconds used by this one)."""
+    """(CPU seconds of every process since boot, CPU seconds of this one)."""
     with open("/proc/stat") as f:
         v = [int(x) for x in f.readline().split()[1:8]]
     t = os.times()

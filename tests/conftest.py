@@ -1,24 +1,13 @@
-"""Shared helpers for the CPU test suite: dtypes, random data, per-dtype tolerances.
+"""Shared helpers for the CPU test suite: dtypes, random data, assertions.
 
-Tolerances (the spec's Accuracy section, against the float64 reference of
-tests/reference.py computed from the same input values):
-
-- forward y, float64: 1e-12 absolute + 1e-12 relative; float32: 1e-5 + 1e-5.
-- backward (dx, dgamma, dbeta): 1e-4 relative (float32) / 1e-10 (float64),
-  plus 1e-5 / 1e-10 of the summed magnitudes of the terms that make each
-  result (reference.backward_magnitudes): gradients cancel heavily, so
-  rounding errors scale with the terms, not with the result.
-- float16, bfloat16: the exact result rounded to the dtype, plus one ulp of
-  the dtype.  A float32 computation cannot resolve anything smaller than
-  float32 rounding of the terms it adds, so where a result is tiny against
-  its terms (cancellation) a slack of a few float32 ulps of the terms is
-  allowed on top (2**-21 of max|y| forward, 1e-5 of the term magnitudes
-  backward); it only matters for results well below the dtype's ulp at 1.
-- mean/rstd: 1e-6 relative (float32 statistics) / 1e-12 (float64), the
-  mean's error measured against |mean| + std.
+The tolerances (the spec's Accuracy section) are reference.tolerance and
+reference.stats_tolerance, next to the float64 reference they apply to:
+bench/run.py checks its rows with the same two functions.
 """
 import numpy as np
 import pytest
+
+from reference import stats_tolerance, tolerance
 
 try:
     import ml_dtypes
@@ -74,43 +63,6 @@ def make_affine(kind, c, g, dtype, seed):
     return gamma, beta
 
 
-def _half_ulp_tolerance(ref, dtype):
-    """|round(ref) - ref| + ulp(round(ref)) for a 16-bit float dtype."""
-    r = ref.astype(dtype)
-    mag = np.abs(r)
-    nxt = (mag.view(np.uint16) + np.uint16(1)).view(dtype)
-    ulp = nxt.astype(np.float64) - mag.astype(np.float64)
-    return np.abs(r.astype(np.float64) - ref) + ulp
-
-
-# (rtol, atol as a fraction of the terms' scale) for float32 and float64; see module doc.
-_TOLS = {
-    "forward": {F64: (1e-12, 1e-12), F32: (1e-5, 1e-5)},
-    "backward": {F64: (1e-10, 1e-10), F32: (1e-4, 1e-5)},
-}
-# slack (fraction of the terms' scale) on top of "rounding + 1 ulp" for 16-bit dtypes
-_HALF_SLACK = {"forward": 2.0 ** -21, "backward": 1e-5}
-
-
-def tolerance(ref, dtype, kind="forward", scale=None):
-    """Elementwise allowed |actual - ref| for a result of `dtype`.
-
-    `scale` is the size of the terms that make the result (elementwise or
-    scalar; reference.backward_magnitudes for gradients).  By default it is
-    1 for float32/float64 forward results (absolute atol) and max|ref| otherwise.
-    """
-    ref = np.asarray(ref, dtype=np.float64)
-    dtype = np.dtype(dtype)
-    max_ref = float(np.max(np.abs(ref), initial=0.0)) if ref.size else 0.0
-    if dtype in (F32, F64):
-        rtol, atol = _TOLS[kind][dtype]
-        # forward outputs are O(1) by construction: absolute atol unless told otherwise
-        s = (1.0 if kind == "forward" else max_ref) if scale is None else scale
-        return rtol * np.abs(ref) + atol * np.asarray(s)
-    s = max_ref if scale is None else scale
-    return _half_ulp_tolerance(ref, dtype) + _HALF_SLACK[kind] * np.asarray(s)
-
-
 def assert_close(actual, ref, dtype=None, kind="forward", name="y", scale=None):
     """actual (any float dtype) against the float64 reference, with the tolerance of `dtype`."""
     actual = np.asarray(actual)
@@ -135,16 +87,14 @@ def assert_stats_close(mean, rstd, ref_mean, ref_rstd, x_dtype):
     sd = stat_dtype(x_dtype)
     assert mean.dtype == sd, f"mean dtype {mean.dtype}, expected {sd}"
     assert rstd.dtype == sd, f"rstd dtype {rstd.dtype}, expected {sd}"
-    rtol = 1e-12 if sd == F64 else 1e-6
-    # the mean's error is judged against the group's spread as well as its size
-    std = 1.0 / np.asarray(ref_rstd, np.float64)
-    m_tol = rtol * (np.abs(ref_mean) + std)
+    m_tol, r_tol = stats_tolerance(ref_mean, ref_rstd, sd)
     m_err = np.abs(mean.astype(np.float64) - ref_mean)
     assert np.all(m_err <= m_tol), (
         f"mean: max error {np.max(m_err):.3g} (max tolerance {np.max(m_tol):.3g})")
     r_err = np.abs(rstd.astype(np.float64) - ref_rstd)
-    assert np.all(r_err <= rtol * np.abs(ref_rstd)), (
-        f"rstd: max relative error {np.max(r_err / np.abs(ref_rstd)):.3g} > {rtol}")
+    assert np.all(r_err <= r_tol), (
+        f"rstd: max relative error {np.max(r_err / np.abs(ref_rstd)):.3g} "
+        f"(max tolerance {np.max(r_tol / np.abs(ref_rstd)):.3g})")
 
 
 def assert_grads_close(got, dy, x, mean, rstd, n_groups, gamma=None, stats="sample",

@@ -1,7 +1,9 @@
 """Plain float64 NumPy reference for Group Normalization.
 
 Slow and obviously correct on purpose: every fast path (C core, SIMD, GPU) is
-tested against these functions.  Nothing here imports gn_native.
+tested against these functions, with the tolerance policy at the end of this
+file.  Nothing here imports gn_native; bench/measure.py loads this file by
+path, so the benchmark checks its rows against the same reference and policy.
 
 Conventions (as in the spec): x is (N, C, *spatial), or (N, *spatial, C) with
 channel_axis=-1; G groups of K = C // G channels; gamma/beta are None, (C,)
@@ -170,3 +172,71 @@ def eval_with_running(x, n_groups, running_mean, running_var, gamma=None, beta=N
     mean = np.broadcast_to(np.asarray(running_mean, np.float64), (n, n_groups))
     var = np.broadcast_to(np.asarray(running_var, np.float64), (n, n_groups))
     return forward(x, n_groups, gamma, beta, eps, "sample", channel_axis, mean=mean, var=var)[0]
+
+
+# ---- the tolerance policy --------------------------------------------------
+# One policy for the tests (conftest.assert_close & co.) and the benchmark
+# (bench/measure.py loads this file by path), against the float64 results above
+# computed from the same input values (the spec's Accuracy section):
+#
+# - forward y, float64: 1e-12 absolute + 1e-12 relative; float32: 1e-5 + 1e-5.
+# - backward (dx, dgamma, dbeta): 1e-4 relative (float32) / 1e-10 (float64),
+#   plus 1e-5 / 1e-10 of the summed magnitudes of the terms that make each
+#   result (backward_magnitudes): gradients cancel heavily, so rounding
+#   errors scale with the terms, not with the result.
+# - float16, bfloat16: the exact result rounded to the dtype, plus one ulp of
+#   the dtype.  A float32 computation cannot resolve anything smaller than
+#   float32 rounding of the terms it adds, so where a result is tiny against
+#   its terms (cancellation) a slack of a few float32 ulps of the terms is
+#   allowed on top (2**-21 of max|y| forward, 1e-5 of the term magnitudes
+#   backward); it only matters for results well below the dtype's ulp at 1.
+# - mean/rstd: 1e-6 relative (float32 statistics) / 1e-12 (float64), the
+#   mean's error measured against |mean| + std.
+
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+# (rtol, atol as a fraction of the terms' scale) for float32 and float64
+_TOLS = {
+    "forward": {_F64: (1e-12, 1e-12), _F32: (1e-5, 1e-5)},
+    "backward": {_F64: (1e-10, 1e-10), _F32: (1e-4, 1e-5)},
+}
+# slack (fraction of the terms' scale) on top of "rounding + 1 ulp" for 16-bit dtypes
+_HALF_SLACK = {"forward": 2.0 ** -21, "backward": 1e-5}
+
+
+def _half_ulp_tolerance(ref, dtype):
+    """|round(ref) - ref| + ulp(round(ref)) for a 16-bit float dtype."""
+    r = ref.astype(dtype)
+    mag = np.abs(r)
+    nxt = (mag.view(np.uint16) + np.uint16(1)).view(dtype)
+    ulp = nxt.astype(np.float64) - mag.astype(np.float64)
+    return np.abs(r.astype(np.float64) - ref) + ulp
+
+
+def tolerance(ref, dtype, kind="forward", scale=None):
+    """Elementwise allowed |actual - ref| for a result of `dtype` ("forward" or "backward").
+
+    `scale` is the size of the terms that make the result (elementwise or
+    scalar; backward_magnitudes for gradients).  By default it is 1 for
+    float32/float64 forward results (absolute atol) and max|ref| otherwise.
+    """
+    ref = np.asarray(ref, dtype=np.float64)
+    dtype = np.dtype(dtype)
+    max_ref = float(np.max(np.abs(ref), initial=0.0)) if ref.size else 0.0
+    if dtype in (_F32, _F64):
+        rtol, atol = _TOLS[kind][dtype]
+        # forward outputs are O(1) by construction: absolute atol unless told otherwise
+        s = (1.0 if kind == "forward" else max_ref) if scale is None else scale
+        return rtol * np.abs(ref) + atol * np.asarray(s)
+    s = max_ref if scale is None else scale
+    return _half_ulp_tolerance(ref, dtype) + _HALF_SLACK[kind] * np.asarray(s)
+
+
+def stats_tolerance(ref_mean, ref_rstd, stat_dtype):
+    """(mean tolerance, rstd tolerance), elementwise, for statistics stored in `stat_dtype`.
+
+    The mean's error is judged against the group's spread as well as its size.
+    """
+    rtol = 1e-12 if np.dtype(stat_dtype) == _F64 else 1e-6
+    ref_mean = np.asarray(ref_mean, np.float64)
+    ref_rstd = np.asarray(ref_rstd, np.float64)
+    return rtol * (np.abs(ref_mean) + 1.0 / ref_rstd), rtol * np.abs(ref_rstd)
