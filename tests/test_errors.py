@@ -60,6 +60,7 @@ FORWARD_CASES = [
     ("eps_negative", _replace(eps=-1e-5), ValueError, ["eps"]),
     ("eps_nan", _replace(eps=float("nan")), ValueError, ["eps"]),
     ("eps_inf", _replace(eps=float("inf")), ValueError, ["eps"]),
+    ("eps_2**1100", _replace(eps=2 ** 1100), ValueError, ["eps"]),   # float() overflows
     ("eps_none", _replace(eps=None), TypeError, ["eps"]),
     ("stats_unknown", _replace(stats="group"), ValueError, ["stats"]),
     ("stats_case", _replace(stats="Sample"), ValueError, ["stats"]),
