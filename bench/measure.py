@@ -68,13 +68,6 @@ def _check(outputs, want, x_dtype):
     return compare(got, want, x_dtype), got
 
 
-def _medians(samples, nbytes, mine="ours"):
-    med = {k: timing.median(v) for k, v in samples.items()}
-    return med, {"ms": med[mine] * 1e3, "gbps": nbytes / med[mine] * 1e-9,
-                 "x_torch": med["ours_alloc"] / med["torch"] if "torch" in med else None,
-                 "timings": {k: timing.summary(v) for k, v in samples.items()}}
-
-
 class Rows:
     """The rows of one run, its timing options, and the outputs last checked."""
 
@@ -92,53 +85,55 @@ class Rows:
         if self.torch is not None:
             self.torch.set_num_threads(n)
 
+    def _time(self, row, fns, a, case, torch, device, **kw):
+        """Medians of ours (out=), ours allocating (compared with torch, which allocates
+        too), the floor and torch, timed in the same rounds."""
+        if torch is None:
+            self.note(f"no torch{' CUDA' if device == 'cuda' else ''}: x torch is n/a")
+        else:
+            try:
+                fns["torch"] = contenders.torch_group_norm(torch, a, case, row["stats"],
+                                                           row["layout"], row["pass"], device)
+            except NotAvailable as e:
+                self.note(str(e))
+        samples = timing.interleaved(fns, budget_s=self.budget, **kw)
+        med = {k: timing.median(v) for k, v in samples.items()}
+        return med, {"ms": med["ours"] * 1e3, "gbps": row["bytes"] / med["ours"] * 1e-9,
+                     "x_torch": med["ours_alloc"] / med["torch"] if "torch" in med else None,
+                     "timings": {k: timing.summary(v) for k, v in samples.items()}}
+
     def cpu_row(self, row, a, want, case):
         """The first thread count of a configuration is checked against the reference;
         later ones must match it bit for bit (the SPEC wants that), else they are
         checked again -- one float64 compare per configuration, the slow part."""
-        key = (case.name, row["dtype"], row["layout"], row["stats"], row["pass"])
+        key = tuple(row[k] for k in ("case", "dtype", "layout", "stats", "pass"))
         checked = self._checked[1] if self._checked[0] == key else None
         try:
             call, call_out, outputs = contenders.ours(self.gn, a, case, row["stats"],
                                                       row["layout"], row["pass"])
-            if checked is None:
-                errors, got = _check(outputs, want, a["x"].dtype)
-            else:
-                got = outputs()
-                same = all(contenders.same_bits(got[k], checked[k]) for k in got)
-                errors = [] if same else compare(got, want, a["x"].dtype)
-                if not same:
-                    self.note("results differ bit-wise between thread counts (the SPEC wants "
-                              "them identical)")
+            errors, got = _check(outputs, want, a["x"].dtype) if checked is None else ([], outputs())
+            if checked is not None and not all(contenders.same_bits(got[k], checked[k]) for k in got):
+                self.note("results differ bit-wise between thread counts (the SPEC wants them "
+                          "identical)")
+                errors = compare(got, want, a["x"].dtype)
         except Exception as e:
             errors = [f"raised {type(e).__name__}: {e}"]
         if errors:
             return row.update(status="wrong", errors=errors)
         self._checked = (key, got)
-        # "ours" writes into a preallocated output like the floor; "ours_alloc"
-        # allocates it like torch does, and is the one compared with torch
-        fns = {"ours": call_out, "ours_alloc": call,
-               "floor": contenders.floor(np, a, row["pass"])}
-        if self.torch is None:
-            self.note("torch not installed: x torch is n/a")
-        else:
-            try:
-                fns["torch"] = contenders.torch_group_norm(self.torch, a, case, row["stats"],
-                                                           row["layout"], row["pass"])
-            except NotAvailable as e:
-                self.note(str(e))
-        samples = timing.interleaved(fns, budget_s=self.budget, reps=self.reps,
-                                     gap_s=self.gap_s if row["threads"] > 1 else 0.0)
-        med, res = _medians(samples, row["bytes"])
+        fns = {"ours": call_out, "ours_alloc": call, "floor": contenders.floor(np, a, row["pass"])}
+        med, res = self._time(row, fns, a, case, self.torch, "cpu", reps=self.reps,
+                              gap_s=self.gap_s if row["threads"] > 1 else 0.0)
         row.update(status="ok", x_floor=med["ours"] / med["floor"],
                    ms_alloc=med["ours_alloc"] * 1e3, **res)
 
     def gpu_row(self, row, a, want, case):
-        cupy, ps = self.gpu["cupy"], row["pass"]
+        cupy = self.gpu["cupy"]
         try:
             d = contenders.to_device(cupy, a)
             call, call_out, outputs = contenders.ours(self.gn, d, case, row["stats"],
-                                                      row["layout"], ps, to_host=cupy.asnumpy)
+                                                      row["layout"], row["pass"],
+                                                      to_host=cupy.asnumpy)
         except NotAvailable as e:
             return {"na": str(e)}
         except ImportError as e:  # built without the GPU backend
@@ -146,17 +141,10 @@ class Rows:
         errors, _ = _check(outputs, want, a["x"].dtype)
         if errors:
             return {"status": "wrong", "errors": errors}
-        fns = {"ours": call_out, "ours_alloc": call, "copy": contenders.floor(cupy, d, ps)}
-        if self.gpu["torch"] is not None:
-            try:
-                fns["torch"] = contenders.torch_group_norm(self.gpu["torch"], a, case,
-                                                           row["stats"], row["layout"], ps,
-                                                           device="cuda")
-            except NotAvailable as e:
-                self.note(str(e))
-        samples = timing.interleaved(fns, timer=timing.cuda_timer(cupy), budget_s=self.budget,
-                                     reps=(10, 20 * self.reps[1]), warmup=3)
-        med, res = _medians(samples, row["bytes"])
+        fns = {"ours": call_out, "ours_alloc": call, "copy": contenders.floor(cupy, d, row["pass"])}
+        med, res = self._time(row, fns, a, case, self.gpu["torch"], "cuda",
+                              timer=timing.cuda_timer(cupy), reps=(10, 20 * self.reps[1]),
+                              warmup=3)
         return {"status": "ok", "x_copy": med["ours"] / med["copy"], **res}
 
     def measure(self, case, dname, layout, st, ps, t, a, want, gpu_too):

@@ -7,6 +7,7 @@ import os
 import platform
 import statistics
 import sys
+import textwrap
 
 import numpy as np
 
@@ -26,12 +27,9 @@ x torch: our call allocating its outputs / torch.nn.functional.group_norm's (aut
 def cpu_model():
     try:
         with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+            return next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
 
 
 def available_cores():
@@ -124,11 +122,11 @@ def noise_lines(rows):
     n = sum(noisy(r) for r in rows)
     if not n:
         return []
-    return [f"\nwarning: this machine was busy: other processes kept "
-            f"{statistics.mean(loads):.2f} cores busy on average, and {n} of {len(rows)} rows "
-            f"(marked ~) ran while they used more than {NOISY_CORES} cores.  Those timings, "
-            "multi-threaded ones most, are noisy: rerun on an idle machine, or pool several "
-            "saved runs with bench/targets.py."]
+    return ["", textwrap.fill(
+        f"warning: this machine was busy: other processes kept {statistics.mean(loads):.2f} "
+        f"cores busy on average, and {n} of {len(rows)} rows (marked ~) ran while they used "
+        f"more than {NOISY_CORES} cores.  Those timings, multi-threaded ones most, are noisy: "
+        "rerun on an idle machine, or pool several saved runs with bench/targets.py.", 92)]
 
 
 def _med(vals):

@@ -10,6 +10,7 @@ left untimed, and makes the run exit with status 1.  Nothing here judges
 speed: it measures and reports (bench/targets.py checks the speed goals).
 """
 import argparse
+import itertools
 import os
 import sys
 import time
@@ -36,15 +37,12 @@ def parse_args(argv):
     p.add_argument("--layout", help="nchw, nhwc")
     p.add_argument("--stats", help="sample, batch")
     p.add_argument("--pass", dest="passes", help="forward, backward")
-    p.add_argument("--json", help="where to save results (default bench/out/bench.json, "
-                                  "bench/out/quick.json with --quick; 'none' to skip)")
-    p.add_argument("--plot", help="PNG plot (default bench/out/bench.png or quick.png; 'none' to skip)")
-    p.add_argument("--budget", type=float, help="seconds of timing per row "
-                                                "(default 0.4, 0.08 with --quick)")
-    p.add_argument("--gap-ms", type=float,
-                   help="pause before each timed call when threads > 1, so the idle threads of "
-                        "another OpenMP runtime stop spinning (default: 2 when more than one "
-                        "runtime is loaded, else 0)")
+    p.add_argument("--json", help="results file (default bench/out/bench.json or quick.json; 'none')")
+    p.add_argument("--plot", help="PNG plot (default bench/out/bench.png or quick.png; 'none')")
+    p.add_argument("--budget", type=float, help="seconds of timing per row (0.4, --quick 0.08)")
+    p.add_argument("--gap-ms", type=float, help="pause before each multi-threaded timed call, "
+                   "so another OpenMP runtime's idle threads stop spinning (default: 2 when two "
+                   "runtimes are loaded, else 0)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
     p.add_argument("--no-gpu", action="store_true", help="leave the GPU out")
@@ -96,10 +94,10 @@ def progress(total):
         from tqdm import tqdm
     except ImportError:
         class Plain:
-            def update(self, n=1): pass
-            def set_description_str(self, s): pass
-            def close(self): pass
-            def write(self, s, file=sys.stdout): print(s, file=file, flush=True)
+            update = set_description_str = close = lambda self, *a: None  # noqa: E731
+
+            def write(self, s, file=sys.stdout):
+                print(s, file=file, flush=True)
         return Plain()
     return tqdm(total=total, file=sys.stderr, leave=False, disable=None, unit="row",
                 bar_format="{l_bar}{bar:20}| {n}/{total} [{elapsed}<{remaining}]")
@@ -140,26 +138,22 @@ def main(argv=None):
                    * len(threads))
     over = []
     try:
-        for case in cases:
-            for dname in dtypes:
-                data = make_data(case, dtype_of(dname), args.seed)
-                for st in stats_modes:
-                    bar.set_description_str(f"{case.name} {dname} {st}: reference")
-                    refs = references(data, case, st, passes)
-                    for layout in layouts:
-                        a = {k: in_layout(v, layout) if k in ("x", "dy") else v
-                             for k, v in data.items()}
-                        for ps in passes:
-                            for t in threads:
-                                bar.set_description_str(f"{case.name} {dname} {layout} {st} "
-                                                        f"{ps} t={t}")
-                                notes = len(run.notes)
-                                row = run.measure(case, dname, layout, st, ps, t, a, refs[ps],
-                                                  with_gpu and t == threads[0])
-                                for note in run.notes[notes:]:
-                                    bar.write(note, file=sys.stderr)
-                                bar.write(report.format_row(row, with_gpu), file=sys.stdout)
-                                bar.update()
+        for case, dname in itertools.product(cases, dtypes):
+            data = make_data(case, dtype_of(dname), args.seed)
+            arrays = {lay: {k: in_layout(v, lay) if k in ("x", "dy") else v
+                            for k, v in data.items()} for lay in layouts}
+            for st in stats_modes:
+                bar.set_description_str(f"{case.name} {dname} {st}: reference")
+                refs = references(data, case, st, passes)
+                for layout, ps, t in itertools.product(layouts, passes, threads):
+                    bar.set_description_str(f"{case.name} {dname} {layout} {st} {ps} t={t}")
+                    notes = len(run.notes)
+                    row = run.measure(case, dname, layout, st, ps, t, arrays[layout], refs[ps],
+                                      gpu is not None and t == threads[0])
+                    for note in run.notes[notes:]:
+                        bar.write(note, file=sys.stderr)
+                    bar.write(report.format_row(row, gpu is not None), file=sys.stdout)
+                    bar.update()
         bar.close()
         if not args.no_overhead:
             print("\nCall overhead (forward, float32; medians of interleaved calls)")
