@@ -10,6 +10,7 @@ left untimed, and makes the run exit with status 1.  Nothing here judges
 speed: it measures and reports (bench/targets.py checks the speed goals).
 """
 import argparse
+import importlib
 import itertools
 import os
 import sys
@@ -48,6 +49,13 @@ def parse_args(argv):
     p.add_argument("--no-gpu", action="store_true", help="leave the GPU out")
     p.add_argument("--no-overhead", action="store_true", help="skip the call-overhead lines")
     return p.parse_args(argv)
+
+
+def optional(name):
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
 
 
 def detect_gpu(args, torch):
@@ -110,12 +118,7 @@ def main(argv=None):
         import gn_native as gn
     except ImportError as e:
         raise SystemExit(f"cannot import gn_native ({e}); install it: pip install '.[bench]'")
-    torch = None
-    if not args.no_torch:
-        try:
-            import torch
-        except ImportError:
-            pass
+    torch = None if args.no_torch else optional("torch")
     gpu, gpu_line = detect_gpu(args, torch)
     threads = parse_threads(args.threads, report.available_cores())
     cases = select_cases(args.cases, args.quick)
@@ -178,20 +181,16 @@ def main(argv=None):
                                       "failures": run.failures, "elapsed_s": elapsed})
         print(f"results: {json_path}")
     plot_path = out_path(args.plot, args.quick, ".png")
-    if plot_path:
-        try:
-            import plot
-            plot.plot(run.rows, plot_path, title=f"gn_native on {env['cpu']}; GPU: {gpu_line}")
-            print(f"plot: {plot_path}")
-        except ImportError as e:
-            print(f"plot skipped: {e}", file=sys.stderr)
+    if plot_path and optional("matplotlib") is None:
+        print("plot skipped: matplotlib is not installed", file=sys.stderr)
+    elif plot_path:
+        import plot
+        plot.plot(run.rows, plot_path, title=f"gn_native on {env['cpu']}; GPU: {gpu_line}")
+        print(f"plot: {plot_path}")
 
-    if run.failures:
-        print(f"\n{len(run.failures)} WRONG RESULT(S):", file=sys.stderr)
-        for f in run.failures:
-            print(f"  {f['case']}: " + "; ".join(f["errors"]), file=sys.stderr)
-        return 1
-    return 0
+    for f in run.failures:
+        print(f"WRONG RESULT: {f['case']}: " + "; ".join(f["errors"]), file=sys.stderr)
+    return 1 if run.failures else 0
 
 
 if __name__ == "__main__":

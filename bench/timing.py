@@ -78,17 +78,19 @@ def openmp_runtimes():
     return sorted(p for p in paths if os.path.basename(p).startswith(names))
 
 
-def _cpu_seconds():
-    """(CPU seconds of every process since boot, CPU seconds of this one)."""
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:8]]
-    t = os.times()
-    busy = v[0] + v[1] + v[2] + v[5] + v[6]  # user nice system irq softirq
-    return busy / os.sysconf("SC_CLK_TCK"), t.user + t.system
+def _others_cpu_seconds():
+    """CPU seconds used by other processes since boot (Linux; None elsewhere)."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:8]]
+    except (OSError, ValueError):
+        return None
+    t = os.times()  # user nice system irq softirq, minus our own
+    return (v[0] + v[1] + v[2] + v[5] + v[6]) / os.sysconf("SC_CLK_TCK") - t.user - t.system
 
 
 class OthersLoad:
-    """How many cores other processes kept busy between start and `cores()` (Linux).
+    """How many cores other processes kept busy between start and `cores()`.
 
     A busy neighbour is the main source of noise on a small machine: an
     OpenMP barrier waits for whichever thread the scheduler put aside.  The
@@ -96,14 +98,8 @@ class OthersLoad:
     """
 
     def __init__(self):
-        try:
-            self._t0, self._c0 = time.perf_counter(), _cpu_seconds()
-        except (OSError, ValueError, AttributeError):
-            self._c0 = None
+        self._t0, self._c0 = time.perf_counter(), _others_cpu_seconds()
 
     def cores(self):
-        if self._c0 is None:
-            return None
-        wall = time.perf_counter() - self._t0
-        (all1, ours1), (all0, ours0) = _cpu_seconds(), self._c0
-        return max(0.0, (all1 - all0) - (ours1 - ours0)) / wall if wall > 0 else None
+        wall, c1 = time.perf_counter() - self._t0, _others_cpu_seconds()
+        return None if self._c0 is None or c1 is None or wall <= 0 else max(0.0, c1 - self._c0) / wall
