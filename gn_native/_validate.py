@@ -30,6 +30,7 @@ module touches array data; it reads shapes, dtypes and flags only, so it
 serves NumPy and CuPy arrays alike.
 """
 import dataclasses
+import functools
 import math
 import numbers
 import operator
@@ -269,7 +270,14 @@ def plan(x, n_groups, gamma=None, beta=None, eps=1e-5, stats="sample", channel_a
     affine = "channel" if "channel" in (kg, kb) else (kg or kb or "none")
     if c == g and affine == "group":
         affine = "channel"
-    return Plan(tuple(x.shape), n, c, spatial, g, e, st, AFFINES[affine], LAYOUTS[layout], ax,
+    return _plan(tuple(x.shape), n, c, spatial, g, e, st, affine, layout, ax, dtype)
+
+
+@functools.lru_cache(maxsize=256)
+def _plan(shape, n, c, spatial, g, eps, stats, affine, layout, ax, dtype):
+    """Plans are immutable: a training loop's repeated calls share one (and skip
+    the frozen dataclass's slower construction)."""
+    return Plan(shape, n, c, spatial, g, eps, stats, AFFINES[affine], LAYOUTS[layout], ax,
                 dtype, stat_dtype_for(dtype))
 
 
