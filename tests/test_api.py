@@ -63,3 +63,23 @@ def test_import_needs_only_numpy():
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_plan_is_frozen_and_carries_the_c_enums():
+    """A Plan's layout/stats/affine compare equal to their names and carry the values
+    of gn_native.h's enums (from capi.pxd through _cpu), so _cpu needs no lookup."""
+    import dataclasses
+
+    import numpy as np
+    import pytest
+
+    from gn_native import _cpu, _validate as V
+    x = np.zeros((2, 3, 4, 6), np.float32)
+    p = V.plan(x, 3, np.ones(3, np.float32), None, 1e-5, "batch", -1, layout="nhwc")
+    assert (p.layout, p.stats, p.affine) == ("nhwc", "batch", "group")
+    assert (p.layout.code, p.stats.code, p.affine.code) == (
+        _cpu.LAYOUT_NHWC, _cpu.STATS_BATCH, _cpu.AFFINE_GROUP)
+    assert V.with_layout(p, "nchw").layout.code == _cpu.LAYOUT_NCHW
+    assert len({_cpu.AFFINE_NONE, _cpu.AFFINE_CHANNEL, _cpu.AFFINE_GROUP}) == 3
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.groups = 2
