@@ -433,9 +433,12 @@ def check_layer_channel_axis(channel_axis):
     raise ValueError(f"channel_axis must be 1 or -1 (channels first or last), got {channel_axis!r}")
 
 
-def check_layer_input(x, dtype, n_channels, channel_axis):
-    """x given to a layer: the layer's dtype and number of channels on its channel axis."""
+def check_layer_input(x, device, dtype, n_channels, channel_axis):
+    """x given to a layer, as an array of the layer's device (lists and DLPack CPU
+    tensors become ndarrays): the layer's dtype and number of channels."""
     check_given(x, "x")
+    if device == "cpu":
+        x = as_cpu_array(x, "x")
     xdt = getattr(x, "dtype", None)
     if xdt is not None and check_dtype(xdt, "x") != dtype:
         raise TypeError(f"x has dtype {xdt}, but the layer's dtype is {dtype}")
@@ -446,3 +449,25 @@ def check_layer_input(x, dtype, n_channels, channel_axis):
     if x.shape[ax] != n_channels:
         raise ValueError(f"x has {x.shape[ax]} channels on axis {channel_axis}, "
                          f"the layer expects {n_channels}")
+    return x
+
+
+def check_state_dict(state, expected):
+    """A state dict for a layer whose own is `expected`: the same keys, each value
+    of the same shape and a numeric dtype; returned converted to the expected dtypes."""
+    keys = set(state.keys()) if hasattr(state, "keys") else None
+    if keys is None:
+        raise TypeError(f"state must be a mapping, got {type(state).__name__}")
+    missing, extra = set(expected) - keys, keys - set(expected)
+    if missing or extra:
+        raise ValueError(f"state_dict keys mismatch: missing {sorted(missing)}, "
+                         f"unexpected {sorted(extra)}")
+    new = {}
+    for k, ref in expected.items():
+        a = np.asarray(state[k])
+        if a.shape != ref.shape:
+            raise ValueError(f"state_dict[{k!r}] has shape {a.shape}, expected {ref.shape}")
+        if a.dtype.kind not in "fiu" and not (ref.dtype == BFLOAT16):
+            raise TypeError(f"state_dict[{k!r}] has dtype {a.dtype}, expected {ref.dtype}")
+        new[k] = a.astype(ref.dtype)
+    return new

@@ -92,9 +92,7 @@ class GroupNorm:
 
     # ---- forward / backward ----
     def __call__(self, x):
-        if self.device == "cpu":
-            x = V.as_cpu_array(x, "x")
-        V.check_layer_input(x, self.dtype, self.n_channels, self.channel_axis)
+        x = V.check_layer_input(x, self.device, self.dtype, self.n_channels, self.channel_axis)
         use_running = self.track_running_stats and not self.training
         if use_running:
             y, mean, rstd = group_norm_forward(
@@ -192,21 +190,7 @@ class GroupNorm:
     def load_state_dict(self, state):
         """Load what state_dict() gave (or np.load of it); all checked before any change."""
         expected = self.state_dict()
-        keys = set(state.keys()) if hasattr(state, "keys") else None
-        if keys is None:
-            raise TypeError(f"state must be a mapping, got {type(state).__name__}")
-        missing, extra = set(expected) - keys, keys - set(expected)
-        if missing or extra:
-            raise ValueError(f"state_dict keys mismatch: missing {sorted(missing)}, "
-                             f"unexpected {sorted(extra)}")
-        new = {}
-        for k, ref in expected.items():
-            a = np.asarray(state[k])
-            if a.shape != ref.shape:
-                raise ValueError(f"state_dict[{k!r}] has shape {a.shape}, expected {ref.shape}")
-            if a.dtype.kind not in "fiu" and not (ref.dtype == V.BFLOAT16):
-                raise TypeError(f"state_dict[{k!r}] has dtype {a.dtype}, expected {ref.dtype}")
-            new[k] = a.astype(ref.dtype)
+        new = V.check_state_dict(state, expected)
         xp = self.xp
         if self.affine:
             self.gamma = xp.asarray(new["gamma"])
