@@ -307,27 +307,28 @@ def check_out(out, p):
         raise ValueError("out must be writable (got a read-only array)")
 
 
-def _arrays(x, gamma, beta, out, extra):
+def _arrays(x, gamma, beta, out, extra, names):
     """The call's array kind ('numpy' or 'cupy') and its arrays as that kind's
-    arrays (lists and DLPack CPU tensors become ndarrays); None stays None."""
-    if type(x) is np.ndarray and type(gamma) in _NP_OR_NONE and type(beta) in _NP_OR_NONE \
-            and type(out) in _NP_OR_NONE and all(type(a) in _NP_OR_NONE for a, _ in extra):
-        return "numpy", x, gamma, beta, [a for a, _ in extra]   # the common case, as is
+    arrays (lists and DLPack CPU tensors become ndarrays); None stays None.
+    `extra` is a tuple of further array arguments, `names` their names."""
+    if type(x) is np.ndarray:
+        for a in (gamma, beta, out) + extra:
+            if a is not None and type(a) is not np.ndarray:
+                break
+        else:
+            return "numpy", x, gamma, beta, extra   # the common case, as is
     check_given(x, "x")
-    kind = array_module_name(x, gamma, beta, out, *[a for a, _ in extra])
+    kind = array_module_name(x, gamma, beta, out, *extra)
     if kind == "numpy":
         x = as_cpu_array(x, "x")
         gamma = None if gamma is None else as_cpu_array(gamma, "gamma")
         beta = None if beta is None else as_cpu_array(beta, "beta")
-        extra = [None if a is None else as_cpu_array(a, name) for a, name in extra]
+        extra = tuple(None if a is None else as_cpu_array(a, n) for a, n in zip(extra, names))
         if out is not None and not isinstance(out, np.ndarray):
             raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
-    else:
-        extra = [a for a, _ in extra]
     return kind, x, gamma, beta, extra
 
 
-_NP_OR_NONE = (np.ndarray, type(None))
 
 
 def forward_call(x, n_groups, gamma, beta, eps, stats, channel_axis, out, mean, var):
@@ -335,8 +336,8 @@ def forward_call(x, n_groups, gamma, beta, eps, stats, channel_axis, out, mean, 
     with the arrays as the backend's kind."""
     if (mean is None) != (var is None):
         raise ValueError("mean and var must be given together (or neither)")
-    kind, x, gamma, beta, (mean, var) = _arrays(x, gamma, beta, out,
-                                                ((mean, "mean"), (var, "var")))
+    kind, x, gamma, beta, (mean, var) = _arrays(x, gamma, beta, out, (mean, var),
+                                                ("mean", "var"))
     p = plan(x, n_groups, gamma, beta, eps, stats, channel_axis)
     if out is not None:
         check_out(out, p)
@@ -356,8 +357,8 @@ def backward_call(dy, x, mean, rstd, n_groups, gamma, stats, channel_axis, out, 
         check_given(a, name)
     if type(frozen) is not bool:
         raise TypeError(f"frozen must be a bool, got {frozen!r}")
-    kind, x, gamma, _, (dy, mean, rstd) = _arrays(
-        x, gamma, None, out, ((dy, "dy"), (mean, "mean"), (rstd, "rstd")))
+    kind, x, gamma, _, (dy, mean, rstd) = _arrays(x, gamma, None, out, (dy, mean, rstd),
+                                                  ("dy", "mean", "rstd"))
     p = plan(x, n_groups, gamma, None, 1.0, stats, channel_axis)
     if frozen and p.stats != "batch":
         raise ValueError("frozen=True needs stats='batch' (one mean/rstd per group)")
