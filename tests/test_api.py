@@ -83,3 +83,20 @@ def test_plan_is_frozen_and_carries_the_c_enums():
     assert len({_cpu.AFFINE_NONE, _cpu.AFFINE_CHANNEL, _cpu.AFFINE_GROUP}) == 3
     with pytest.raises(dataclasses.FrozenInstanceError):
         p.groups = 2
+
+
+def test_import_from_the_source_folder_says_so():
+    """`import gn_native` from a checkout whose core is not built names the cause and
+    the fix, instead of Python's "circular import" message."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    src = os.path.join(root, "gn_native")
+    if not os.path.isfile(os.path.join(root, "setup.py")) or any(
+            f.startswith("_cpu.") and f.endswith((".so", ".pyd")) for f in os.listdir(src)):
+        import pytest
+        pytest.skip("no source checkout beside the tests, or its core is built in place")
+    res = subprocess.run([sys.executable, "-c", "import gn_native"], cwd=root,
+                         capture_output=True, text=True, timeout=120,
+                         env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert res.returncode != 0
+    assert "ImportError" in res.stderr and "source folder" in res.stderr, res.stderr[-2000:]
+    assert "pip install ." in res.stderr and "circular import" not in res.stderr
