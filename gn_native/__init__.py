@@ -35,23 +35,116 @@ _HERE = _os.path.dirname(_os.path.abspath(__file__))
 
 
 def get_include():
-    """Folder holding gn_native.h (C API) for C and Cython users."""
+    """Return the folder holding ``gn_native.h``, the C API header.
+
+    For C and Cython code that calls the C core directly: pass it to the
+    compiler as an include directory (``-I``).
+
+    Returns
+    -------
+    str
+        Absolute path of the ``include`` folder inside the installed package.
+
+    See Also
+    --------
+    get_lib_dir : Folder of the shared library to link against.
+
+    Examples
+    --------
+    >>> import os
+    >>> import gn_native as gn
+    >>> os.path.isfile(os.path.join(gn.get_include(), "gn_native.h"))
+    True
+    """
     return _os.path.join(_HERE, "include")
 
 
 def get_lib_dir():
-    """Folder holding libgn_native.so, the C core."""
+    """Return the folder holding ``libgn_native.so``, the C core.
+
+    For C and Cython code that links against the C core (``-L`` and an
+    rpath).
+
+    Returns
+    -------
+    str
+        Absolute path of the installed ``gn_native`` package folder.
+
+    See Also
+    --------
+    get_include : Folder of the C header.
+
+    Examples
+    --------
+    >>> import os
+    >>> import gn_native as gn
+    >>> os.path.isdir(gn.get_lib_dir())
+    True
+    """
     return _HERE
 
 
 def get_num_threads():
-    """Threads the CPU core uses (set_num_threads, else OMP_NUM_THREADS / threadpoolctl)."""
+    """Return the number of threads the CPU core uses.
+
+    This is the value given to `set_num_threads` when one was given, else
+    the OpenMP default (``OMP_NUM_THREADS``, a threadpoolctl limit, or all
+    cores).
+
+    Returns
+    -------
+    int
+        Number of CPU threads, at least 1.
+
+    See Also
+    --------
+    set_num_threads : Change it.
+
+    Examples
+    --------
+    >>> import gn_native as gn
+    >>> gn.get_num_threads() >= 1
+    True
+    """
     return _cpu.get_num_threads()
 
 
 def set_num_threads(n):
-    """Use `n` CPU threads, 1 to 1024 (the C core's GN_MAX_THREADS); `None`
-    returns to the default (OMP_NUM_THREADS / threadpoolctl / all cores)."""
+    """Set the number of threads the CPU core uses.
+
+    The setting applies to every later CPU call in the process.  The
+    results do not depend on it: any thread count gives the same bits.
+
+    Parameters
+    ----------
+    n : int or None
+        Number of threads, from 1 to 1024 (the C core's
+        ``GN_MAX_THREADS``).  None returns to the default
+        (``OMP_NUM_THREADS``, a threadpoolctl limit, or all cores).
+
+    Raises
+    ------
+    TypeError
+        If `n` is not an int or None (a bool or a float is refused).
+    ValueError
+        If `n` is outside 1 to 1024.
+
+    See Also
+    --------
+    get_num_threads : The number in use.
+
+    Examples
+    --------
+    >>> import gn_native as gn
+    >>> gn.set_num_threads(1)
+    >>> gn.get_num_threads()
+    1
+    >>> gn.set_num_threads(None)  # back to the default
+    >>> gn.set_num_threads(0)
+    Traceback (most recent call last):
+    ...
+    ValueError: n must be between 1 and 1024 threads, got 0
+    """
     if n is None:
         _cpu.set_num_threads(0)
         return
@@ -67,7 +160,37 @@ def set_num_threads(n):
 
 
 def show_config(print_out=True):
-    """The build and run-time configuration (SIMD path, threads, OpenMP, GPU)."""
+    """Return, and by default print, the build and run-time configuration.
+
+    Reports the version, the SIMD path chosen at run time, the thread
+    count, whether OpenMP is enabled, the C header and library folders, and
+    the GPU (CuPy) backend or why it is unavailable.
+
+    Parameters
+    ----------
+    print_out : bool, default True
+        Print one ``key: value`` line per entry as well as returning them.
+
+    Returns
+    -------
+    dict
+        Keys ``"version"``, ``"isa"``, ``"threads"``, ``"openmp"``,
+        ``"include"``, ``"lib_dir"`` and ``"gpu"``.
+
+    See Also
+    --------
+    get_num_threads : The thread count alone.
+    get_include : The C header folder alone.
+
+    Examples
+    --------
+    >>> import gn_native as gn
+    >>> cfg = gn.show_config(print_out=False)
+    >>> sorted(cfg)
+    ['gpu', 'include', 'isa', 'lib_dir', 'openmp', 'threads', 'version']
+    >>> cfg["version"] == gn.__version__
+    True
+    """
     try:
         from . import _gpu
         gpu = _gpu.describe()

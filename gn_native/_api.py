@@ -107,12 +107,78 @@ def _stat_in(xp, a, p, target):
 
 def group_norm_forward(x, n_groups, gamma=None, beta=None, eps=1e-5, *, stats="sample",
                        channel_axis=1, out=None, mean=None, var=None):
-    """Group-normalize `x`; return (y, mean, rstd).
+    """Group-normalize `x` and return the statistics used.
 
-    mean and rstd have shape (N, G) for stats="sample" and (G,) for
-    stats="batch"; float64 for float64 x, float32 otherwise.  When both
-    `mean` and `var` are given (shaped like those statistics) they are used
-    instead of the input's own statistics.
+    Computes ``y = (x - mean) / sqrt(var + eps) * gamma + beta`` as
+    `group_norm`, and also returns `mean` and ``rstd = 1 / sqrt(var +
+    eps)``, which `group_norm_backward` needs.
+
+    Parameters
+    ----------
+    x : array_like
+        Input of shape (N, C, *spatial) (or (N, *spatial, C) with
+        ``channel_axis=-1``); float16, bfloat16, float32 or float64.  A
+        CuPy array runs on the GPU.
+    n_groups : int
+        Number of groups G; it must divide the channel count C.
+    gamma, beta : array_like, optional
+        Scale and shift, each None or of shape (C,) (per channel, as
+        PyTorch) or (G,) (per group).  Any float dtype; outputs take
+        `x`'s dtype.
+    eps : float, default 1e-5
+        Added to the variance; must be positive and finite.
+    stats : {"sample", "batch"}, default "sample"
+        ``"sample"``: mean and biased variance per (sample, group), as
+        ``torch.nn.functional.group_norm``.  ``"batch"``: per group, over
+        the whole batch as well.
+    channel_axis : {1, -1}, default 1
+        Axis of the channels: 1 for (N, C, *spatial), -1 for
+        (N, *spatial, C) (run natively, without a transposing copy).
+    out : ndarray, optional
+        Array of `x`'s shape and dtype to write the result in; it may be
+        `x` itself (in place).
+    mean, var : array_like, optional
+        Given together, shaped as the statistics below: used instead of
+        the statistics of `x` (`var` is the variance, non-negative).
+
+    Returns
+    -------
+    y : ndarray
+        Normalized array, `x`'s shape and dtype (`out` when given).
+    mean, rstd : ndarray
+        Shape (N, G) for ``stats="sample"``, (G,) for ``stats="batch"``;
+        float64 for float64 `x`, float32 otherwise.
+
+    Raises
+    ------
+    TypeError
+        If an argument has the wrong type: a non-integer `n_groups`, a
+        non-number `eps`, or an array of an unsupported dtype (integer,
+        bool, complex, string, object).
+    ValueError
+        If an argument has the right type but a bad value: ``x.ndim < 2``,
+        C not divisible by `n_groups`, ``n_groups <= 0``, `gamma` or `beta`
+        of another length, `eps` not positive and finite, an unknown
+        `stats` or `channel_axis`, `out` of the wrong shape or dtype, or a
+        negative `var`.
+
+    See Also
+    --------
+    group_norm : The same, returning only `y`.
+    group_norm_backward : Gradients, from `mean` and `rstd`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import gn_native as gn
+    >>> x = np.arange(8, dtype=np.float32).reshape(1, 4, 2)
+    >>> y, mean, rstd = gn.group_norm_forward(x, 2)
+    >>> mean
+    array([[1.5, 5.5]], dtype=float32)
+    >>> rstd.shape, rstd.dtype
+    ((1, 2), dtype('float32'))
+    >>> gn.group_norm_forward(x, 2, stats="batch")[1]
+    array([1.5, 5.5], dtype=float32)
     """
     if mean is None and var is None:
         r = _cpu.forward_fast(x, n_groups, gamma, beta, eps, stats, channel_axis, out)
@@ -168,7 +234,83 @@ def forward_with_var(x, n_groups, gamma=None, beta=None, eps=1e-5, *, stats="sam
 
 def group_norm(x, n_groups, gamma=None, beta=None, eps=1e-5, *, stats="sample",
                channel_axis=1, out=None, mean=None, var=None):
-    """Group-normalize `x` (same numbers as torch.nn.functional.group_norm by default)."""
+    """Group-normalize `x`.
+
+    Computes ``y = (x - mean) / sqrt(var + eps) * gamma + beta`` with the
+    mean and biased variance of each group of channels.  The defaults give
+    the numbers of ``torch.nn.functional.group_norm``.  Accumulation is at
+    least float32; float16 and bfloat16 inputs are computed in float32 and
+    stored in their own dtype.
+
+    Parameters
+    ----------
+    x : array_like
+        Input of shape (N, C, *spatial) (or (N, *spatial, C) with
+        ``channel_axis=-1``); float16, bfloat16, float32 or float64.  A
+        CuPy array runs on the GPU.
+    n_groups : int
+        Number of groups G; it must divide the channel count C.
+    gamma, beta : array_like, optional
+        Scale and shift, each None or of shape (C,) (per channel, as
+        PyTorch) or (G,) (per group).  Any float dtype; outputs take
+        `x`'s dtype.
+    eps : float, default 1e-5
+        Added to the variance; must be positive and finite.
+    stats : {"sample", "batch"}, default "sample"
+        ``"sample"``: mean and biased variance per (sample, group), as
+        ``torch.nn.functional.group_norm``.  ``"batch"``: per group, over
+        the whole batch as well.
+    channel_axis : {1, -1}, default 1
+        Axis of the channels: 1 for (N, C, *spatial), -1 for
+        (N, *spatial, C) (run natively, without a transposing copy).
+    out : ndarray, optional
+        Array of `x`'s shape and dtype to write the result in; it may be
+        `x` itself (in place).
+    mean, var : array_like, optional
+        Given together, shaped as the statistics below: used instead of
+        the statistics of `x` (`var` is the variance, non-negative).
+        Statistics shape: (N, G) for ``stats="sample"``, (G,) for
+        ``stats="batch"``.
+
+    Returns
+    -------
+    ndarray
+        Normalized array of `x`'s shape and dtype (`out` when given).
+
+    Raises
+    ------
+    TypeError
+        If an argument has the wrong type: a non-integer `n_groups`, a
+        non-number `eps`, or an array of an unsupported dtype (integer,
+        bool, complex, string, object).
+    ValueError
+        If an argument has the right type but a bad value: ``x.ndim < 2``,
+        C not divisible by `n_groups`, ``n_groups <= 0``, `gamma` or `beta`
+        of another length, `eps` not positive and finite, an unknown
+        `stats` or `channel_axis`, `out` of the wrong shape or dtype, or a
+        negative `var`.
+
+    See Also
+    --------
+    group_norm_forward : The same, also returning mean and rstd.
+    GroupNorm : The layer, with parameters and running statistics.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import gn_native as gn
+    >>> x = np.arange(8, dtype=np.float32).reshape(1, 4, 2)
+    >>> y = gn.group_norm(x, 2)
+    >>> y.round(3)
+    array([[[-1.342, -0.447],
+            [ 0.447,  1.342],
+            [-1.342, -0.447],
+            [ 0.447,  1.342]]], dtype=float32)
+    >>> gn.group_norm(x, 3)
+    Traceback (most recent call last):
+    ...
+    ValueError: ...
+    """
     if mean is None and var is None:
         r = _cpu.forward_fast(x, n_groups, gamma, beta, eps, stats, channel_axis, out)
         if r is not None:
@@ -179,13 +321,73 @@ def group_norm(x, n_groups, gamma=None, beta=None, eps=1e-5, *, stats="sample",
 
 def group_norm_backward(dy, x, mean, rstd, n_groups, gamma=None, *, stats="sample",
                         channel_axis=1, out=None, frozen=False):
-    """Gradients (dx, dgamma, dbeta) of group_norm at `x`, given dL/dy.
+    """Return the gradients of `group_norm` at `x`, given dL/dy.
 
-    mean and rstd are what group_norm_forward returned for `x`.  dgamma and
-    dbeta have gamma's shape, or (C,) when gamma is None.  `out` receives dx
-    (it may be dy or x itself).  frozen=True (with stats="batch"): mean and
-    rstd are constants, not statistics of `x` (a layer's running statistics in
-    eval mode), so dx = dy * gamma * rstd.
+    Back-propagates through the normalization and the affine step, using the
+    statistics the forward call saved rather than recomputing them.  The
+    arrays may be on the CPU (NumPy) or the GPU (CuPy), as in the forward
+    call.
+
+    Parameters
+    ----------
+    dy : array_like
+        Gradient of the loss with respect to the output, shaped as `x`.
+    x : array_like
+        The input given to `group_norm_forward`.
+    mean, rstd : array_like
+        What `group_norm_forward` returned for `x` with the same `n_groups`,
+        `stats` and `channel_axis`.
+    n_groups : int
+        Number of groups G; it must divide the channel count C.
+    gamma : array_like, optional
+        The scale used in the forward call: None, shape (C,) or (G,).
+    stats : {"sample", "batch"}, default "sample"
+        As in the forward call.
+    channel_axis : {1, -1}, default 1
+        As in the forward call.
+    out : ndarray, optional
+        Array of `x`'s shape and dtype to receive `dx`; it may be `dy` or
+        `x` itself.
+    frozen : bool, default False
+        With ``stats="batch"``: `mean` and `rstd` are constants, not
+        statistics of `x` (a layer's running statistics in eval mode), so
+        ``dx = dy * gamma * rstd``.
+
+    Returns
+    -------
+    dx : ndarray
+        Gradient with respect to `x`, `x`'s shape and dtype (`out` when
+        given).
+    dgamma, dbeta : ndarray
+        Gradients with respect to `gamma` and `beta`, `gamma`'s shape, or
+        (C,) when `gamma` is None (the gradient an affine layer would get).
+
+    Raises
+    ------
+    TypeError
+        If an argument has the wrong type (a non-integer `n_groups`, an
+        unsupported dtype).
+    ValueError
+        If an argument has a bad value: `dy` not shaped as `x`, `mean` or
+        `rstd` of the wrong shape, C not divisible by `n_groups`, `gamma`
+        of another length, an unknown `stats` or `channel_axis`, or `out`
+        of the wrong shape or dtype.
+
+    See Also
+    --------
+    group_norm_forward : Gives `mean` and `rstd`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import gn_native as gn
+    >>> x = np.arange(8, dtype=np.float32).reshape(1, 4, 2)
+    >>> y, mean, rstd = gn.group_norm_forward(x, 2)
+    >>> dx, dgamma, dbeta = gn.group_norm_backward(np.ones_like(x), x, mean, rstd, 2)
+    >>> float(abs(dx).max()) < 1e-5  # a constant dy has no gradient through GN
+    True
+    >>> dbeta
+    array([2., 2., 2., 2.], dtype=float32)
     """
     if frozen is False:
         r = _cpu.backward_fast(dy, x, mean, rstd, n_groups, gamma, stats, channel_axis, out)

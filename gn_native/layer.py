@@ -32,8 +32,10 @@ def _to_numpy(a):
 
 
 class GroupNorm:
-    """Group Normalization over (N, C, *spatial) inputs (or channels-last).
+    """Group Normalization layer over (N, C, *spatial) inputs (or channels-last).
 
+    Holds the learnable `gamma` and `beta`, optional running statistics, a
+    train/eval mode, and the values of the last call that `backward` needs.
     Defaults give torch.nn.GroupNorm's numbers.  `stats="batch"` computes the
     statistics over the batch as well (one mean/variance per group);
     `affine_per="group"` learns one gamma/beta per group instead of per
@@ -48,6 +50,90 @@ class GroupNorm:
     shape and strides and a fixed sample of 64 of its values, so a
     change to only a few values can go unnoticed.  Call the layer on
     `x.copy()` when x is to be changed before backward.
+
+    Parameters
+    ----------
+    n_groups : int
+        Number of groups G; it must divide `n_channels`.
+    n_channels : int
+        Number of channels C of the inputs.
+    eps : float, default 1e-5
+        Added to the variance; must be positive and finite.
+    affine : bool, default True
+        Learn a scale `gamma` (ones at start) and shift `beta` (zeros at
+        start).  When False they are None.
+    affine_per : {"channel", "group"}, default "channel"
+        One `gamma`/`beta` value per channel (shape (C,), as PyTorch) or
+        per group (shape (G,)).
+    stats : {"sample", "batch"}, default "sample"
+        ``"sample"``: statistics per (sample, group), as torch.
+        ``"batch"``: per group, over the whole batch as well.
+    track_running_stats : bool, default False
+        Keep `running_mean` (zeros at start) and `running_var` (ones at
+        start), shape (G,), updated by each training-mode call and used in
+        eval mode to normalize every sample.
+    momentum : float or None, default 0.1
+        In [0, 1]: ``running = (1 - momentum) * running + momentum *
+        batch``, the batch variance being unbiased.  None: a cumulative
+        average over all the batches seen.
+    dtype : data-type, default numpy.float32
+        Dtype of the inputs and of `gamma`/`beta`: float16, bfloat16,
+        float32 or float64.  Inputs of another dtype are refused.
+    device : {"cpu", "gpu"}, default "cpu"
+        ``"cpu"`` takes NumPy arrays (and array-likes); ``"gpu"`` holds its
+        arrays in CuPy and takes CuPy arrays.
+    channel_axis : {1, -1}, default 1
+        Axis of the channels in the inputs: 1 for (N, C, *spatial), -1 for
+        (N, *spatial, C).
+
+    Attributes
+    ----------
+    gamma, beta : ndarray or None
+        The affine parameters (None when ``affine=False``).
+    dgamma, dbeta : ndarray or None
+        Their gradients, set by `backward`.
+    running_mean, running_var : ndarray or None
+        Running statistics, shape (G,), when tracked.
+    num_batches_tracked : int
+        Training-mode calls counted in the running statistics, when tracked.
+    training : bool
+        True in training mode (the start), False in eval mode.
+
+    Raises
+    ------
+    TypeError
+        If an argument has the wrong type (a non-integer `n_groups` or
+        `n_channels`, a non-number `eps` or `momentum`, a non-str
+        `affine_per`, `stats` or `device`, an unsupported `dtype`).
+    ValueError
+        If an argument has a bad value (`n_groups` not dividing
+        `n_channels`, a non-positive count, `eps` not positive and finite,
+        `momentum` outside [0, 1], an unknown `affine_per`, `stats`,
+        `device` or `channel_axis`).
+
+    See Also
+    --------
+    group_norm : The functional form.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import gn_native as gn
+    >>> layer = gn.GroupNorm(2, 4, track_running_stats=True)
+    >>> x = np.arange(16, dtype=np.float32).reshape(2, 4, 2)
+    >>> y = layer(x)
+    >>> y.shape, y.dtype
+    ((2, 4, 2), dtype('float32'))
+    >>> dx = layer.backward(np.ones_like(y))
+    >>> layer.dbeta
+    array([4., 4., 4., 4.], dtype=float32)
+    >>> layer.running_mean
+    array([0.55, 0.95], dtype=float32)
+    >>> y_eval = layer.eval()(x)   # normalized with the running statistics
+    >>> gn.GroupNorm(3, 4)
+    Traceback (most recent call last):
+    ...
+    ValueError: n_groups=3 must divide n_channels=4
     """
 
     def __init__(self, n_groups, n_channels, eps=1e-5, affine=True, *, affine_per="channel",
@@ -84,14 +170,109 @@ class GroupNorm:
 
     # ---- modes ----
     def train(self, mode=True):
+        """Set training mode (or eval mode with ``mode=False``).
+
+        In training mode each call normalizes with the statistics of its
+        input and updates the running statistics when they are tracked.
+
+        Parameters
+        ----------
+        mode : bool, default True
+            True for training mode, False for eval mode.
+
+        Returns
+        -------
+        GroupNorm
+            The layer itself.
+
+        See Also
+        --------
+        eval : Same as ``train(False)``.
+
+        Examples
+        --------
+        >>> import gn_native as gn
+        >>> layer = gn.GroupNorm(2, 4)
+        >>> layer.train(False).training
+        False
+        >>> layer.train().training
+        True
+        """
         self.training = bool(mode)
         return self
 
     def eval(self):
+        """Set eval mode; same as ``train(False)``.
+
+        In eval mode a layer with ``track_running_stats=True`` normalizes
+        every sample with `running_mean` and `running_var` and leaves them
+        unchanged; without them, eval behaves as training (standard GN).
+
+        Returns
+        -------
+        GroupNorm
+            The layer itself.
+
+        See Also
+        --------
+        train : Set training or eval mode.
+
+        Examples
+        --------
+        >>> import gn_native as gn
+        >>> gn.GroupNorm(2, 4).eval().training
+        False
+        """
         return self.train(False)
 
     # ---- forward / backward ----
     def __call__(self, x):
+        """Normalize `x` with the layer's parameters; `forward` is the same.
+
+        Keeps `x` (without copying it) and its statistics for `backward`.
+        In training mode with tracked statistics, updates `running_mean`,
+        `running_var` and `num_batches_tracked`.
+
+        Parameters
+        ----------
+        x : array_like
+            Input of shape (N, C, *spatial) (channels on `channel_axis`) and
+            of the layer's dtype; a CuPy array for a ``"gpu"`` layer.
+
+        Returns
+        -------
+        ndarray
+            Normalized array, `x`'s shape and dtype.
+
+        Raises
+        ------
+        TypeError
+            If `x` is not of the layer's dtype, or of an unsupported type.
+        ValueError
+            If `x` has fewer than 2 dimensions or not `n_channels` channels
+            on `channel_axis`.
+
+        See Also
+        --------
+        backward : Gradients for this call.
+        group_norm : The functional form.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import gn_native as gn
+        >>> layer = gn.GroupNorm(2, 4)
+        >>> x = np.arange(8, dtype=np.float32).reshape(1, 4, 2)
+        >>> layer(x).round(3)
+        array([[[-1.342, -0.447],
+                [ 0.447,  1.342],
+                [-1.342, -0.447],
+                [ 0.447,  1.342]]], dtype=float32)
+        >>> layer(x.astype(np.float64))
+        Traceback (most recent call last):
+        ...
+        TypeError: x has dtype float64, but the layer's dtype is float32
+        """
         x = V.check_layer_input(x, self.device, self.dtype, self.n_channels, self.channel_axis)
         use_running = self.track_running_stats and not self.training
         if use_running:
@@ -161,7 +342,50 @@ class GroupNorm:
         self.running_var[...] = rv
 
     def backward(self, dy):
-        """dL/dx for the last training-mode call; sets self.dgamma and self.dbeta."""
+        """Return dL/dx for the last call; set `dgamma` and `dbeta`.
+
+        Uses the `x` and statistics kept by the last call.  After an
+        eval-mode call with running statistics, these are constants, so
+        ``dx = dy * gamma * rstd``.
+
+        Parameters
+        ----------
+        dy : array_like
+            Gradient of the loss with respect to the last output, shaped as
+            it.
+
+        Returns
+        -------
+        ndarray
+            Gradient with respect to the last `x`, its shape and dtype.
+
+        Raises
+        ------
+        RuntimeError
+            If the layer has not been called yet, or the `x` of the last
+            call was changed in place since (a cheap, sampled check).
+        TypeError
+            If `dy` has an unsupported type or dtype.
+        ValueError
+            If `dy` is not shaped as the last `x`.
+
+        See Also
+        --------
+        group_norm_backward : The functional form.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import gn_native as gn
+        >>> layer = gn.GroupNorm(2, 4)
+        >>> x = np.arange(8, dtype=np.float32).reshape(1, 4, 2)
+        >>> y = layer(x)
+        >>> dx = layer.backward(y)   # the gradient of sum(y**2) / 2
+        >>> dx.shape
+        (1, 4, 2)
+        >>> layer.dgamma.round(3)   # sum of y**2 over each channel
+        array([2., 2., 2., 2.], dtype=float32)
+        """
         if self._saved is None:
             raise RuntimeError("backward() needs a forward call first")
         x, mean, rstd, frozen, fingerprint = self._saved
@@ -177,6 +401,32 @@ class GroupNorm:
 
     # ---- state ----
     def state_dict(self):
+        """Return the layer's state as a dict of NumPy array copies.
+
+        Holds ``"gamma"`` and ``"beta"`` when affine, and
+        ``"running_mean"``, ``"running_var"`` and ``"num_batches_tracked"``
+        (a 0-d int64 array) when the running statistics are tracked.  The
+        arrays are plain NumPy (also for a GPU layer), so the dict can be
+        saved with ``np.savez``.
+
+        Returns
+        -------
+        dict of str to ndarray
+            Copies: changing them does not change the layer.
+
+        See Also
+        --------
+        load_state_dict : Load such a dict.
+
+        Examples
+        --------
+        >>> import gn_native as gn
+        >>> sd = gn.GroupNorm(2, 4, track_running_stats=True).state_dict()
+        >>> sorted(sd)
+        ['beta', 'gamma', 'num_batches_tracked', 'running_mean', 'running_var']
+        >>> sd["gamma"]
+        array([1., 1., 1., 1.], dtype=float32)
+        """
         d = {}
         if self.affine:
             d["gamma"] = _to_numpy(self.gamma).copy()
@@ -188,7 +438,43 @@ class GroupNorm:
         return d
 
     def load_state_dict(self, state):
-        """Load what state_dict() gave (or np.load of it); all checked before any change."""
+        """Load a state given by `state_dict` (or ``np.load`` of its ``np.savez``).
+
+        Every entry is checked before any is loaded: a refused state leaves
+        the layer unchanged.
+
+        Parameters
+        ----------
+        state : mapping of str to array_like
+            The same keys as this layer's `state_dict`, each value of the
+            same shape and a numeric dtype (converted to the layer's).
+
+        Raises
+        ------
+        TypeError
+            If `state` is not a mapping, or a value has a non-numeric dtype.
+        ValueError
+            If the keys differ from the layer's `state_dict`, or a value
+            has another shape.
+
+        See Also
+        --------
+        state_dict : The state to load.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import gn_native as gn
+        >>> a, b = gn.GroupNorm(2, 4), gn.GroupNorm(2, 4)
+        >>> a.gamma[:] = 2.0
+        >>> b.load_state_dict(a.state_dict())
+        >>> b.gamma
+        array([2., 2., 2., 2.], dtype=float32)
+        >>> b.load_state_dict({"gamma": np.ones(4)})
+        Traceback (most recent call last):
+        ...
+        ValueError: state_dict keys mismatch: ...
+        """
         expected = self.state_dict()
         new = V.check_state_dict(state, expected)
         xp = self.xp
