@@ -16,6 +16,45 @@ from . import _validate as V
 
 _gpu_backend = None
 
+# The parameters group_norm and group_norm_forward share, written once and put
+# into both docstrings by _shared_doc (numpydoc wants them in each).
+_FORWARD_PARAMS = """\
+Parameters
+----------
+x : array_like
+    Input of shape (N, C, *spatial) (or (N, *spatial, C) with
+    ``channel_axis=-1``); float16, bfloat16, float32 or float64.  A
+    CuPy array runs on the GPU.
+n_groups : int
+    Number of groups G; it must divide the channel count C.
+gamma, beta : array_like, optional
+    Scale and shift, each None or of shape (C,) (per channel, as
+    PyTorch) or (G,) (per group).  Any float dtype; outputs take
+    `x`'s dtype.
+eps : float, default 1e-5
+    Added to the variance; must be positive and finite.
+stats : {"sample", "batch"}, default "sample"
+    ``"sample"``: mean and biased variance per (sample, group), as
+    ``torch.nn.functional.group_norm``.  ``"batch"``: per group, over
+    the whole batch as well.
+channel_axis : {1, -1}, default 1
+    Axis of the channels: 1 for (N, C, *spatial), -1 for
+    (N, *spatial, C) (run natively, without a transposing copy).
+out : ndarray, optional
+    Array of `x`'s shape and dtype to write the result in; it may be
+    `x` itself (in place).
+mean, var : array_like, optional
+    Given together, shaped as the statistics below: used instead of
+    the statistics of `x` (`var` is the variance, non-negative)."""
+
+
+def _shared_doc(f):
+    """Put the shared parameter sections into f's docstring (at {forward_params})."""
+    if f.__doc__:                         # None under python -OO
+        text = "\n".join("    " + l if l else l for l in _FORWARD_PARAMS.split("\n"))
+        f.__doc__ = f.__doc__.replace("    {forward_params}", text)
+    return f
+
 
 def _backend(kind):
     if kind == "numpy":
@@ -105,6 +144,7 @@ def _stat_in(xp, a, p, target):
     return _param(xp, a.astype(p.stat_dtype, copy=False), target)
 
 
+@_shared_doc
 def group_norm_forward(x, n_groups, gamma=None, beta=None, eps=1e-5, *, stats="sample",
                        channel_axis=1, out=None, mean=None, var=None):
     """Group-normalize `x` and return the statistics used.
@@ -113,33 +153,7 @@ def group_norm_forward(x, n_groups, gamma=None, beta=None, eps=1e-5, *, stats="s
     `group_norm`, and also returns `mean` and ``rstd = 1 / sqrt(var +
     eps)``, which `group_norm_backward` needs.
 
-    Parameters
-    ----------
-    x : array_like
-        Input of shape (N, C, *spatial) (or (N, *spatial, C) with
-        ``channel_axis=-1``); float16, bfloat16, float32 or float64.  A
-        CuPy array runs on the GPU.
-    n_groups : int
-        Number of groups G; it must divide the channel count C.
-    gamma, beta : array_like, optional
-        Scale and shift, each None or of shape (C,) (per channel, as
-        PyTorch) or (G,) (per group).  Any float dtype; outputs take
-        `x`'s dtype.
-    eps : float, default 1e-5
-        Added to the variance; must be positive and finite.
-    stats : {"sample", "batch"}, default "sample"
-        ``"sample"``: mean and biased variance per (sample, group), as
-        ``torch.nn.functional.group_norm``.  ``"batch"``: per group, over
-        the whole batch as well.
-    channel_axis : {1, -1}, default 1
-        Axis of the channels: 1 for (N, C, *spatial), -1 for
-        (N, *spatial, C) (run natively, without a transposing copy).
-    out : ndarray, optional
-        Array of `x`'s shape and dtype to write the result in; it may be
-        `x` itself (in place).
-    mean, var : array_like, optional
-        Given together, shaped as the statistics below: used instead of
-        the statistics of `x` (`var` is the variance, non-negative).
+    {forward_params}
 
     Returns
     -------
@@ -232,6 +246,7 @@ def forward_with_var(x, n_groups, gamma=None, beta=None, eps=1e-5, *, stats="sam
     return out, m, r, v
 
 
+@_shared_doc
 def group_norm(x, n_groups, gamma=None, beta=None, eps=1e-5, *, stats="sample",
                channel_axis=1, out=None, mean=None, var=None):
     """Group-normalize `x`.
@@ -242,33 +257,7 @@ def group_norm(x, n_groups, gamma=None, beta=None, eps=1e-5, *, stats="sample",
     least float32; float16 and bfloat16 inputs are computed in float32 and
     stored in their own dtype.
 
-    Parameters
-    ----------
-    x : array_like
-        Input of shape (N, C, *spatial) (or (N, *spatial, C) with
-        ``channel_axis=-1``); float16, bfloat16, float32 or float64.  A
-        CuPy array runs on the GPU.
-    n_groups : int
-        Number of groups G; it must divide the channel count C.
-    gamma, beta : array_like, optional
-        Scale and shift, each None or of shape (C,) (per channel, as
-        PyTorch) or (G,) (per group).  Any float dtype; outputs take
-        `x`'s dtype.
-    eps : float, default 1e-5
-        Added to the variance; must be positive and finite.
-    stats : {"sample", "batch"}, default "sample"
-        ``"sample"``: mean and biased variance per (sample, group), as
-        ``torch.nn.functional.group_norm``.  ``"batch"``: per group, over
-        the whole batch as well.
-    channel_axis : {1, -1}, default 1
-        Axis of the channels: 1 for (N, C, *spatial), -1 for
-        (N, *spatial, C) (run natively, without a transposing copy).
-    out : ndarray, optional
-        Array of `x`'s shape and dtype to write the result in; it may be
-        `x` itself (in place).
-    mean, var : array_like, optional
-        Given together, shaped as the statistics below: used instead of
-        the statistics of `x` (`var` is the variance, non-negative).
+    {forward_params}
         Statistics shape: (N, G) for ``stats="sample"``, (G,) for
         ``stats="batch"``.
 
