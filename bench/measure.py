@@ -1,82 +1,228 @@
-"""One row: check our result against the float64 reference, then time the contenders.
+"""One row: check our result against the float64 reference, then time it
+against the memory floor and PyTorch.
 
 The reference and the tolerance policy are the test suite's own
 (tests/reference.py, loaded by path: tests/ is not a package, and the
 benchmark runs from a checkout with only the `bench` extra installed).
+The contenders of a row (ours, the floor, torch) run in the same rounds, in
+an order that rotates each round (ABC, BCA, CAB, ...), so that frequency
+changes or a busy neighbour hit all of them alike.  Setup (a forward pass
+before a backward one, torch's autograd graph) is never timed.  Arrays are
+NumPy on the CPU or CuPy on the GPU; this file imports nothing else of bench/.
 """
 import importlib.util
 import os
+import statistics
+import time
 
 import numpy as np
 
-import contenders
-import timing
-from contenders import EPS, NotAvailable
-
-_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                     "tests", "reference.py")
-_spec = importlib.util.spec_from_file_location("gn_tests_reference", _PATH)
+EPS = 1e-5
+_spec = importlib.util.spec_from_file_location("gn_tests_reference", os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "reference.py"))
 ref = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(ref)
 
 
-def references(data, case, stats, passes):
+class NotAvailable(Exception):
+    """A contender has nothing to time for this row (the message says why)."""
+
+
+# ---- the check ---------------------------------------------------------------
+
+def references(data, g, stats, passes):
     """Per pass, {output: (float64 value, tolerance kind, scale)}, in logical NCHW order."""
     x, dy, gamma, beta = data["x"], data["dy"], data["gamma"], data["beta"]
-    y, mean, rstd = ref.forward(x, case.g, gamma, beta, EPS, stats)
+    y, mean, rstd = ref.forward(x, g, gamma, beta, EPS, stats)
     out = {"forward": {"y": (y, "forward", None), "mean": (mean, "mean", rstd),
                        "rstd": (rstd, "rstd", mean)}}
     if "backward" in passes:
-        want = ref.backward(dy, x, mean, rstd, case.g, gamma, stats)
-        mags = ref.backward_magnitudes(dy, x, mean, rstd, case.g, gamma, stats)
-        out["backward"] = {k: (w, "backward", m) for k, w, m in zip(("dx", "dgamma", "dbeta"),
-                                                                  want, mags)}
+        want = ref.backward(dy, x, mean, rstd, g, gamma, stats)
+        mags = ref.backward_magnitudes(dy, x, mean, rstd, g, gamma, stats)
+        out["backward"] = {k: (w, "backward", m)
+                           for k, w, m in zip(("dx", "dgamma", "dbeta"), want, mags)}
     return out
 
 
 def compare(got, want, x_dtype):
     """A one-line reason per output of `got` outside the tolerance; [] when all pass."""
-    stat_dtype = np.float64 if x_dtype == np.float64 else np.float32
     errors = []
     for name, a in got.items():
         w, kind, other = want[name]
         if a.shape != w.shape:
             errors.append(f"{name}: shape {a.shape}, expected {w.shape}")
             continue
-        if kind == "mean":
-            tol = ref.stats_tolerance(w, other, stat_dtype)[0]
-        elif kind == "rstd":
-            tol = ref.stats_tolerance(other, w, stat_dtype)[1]
+        if kind in ("mean", "rstd"):
+            mean, rstd = (w, other) if kind == "mean" else (other, w)
+            stat_dtype = np.float64 if x_dtype == np.float64 else np.float32
+            tol = ref.stats_tolerance(mean, rstd, stat_dtype)[kind == "rstd"]
         else:
             tol = ref.tolerance(w, x_dtype, kind, other)
         err = np.abs(a.astype(np.float64) - w)
         bad = ~(err <= tol)  # NaN counts as bad
         if bad.any():
-            i = np.unravel_index(np.argmax(np.where(bad, np.nan_to_num(err, nan=np.inf)
-                                                    / np.maximum(tol, 1e-300), 0)), bad.shape)
+            excess = np.where(bad, np.nan_to_num(err, nan=np.inf) / np.maximum(tol, 1e-300), 0)
+            i = np.unravel_index(np.argmax(excess), bad.shape)
             errors.append(f"{name}: {int(bad.sum())}/{bad.size} values out of tolerance, worst "
                           f"at {tuple(map(int, i))}: got {float(a[i]):.6g}, expected "
                           f"{float(w[i]):.6g}")
     return errors
 
 
-def _check(outputs, want, x_dtype):
-    try:
-        got = outputs()
-    except Exception as e:
-        return [f"raised {type(e).__name__}: {e}"], None
-    return compare(got, want, x_dtype), got
+# ---- the contenders ----------------------------------------------------------
 
+def ours(gn, a, g, stats, layout, pass_, to_host=np.asarray):
+    """(call, call_out, outputs): one call allocating its result, as users usually
+    call it; the same call writing into a preallocated output (out=, as the floor
+    does); and a function that runs it once and returns its results on the host
+    in logical NCHW order, for the check."""
+    kw = dict(stats=stats, channel_axis=-1 if layout == "nhwc" else 1)
+    x, gamma, beta = a["x"], a["gamma"], a["beta"]
+    if pass_ == "forward":
+        names, out = ("y", "mean", "rstd"), x.copy()
+        call = lambda **o: gn.group_norm_forward(x, g, gamma, beta, EPS, **kw, **o)  # noqa: E731
+    else:
+        _, mean, rstd = gn.group_norm_forward(x, g, gamma, beta, EPS, **kw)
+        dy = a["dy"]
+        names, out = ("dx", "dgamma", "dbeta"), dy.copy()
+        call = lambda **o: gn.group_norm_backward(dy, x, mean, rstd, g, gamma, **kw, **o)  # noqa: E731
+
+    def outputs():
+        res = [to_host(v) for v in call()]
+        if layout == "nhwc":
+            res[0] = np.moveaxis(res[0], -1, 1)
+        return dict(zip(names, res))
+    return call, lambda: call(out=out), outputs
+
+
+def _bits(xp, a):
+    """The same bytes as unsigned ints: integer copy/add run at memory speed for
+    every itemsize (bfloat16 arithmetic in NumPy would not)."""
+    return a.view({2: xp.uint16, 4: xp.uint32, 8: xp.uint64}[a.dtype.itemsize])
+
+
+def floor(xp, a, pass_):
+    """The memory floor of a pass on arrays of the same size, preallocated: forward
+    reads x and writes y (a copy), backward reads dy and x and writes dx (an add)."""
+    x = _bits(xp, a["x"])
+    out = xp.empty_like(x)
+    if pass_ == "forward":
+        return lambda: xp.copyto(out, x)
+    dy = _bits(xp, a["dy"])
+    return lambda: xp.add(dy, x, out=out)
+
+
+def torch_group_norm(torch, a, g, stats, layout, pass_, device="cpu"):
+    """torch.nn.functional.group_norm forward, or its autograd backward (dx, dw, db),
+    on host arrays `a` moved to `device` once, here; NHWC as channels_last tensors."""
+    if stats == "batch":
+        raise NotAvailable("torch has no batch-statistics group_norm")
+
+    def tensor(v):
+        t = (torch.from_numpy(v.view(np.int16)).view(torch.bfloat16)
+             if v.dtype.name == "bfloat16" else torch.from_numpy(v))
+        return (t.movedim(-1, 1) if layout == "nhwc" and t.ndim == 4 else t).to(device)
+    x, w, b = tensor(a["x"]), tensor(a["gamma"]), tensor(a["beta"])
+    try:
+        if pass_ == "forward":
+            def call():
+                return torch.nn.functional.group_norm(x, g, w, b, EPS)
+        else:
+            xr, wr, br = (t.detach().requires_grad_(True) for t in (x, w, b))
+            y, dy = torch.nn.functional.group_norm(xr, g, wr, br, EPS), tensor(a["dy"])
+
+            def call():
+                return torch.autograd.grad(y, (xr, wr, br), dy, retain_graph=True)
+        call()
+    except (RuntimeError, TypeError, NotImplementedError) as e:
+        raise NotAvailable(f"torch {device}: {str(e).splitlines()[0]}") from None
+    return call
+
+
+# ---- timing --------------------------------------------------------------------
+
+def cpu_timer(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def cuda_timer(cupy):
+    """CUDA events around the call on the null stream, where CuPy and torch both enqueue."""
+    start, end = cupy.cuda.Event(), cupy.cuda.Event()
+
+    def timer(fn):
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return cupy.cuda.get_elapsed_time(start, end) * 1e-3
+    return timer
+
+
+def interleaved(fns, timer=cpu_timer, budget_s=0.5, reps=(5, 100), warmup=2, gap_s=0.0):
+    """Samples (seconds) of each callable of `fns` (name -> fn), after warm-up calls;
+    as many rounds as fill `budget_s`, within `reps` = (min, max).
+
+    gap_s > 0 sleeps before each timed call, so that the idle threads of
+    another OpenMP runtime stop spinning on our cores; an untimed call then
+    wakes the contender's own threads.
+    """
+    names = list(fns)
+    est = [min(timer(fns[n]) for _ in range(max(1, warmup))) for n in names]
+    round_s = sum(gap_s + 2 * e if gap_s else e for e in est)
+    n_rounds = int(max(reps[0], min(reps[1], budget_s / round_s if round_s > 0 else reps[1])))
+    samples = {n: [] for n in names}
+    for r in range(n_rounds):
+        for n in names[r % len(names):] + names[:r % len(names)]:
+            if gap_s:
+                time.sleep(gap_s)
+                fns[n]()
+            samples[n].append(timer(fns[n]))
+    return samples
+
+
+def openmp_runtimes():
+    """Files of the OpenMP runtimes loaded in this process (Linux; [] elsewhere)."""
+    names = ("libgomp", "libiomp", "libomp")
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {ln.split()[-1] for ln in f if any(n in ln for n in names)}
+    except OSError:
+        return []
+    return sorted(p for p in paths if os.path.basename(p).startswith(names))
+
+
+def load_mark():
+    """(now, CPU seconds other processes have used), from /proc/stat (None elsewhere)."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:8]]
+    except (OSError, ValueError):
+        return None
+    t = os.times()  # user nice system irq softirq, minus our own
+    return (time.perf_counter(),
+            (v[0] + v[1] + v[2] + v[5] + v[6]) / os.sysconf("SC_CLK_TCK") - t.user - t.system)
+
+
+def others_cores(mark):
+    """Cores other processes kept busy since `mark`: the main noise on a small machine,
+    where an OpenMP barrier waits for the thread the scheduler put aside.  The
+    counters tick every 10 ms, so spans much shorter than a second are rough."""
+    now = load_mark()
+    if mark is None or now is None or now[0] <= mark[0]:
+        return None
+    return max(0.0, now[1] - mark[1]) / (now[0] - mark[0])
+
+
+# ---- rows ------------------------------------------------------------------------
 
 class Rows:
-    """The rows of one run, its timing options, and the outputs last checked."""
+    """The rows of one run, with its failures and notes (printed once each)."""
 
-    def __init__(self, args, gn, torch, gpu):
+    def __init__(self, gn, torch, gpu, budget_s, reps, gap_s):
         self.gn, self.torch, self.gpu = gn, torch, gpu
-        self.budget = args.budget or (0.08 if args.quick else 0.4)
-        self.reps = (3, 30) if args.quick else (5, 100)
-        self.gap_s = (args.gap_ms if args.gap_ms is not None else
-                      2.0 if len(timing.openmp_runtimes()) > 1 else 0.0) * 1e-3
+        self.budget_s, self.reps, self.gap_s = budget_s, reps, gap_s
         self.rows, self.failures, self.notes = [], [], []
         self._checked = (None, None)  # (configuration, outputs that passed)
 
@@ -85,93 +231,113 @@ class Rows:
         if self.torch is not None:
             self.torch.set_num_threads(n)
 
-    def _time(self, row, fns, a, case, torch, device, **kw):
+    def measure(self, case, dname, layout, stats, pass_, threads, a, want, gpu_too):
+        """One table row: the CPU at `threads` threads, and the GPU when gpu_too."""
+        self.set_threads(threads)
+        mark = load_mark()
+        row = {"case": case.name, "shape": case.label(), "dtype": dname, "layout": layout,
+               "stats": stats, "pass": pass_, "threads": threads,
+               "bytes": (2 if pass_ == "forward" else 3) * a["x"].nbytes}
+        self._cpu(row, a, want, case.g)
+        if gpu_too:
+            row["gpu"] = self._gpu(row, a, want, case.g)
+        row["others_cores"] = others_cores(mark)
+        self.rows.append(row)
+        return row
+
+    def _cpu(self, row, a, want, g):
+        """The first thread count of a configuration is checked against the reference;
+        later ones must match it bit for bit (the SPEC wants that), else they are
+        checked again: one float64 compare per configuration, the slow part."""
+        key = tuple(row[k] for k in ("case", "dtype", "layout", "stats", "pass"))
+        try:
+            call, call_out, outputs = ours(self.gn, a, g, row["stats"], row["layout"], row["pass"])
+            got = outputs()
+            same = self._checked[0] == key and all(
+                _bits(np, v).tobytes() == _bits(np, got[k]).tobytes()
+                for k, v in self._checked[1].items())
+            if self._checked[0] == key and not same:
+                self.note("results differ bit-wise between thread counts (the SPEC wants "
+                          "them identical)")
+            errors = [] if same else compare(got, want, a["x"].dtype)
+        except Exception as e:
+            errors = [f"raised {type(e).__name__}: {e}"]
+        if errors:
+            self._failure(row, "CPU", errors)
+            return row.update(status="wrong", errors=errors)
+        self._checked = (key, got)
+        fns = {"ours": call_out, "ours_alloc": call, "floor": floor(np, a, row["pass"])}
+        med, res = self._time(row, fns, a, g, self.torch, "cpu", reps=self.reps,
+                              gap_s=self.gap_s if row["threads"] > 1 else 0.0)
+        row.update(status="ok", x_floor=med["ours"] / med["floor"],
+                   ms_alloc=med["ours_alloc"] * 1e3, **res)
+
+    def _gpu(self, row, a, want, g):
+        cupy = self.gpu["cupy"]
+        try:
+            d = {k: cupy.asarray(v) for k, v in a.items()}
+        except Exception as e:  # CuPy refuses dtypes it does not know (bfloat16 in some versions)
+            return self.note(f"CuPy cannot hold {a['x'].dtype}: {str(e).splitlines()[0]}")
+        try:
+            call, call_out, outputs = ours(self.gn, d, g, row["stats"], row["layout"],
+                                           row["pass"], to_host=cupy.asnumpy)
+            errors = compare(outputs(), want, a["x"].dtype)
+        except ImportError as e:  # built without the GPU backend
+            return self.note(f"gn_native GPU backend: {e}")
+        except Exception as e:
+            errors = [f"raised {type(e).__name__}: {e}"]
+        if errors:
+            self._failure(row, "GPU", errors)
+            return {"status": "wrong", "errors": errors}
+        fns = {"ours": call_out, "ours_alloc": call, "copy": floor(cupy, d, row["pass"])}
+        med, res = self._time(row, fns, a, g, self.gpu["torch"], "cuda", warmup=3,
+                              timer=cuda_timer(cupy), reps=(10, 20 * self.reps[1]))
+        return {"status": "ok", "x_copy": med["ours"] / med["copy"], **res}
+
+    def _time(self, row, fns, a, g, torch, device, **kw):
         """Medians of ours (out=), ours allocating (compared with torch, which allocates
         too), the floor and torch, timed in the same rounds."""
         if torch is None:
             self.note(f"no torch{' CUDA' if device == 'cuda' else ''}: x torch is n/a")
         else:
             try:
-                fns["torch"] = contenders.torch_group_norm(torch, a, case, row["stats"],
-                                                           row["layout"], row["pass"], device)
+                fns["torch"] = torch_group_norm(torch, a, g, row["stats"], row["layout"],
+                                                row["pass"], device)
             except NotAvailable as e:
                 self.note(str(e))
-        samples = timing.interleaved(fns, budget_s=self.budget, **kw)
-        med = {k: timing.median(v) for k, v in samples.items()}
+        samples = interleaved(fns, budget_s=self.budget_s, **kw)
+        med = {k: statistics.median(v) for k, v in samples.items()}
         return med, {"ms": med["ours"] * 1e3, "gbps": row["bytes"] / med["ours"] * 1e-9,
                      "x_torch": med["ours_alloc"] / med["torch"] if "torch" in med else None,
-                     "timings": {k: timing.summary(v) for k, v in samples.items()}}
+                     "timings": {k: {"median_s": med[k], "min_s": min(v), "max_s": max(v),
+                                     "reps": len(v)} for k, v in samples.items()}}
 
-    def cpu_row(self, row, a, want, case):
-        """The first thread count of a configuration is checked against the reference;
-        later ones must match it bit for bit (the SPEC wants that), else they are
-        checked again -- one float64 compare per configuration, the slow part."""
-        key = tuple(row[k] for k in ("case", "dtype", "layout", "stats", "pass"))
-        checked = self._checked[1] if self._checked[0] == key else None
-        try:
-            call, call_out, outputs = contenders.ours(self.gn, a, case, row["stats"],
-                                                      row["layout"], row["pass"])
-            errors, got = _check(outputs, want, a["x"].dtype) if checked is None else ([], outputs())
-            if checked is not None and not all(contenders.same_bits(got[k], checked[k]) for k in got):
-                self.note("results differ bit-wise between thread counts (the SPEC wants them "
-                          "identical)")
-                errors = compare(got, want, a["x"].dtype)
-        except Exception as e:
-            errors = [f"raised {type(e).__name__}: {e}"]
-        if errors:
-            return row.update(status="wrong", errors=errors)
-        self._checked = (key, got)
-        fns = {"ours": call_out, "ours_alloc": call, "floor": contenders.floor(np, a, row["pass"])}
-        med, res = self._time(row, fns, a, case, self.torch, "cpu", reps=self.reps,
-                              gap_s=self.gap_s if row["threads"] > 1 else 0.0)
-        row.update(status="ok", x_floor=med["ours"] / med["floor"],
-                   ms_alloc=med["ours_alloc"] * 1e3, **res)
-
-    def gpu_row(self, row, a, want, case):
-        cupy = self.gpu["cupy"]
-        try:
-            d = contenders.to_device(cupy, a)
-            call, call_out, outputs = contenders.ours(self.gn, d, case, row["stats"],
-                                                      row["layout"], row["pass"],
-                                                      to_host=cupy.asnumpy)
-        except NotAvailable as e:
-            return {"na": str(e)}
-        except ImportError as e:  # built without the GPU backend
-            return {"na": f"gn_native GPU backend: {e}"}
-        errors, _ = _check(outputs, want, a["x"].dtype)
-        if errors:
-            return {"status": "wrong", "errors": errors}
-        fns = {"ours": call_out, "ours_alloc": call, "copy": contenders.floor(cupy, d, row["pass"])}
-        med, res = self._time(row, fns, a, case, self.gpu["torch"], "cuda",
-                              timer=timing.cuda_timer(cupy), reps=(10, 20 * self.reps[1]),
-                              warmup=3)
-        return {"status": "ok", "x_copy": med["ours"] / med["copy"], **res}
-
-    def measure(self, case, dname, layout, st, ps, t, a, want, gpu_too):
-        """One table row: the CPU at `t` threads, and the GPU when gpu_too."""
-        self.set_threads(t)
-        others = timing.OthersLoad()
-        row = {"case": case.name, "shape": case.label(), "dtype": dname, "layout": layout,
-               "stats": st, "pass": ps, "threads": t,
-               "bytes": (2 if ps == "forward" else 3) * a["x"].nbytes}
-        self.cpu_row(row, a, want, case)
-        if row["status"] != "ok":
-            self.failure(row, "CPU", row["errors"])
-        if gpu_too:
-            g = row["gpu"] = self.gpu_row(row, a, want, case)
-            if g.get("status") == "wrong":
-                self.failure(row, "GPU", g["errors"])
-            self.note(g.get("na"))
-        row["others_cores"] = others.cores()
-        self.rows.append(row)
-        return row
-
-    def failure(self, row, where, errors):
+    def _failure(self, row, where, errors):
         name = " ".join(str(row[k]) for k in ("case", "shape", "dtype", "layout", "stats",
                                               "pass")) + f" threads={row['threads']} ({where})"
         self.failures.append({"case": name, "errors": errors})
         self.notes.append(f"WRONG RESULT: {name}: " + "; ".join(errors))
 
     def note(self, reason):
-        if reason and f"note: {reason}" not in self.notes:
+        """A note printed once per run; returns the GPU cell of a row it could not time."""
+        if f"note: {reason}" not in self.notes:
             self.notes.append(f"note: {reason}")
+        return {"na": reason}
+
+    def overhead(self, data, g):
+        """Median seconds of the fixed cost of a call (forward, float32, tiny case): a plain
+        call, one with out=, and a (1, G, 1, 1) call with no work left; torch's call in its
+        own rounds (interleaving microsecond calls of two OpenMP runtimes would time
+        their spinning threads rather than either library)."""
+        gn, x, gamma, beta = self.gn, data["x"], data["gamma"], data["beta"]
+        y, x1 = np.empty_like(x), np.linspace(-1.0, 1.0, g, dtype=np.float32).reshape(1, g, 1, 1)
+        kw = dict(budget_s=self.budget_s, reps=(50, 5000), warmup=20)
+        fns = {"call": lambda: gn.group_norm_forward(x, g, gamma, beta, EPS),
+               "out": lambda: gn.group_norm_forward(x, g, gamma, beta, EPS, out=y),
+               "empty": lambda: gn.group_norm_forward(x1, g)}
+        med = {k: statistics.median(v) for k, v in interleaved(fns, **kw).items()}
+        if self.torch is not None:
+            xt, wt, bt = (self.torch.from_numpy(v) for v in (x, gamma, beta))
+            fn = {"torch": lambda: self.torch.nn.functional.group_norm(xt, g, wt, bt, EPS)}
+            med["torch"] = statistics.median(interleaved(fn, **kw)["torch"])
+        return med

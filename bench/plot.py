@@ -7,9 +7,11 @@ marker per thread count, squares for the GPU; a red ring marks a noisy row
 """
 import os
 
-from report import noisy
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
 
-MARKERS = "o^vD<>"
+from report import noisy  # noqa: E402
 
 
 def _label(r):
@@ -17,10 +19,6 @@ def _label(r):
 
 
 def plot(rows, path, title=""):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = [r for r in rows if r["status"] == "ok"]
     passes = [p for p in ("forward", "backward") if any(r["pass"] == p for r in rows)]
     if not passes:
@@ -30,19 +28,17 @@ def plot(rows, path, title=""):
     threads = sorted({r["threads"] for r in rows})
     fig, axes = plt.subplots(1, 2 * len(passes), sharey=True, squeeze=False, layout="constrained",
                              figsize=(4 * len(passes) + 5, 0.22 * len(labels) + 2.6))
-    for j, (ps, what) in enumerate((p, w) for p in passes for w in ("floor", "torch")):
-        ax = axes[0][j]
+    for ax, (ps, what) in zip(axes[0], [(p, w) for p in passes for w in ("floor", "torch")]):
         rs = [r for r in rows if r["pass"] == ps]
-        series = [(f"CPU, {t} thread{'s' * (t > 1)}", MARKERS[k % len(MARKERS)],
+        series = [(f"CPU, {t} thread{'s' * (t > 1)}", "o^vD<>"[k % 6],
                    [(r, r[f"x_{what}"]) for r in rs if r["threads"] == t])
                   for k, t in enumerate(threads)]
         series.append(("GPU", "s", [(r, r["gpu"]["x_copy" if what == "floor" else "x_torch"])
                                     for r in rs if (r.get("gpu") or {}).get("status") == "ok"]))
         for name, marker, pts in series:
-            pts = [(r, v) for r, v in pts if v is not None]
+            pts = [(v, pos[_label(r)]) for r, v in pts if v is not None]
             if pts:
-                ax.plot([v for _, v in pts], [pos[_label(r)] for r, _ in pts], marker,
-                        ls="none", label=name, alpha=0.85)
+                ax.plot(*zip(*pts), marker, ls="none", label=name, alpha=0.85)
         bad = [(v, pos[_label(r)]) for _, _, pts in series[:-1] for r, v in pts
                if v is not None and noisy(r)]
         if bad:
@@ -51,19 +47,17 @@ def plot(rows, path, title=""):
         ax.axvline(1.0, color="gray", lw=0.8)
         ax.set_xscale("log")
         ax.grid(True, which="both", axis="x", alpha=0.3)
-        ax.set_title(f"{ps}: time / {'memory floor (GPU: device copy)' if what == 'floor' else 'torch'}",
-                     fontsize=9)
+        ax.set_title(f"{ps}: time / " + ("memory floor (GPU: device copy)" if what == "floor"
+                                         else "torch"), fontsize=9)
         ax.set_xlabel("time ratio, ours / other (< 1: ours faster)", fontsize=8)
     handles = {}
     for ax in axes[0]:
-        handles.update(zip(ax.get_legend_handles_labels()[1], ax.get_legend_handles_labels()[0]))
+        handles.update({lab: h for h, lab in zip(*ax.get_legend_handles_labels())})
     fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncol=len(handles),
                fontsize=8)
-    axes[0][0].set_yticks(range(len(labels)))
-    axes[0][0].set_yticklabels(labels, fontsize=7)
+    axes[0][0].set_yticks(range(len(labels)), labels, fontsize=7)
     axes[0][0].set_ylim(-0.7, len(labels) - 0.3)
-    if title:
-        fig.suptitle(title, fontsize=10)
+    fig.suptitle(title, fontsize=10)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)

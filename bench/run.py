@@ -15,26 +15,21 @@ import itertools
 import os
 import sys
 import time
+import types
 
-import overhead
 import report
-import timing
-from cases import (ALL_DTYPES, DTYPES, LAYOUTS, PASSES, QUICK_CASES, STATS, dtype_of,
-                   in_layout, make_data, select, select_cases)
-from measure import Rows, references
-
-HERE = os.path.dirname(os.path.abspath(__file__))
+from cases import DEFAULT_DTYPES, QUICK, TINY, dtype_of, in_layout, make_data, select, select_cases
+from measure import Rows, load_mark, openmp_runtimes, others_cores, references
 
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", help="CPU thread counts, e.g. 1,2 (default: 1 and all cores)")
-    p.add_argument("--quick", action="store_true",
-                   help="cases " + ", ".join(QUICK_CASES) + ", fewer repeats")
+    p.add_argument("--quick", action="store_true", help=f"cases {', '.join(QUICK)}, fewer repeats")
     p.add_argument("--cases", help="comma list of case names (or prefixes), or NxCxHxW/G shapes")
-    p.add_argument("--dtype", help=f"comma list of {', '.join(ALL_DTYPES)} "
-                                   f"(default {', '.join(DTYPES)})")
+    p.add_argument("--dtype", help="comma list of float32, bfloat16, float16, float64 "
+                                   f"(default {', '.join(DEFAULT_DTYPES)})")
     p.add_argument("--layout", help="nchw, nhwc")
     p.add_argument("--stats", help="sample, batch")
     p.add_argument("--pass", dest="passes", help="forward, backward")
@@ -58,30 +53,26 @@ def optional(name):
         return None
 
 
-def detect_gpu(args, torch):
-    """(gpu or None, header line).  gpu: dict with cupy and torch if torch has CUDA."""
-    if args.no_gpu:
-        return None, "no GPU (--no-gpu)"
+def detect_gpu(no_gpu, torch):
+    """(gpu or None, header line); gpu holds cupy, and torch when torch has CUDA."""
+    cupy = None if no_gpu else optional("cupy")
+    if cupy is None:
+        return None, "no GPU (--no-gpu)" if no_gpu else "no GPU (CuPy not installed)"
     try:
-        import cupy
         if not cupy.is_available():
             return None, "no GPU (CuPy finds no CUDA device)"
         name = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["name"]
-    except ImportError:
-        return None, "no GPU (CuPy not installed)"
     except Exception as e:
         return None, f"no GPU ({type(e).__name__}: {e})"
-    name = name.decode() if isinstance(name, bytes) else name
-    torch_cuda = bool(torch is not None and torch.cuda.is_available())
+    torch_cuda = torch is not None and torch.cuda.is_available()
     return ({"cupy": cupy, "torch": torch if torch_cuda else None},
-            f"{name}, CuPy {cupy.__version__}, torch CUDA {'yes' if torch_cuda else 'no'}")
+            f"{name.decode() if isinstance(name, bytes) else name}, CuPy {cupy.__version__}, "
+            f"torch CUDA {'yes' if torch_cuda else 'no'}")
 
 
 def parse_threads(spec, cores):
-    if not spec:
-        return sorted({1, cores})
     try:
-        ts = [int(s) for s in spec.split(",") if s.strip()]
+        ts = [int(s) for s in spec.split(",") if s.strip()] if spec else [1, cores]
     except ValueError:
         ts = []
     if not ts or min(ts) < 1:
@@ -92,21 +83,18 @@ def parse_threads(spec, cores):
 def out_path(value, quick, ext):
     if value and value.lower() == "none":
         return None
-    return value or os.path.join(HERE, "out", ("quick" if quick else "bench") + ext)
+    return value or os.path.join(os.path.dirname(os.path.abspath(__file__)), "out",
+                                 ("quick" if quick else "bench") + ext)
 
 
 def progress(total):
-    """A tqdm bar on stderr (only on a terminal), or nothing when tqdm is missing:
-    the table's lines on stdout are the progress then."""
+    """A tqdm bar on stderr, on a terminal only; without tqdm the table is the progress."""
     try:
         from tqdm import tqdm
     except ImportError:
-        class Plain:
-            update = set_description_str = close = lambda self, *a: None  # noqa: E731
-
-            def write(self, s, file=sys.stdout):
-                print(s, file=file, flush=True)
-        return Plain()
+        return types.SimpleNamespace(update=lambda: None, close=lambda: None,
+                                     set_description_str=lambda s: None,
+                                     write=lambda s, file: print(s, file=file, flush=True))
     return tqdm(total=total, file=sys.stderr, leave=False, disable=None, unit="row",
                 bar_format="{l_bar}{bar:20}| {n}/{total} [{elapsed}<{remaining}]")
 
@@ -114,27 +102,29 @@ def progress(total):
 def main(argv=None):
     args = parse_args(argv)
     t_start = time.perf_counter()
+    sys.stdout.reconfigure(line_buffering=True)  # rows show up as they come, piped too
     try:
         import gn_native as gn
     except ImportError as e:
         raise SystemExit(f"cannot import gn_native ({e}); install it: pip install '.[bench]'")
     torch = None if args.no_torch else optional("torch")
-    gpu, gpu_line = detect_gpu(args, torch)
+    gpu, gpu_line = detect_gpu(args.no_gpu, torch)
     threads = parse_threads(args.threads, report.available_cores())
     cases = select_cases(args.cases, args.quick)
-    dtypes = select(args.dtype, ALL_DTYPES, "--dtype") or list(DTYPES)
-    layouts = select(args.layout, LAYOUTS, "--layout") or list(LAYOUTS)
-    stats_modes = select(args.stats, STATS, "--stats") or list(STATS)
-    passes = select(args.passes, PASSES, "--pass") or list(PASSES)
+    dtypes = select(args.dtype, "dtype", DEFAULT_DTYPES)
+    layouts, stats_modes = select(args.layout, "layout"), select(args.stats, "stats")
+    passes = select(args.passes, "pass")
+    runtimes = openmp_runtimes()
+    timing = {"budget_s": args.budget or (0.08 if args.quick else 0.4),
+              "reps": (3, 30) if args.quick else (5, 100),
+              "gap_ms": args.gap_ms if args.gap_ms is not None else 2.0 * (len(runtimes) > 1)}
+    run = Rows(gn, torch, gpu, timing["budget_s"], timing["reps"], timing["gap_ms"] * 1e-3)
 
-    run = Rows(args, gn, torch, gpu)
-    idle = timing.OthersLoad()
+    idle = load_mark()
     time.sleep(0.5)
-    env = report.environment(gn, torch, gpu_line, threads, args)
-    env["others_cores_at_start"] = idle.cores()
-    env["timing"] = {"budget_s_per_row": run.budget, "reps": run.reps, "gap_ms": run.gap_s * 1e3}
-    with_gpu = gpu is not None
-    print("\n".join(report.header_lines(env) + [""] + report.table_header(with_gpu)), flush=True)
+    env = dict(report.environment(gn, torch, gpu_line, runtimes), quick=args.quick,
+               threads=threads, timing=timing, others_cores_at_start=others_cores(idle))
+    print("\n".join(report.header_lines(env, gpu is not None)))
 
     threads_before = gn.get_num_threads()
     bar = progress(len(cases) * len(dtypes) * len(layouts) * len(stats_modes) * len(passes)
@@ -143,11 +133,10 @@ def main(argv=None):
     try:
         for case, dname in itertools.product(cases, dtypes):
             data = make_data(case, dtype_of(dname), args.seed)
-            arrays = {lay: {k: in_layout(v, lay) if k in ("x", "dy") else v
-                            for k, v in data.items()} for lay in layouts}
+            arrays = {lay: in_layout(data, lay) for lay in layouts}
             for st in stats_modes:
                 bar.set_description_str(f"{case.name} {dname} {st}: reference")
-                refs = references(data, case, st, passes)
+                refs = references(data, case.g, st, passes)
                 for layout, ps, t in itertools.product(layouts, passes, threads):
                     bar.set_description_str(f"{case.name} {dname} {layout} {st} {ps} t={t}")
                     notes = len(run.notes)
@@ -160,21 +149,23 @@ def main(argv=None):
         bar.close()
         if not args.no_overhead:
             print("\nCall overhead (forward, float32; medians of interleaved calls)")
+            tiny = make_data(TINY, "float32", 0)
             for t in threads:
                 run.set_threads(t)
-                med = overhead.measure(gn, torch, 0.1 if args.quick else 0.4)
+                med = run.overhead(tiny, TINY.g)
                 over.append({"threads": t, **{k + "_s": v for k, v in med.items()}})
-                print(overhead.line(t, med))
+                us = {k: v * 1e6 for k, v in med.items()}
+                print(f"tiny {TINY.label()} threads={t}: call {us['call']:.1f} us, with out= "
+                      f"{us['out']:.1f} us, a (1, {TINY.g}, 1, 1) call with no work "
+                      f"{us['empty']:.1f} us" + (f"; torch {us['torch']:.1f} us" if "torch" in us else ""))
     finally:
         bar.close()
         gn.set_num_threads(threads_before)
 
-    print("\n".join(report.summary_lines(run.rows, with_gpu)))
     elapsed = time.perf_counter() - t_start
-    print(f"\n{len(run.rows)} rows in {elapsed:.1f} s")
-    for line in report.noise_lines(run.rows):
-        print(line)
-
+    print("\n".join(report.summary_lines(run.rows, gpu is not None)
+                    + ["", f"{len(run.rows)} rows in {elapsed:.1f} s"]
+                    + report.noise_lines(run.rows)))
     json_path = out_path(args.json, args.quick, ".json")
     if json_path:
         report.write_json(json_path, {"environment": env, "rows": run.rows, "overhead": over,

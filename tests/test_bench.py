@@ -13,14 +13,11 @@ BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _load(name):
+    """A bench module by path; targets.py and measure.py import nothing else of bench/."""
     spec = importlib.util.spec_from_file_location(f"gn_bench_{name}",
                                                   os.path.join(BENCH, f"{name}.py"))
     mod = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, BENCH)  # the bench modules import one another by name
-    try:
-        spec.loader.exec_module(mod)
-    finally:
-        sys.path.remove(BENCH)
+    spec.loader.exec_module(mod)
     return mod
 
 
