@@ -107,7 +107,7 @@ def extensions():
     from Cython.Build import cythonize
     ext = Extension(
         f"{PKG}._cpu", [os.path.join(PKG, "_cpu.pyx")],
-        include_dirs=[INCLUDE, np.get_include()],
+        include_dirs=[INCLUDE, SRC, np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=["-O2"],
     )

@@ -9,6 +9,8 @@ from libc.stdint cimport int64_t, uint16_t
 
 import numpy as np
 
+from gn_native import _dtypes
+
 from gn_native.capi cimport *
 
 cnp.import_array()
@@ -17,13 +19,6 @@ cdef extern from "gn_native.h":
     int GN_MAX_THREADS
 
 MAX_THREADS = GN_MAX_THREADS   # the most threads set_num_threads takes (the C core's cap)
-
-# dtype codes: float32, float64, float16, bfloat16
-cdef enum:
-    F32 = 0
-    F64 = 1
-    F16 = 2
-    BF16 = 3
 
 # The C header's enum values (gn_native.h, through capi.pxd), for
 # gn_native._validate: a Plan's layout, stats and affine carry them as `.code`
@@ -36,17 +31,66 @@ AFFINE_CHANNEL = <int>GN_AFFINE_CHANNEL
 AFFINE_GROUP = <int>GN_AFFINE_GROUP
 
 
+# ---- the dtype dispatch: one table -------------------------------------------
+# src/kernel_table.h builds gn_kernel_table from the C core's dtype list
+# (src/dtypes.h); each entry is matched here to its line of
+# gn_native._dtypes by the C suffix.  A dtype's code is its index in the
+# table; every call goes through _KT[code].
+
+cdef extern from "kernel_table.h" nogil:
+    ctypedef gn_status (*gn_kt_forward)(void *, void *, void *, void *, const void *,
+                                        const void *, const void *, const gn_desc *)
+    ctypedef gn_status (*gn_kt_normalize)(void *, const void *, const void *, const void *,
+                                          const void *, const void *, const gn_desc *)
+    ctypedef gn_status (*gn_kt_backward)(void *, void *, void *, const void *, const void *,
+                                         const void *, const void *, const void *,
+                                         const gn_desc *)
+    ctypedef struct gn_kernels:
+        const char *suffix
+        int item_size
+        int stat_size
+        gn_kt_forward forward
+        gn_kt_normalize normalize
+        gn_kt_backward backward
+    const gn_kernels gn_kernel_table[]
+    int GN_KERNEL_COUNT
+
+cdef const gn_kernels *_KT = gn_kernel_table
+# NumPy dtype -> code, and NumPy type numbers by code (-1: not available here)
+_CODES = {}
+cdef int _type_num[16]
+cdef int _stat_num[16]
+
+
+def _build_dispatch():
+    if GN_KERNEL_COUNT > 16:
+        raise ImportError("gn_native: _cpu's dispatch holds 16 dtypes; raise its size")
+    for i in range(GN_KERNEL_COUNT):
+        _type_num[i] = -1
+        d = _dtypes.BY_SUFFIX.get(_KT[i].suffix.decode())
+        if d is None:
+            continue    # tests/test_dtypes.py reports a C dtype that Python lacks
+        for dt, line in _dtypes.AVAILABLE.items():
+            if line is d:
+                _CODES[dt] = i
+                _type_num[i] = dt.num
+                _stat_num[i] = np.dtype(d.stat).num
+
+
+_build_dispatch()
+
+
+def kernel_dtypes():
+    """[(C suffix, bytes per value, bytes per statistic)] of the kernel table, in order."""
+    return [(_KT[i].suffix.decode(), _KT[i].item_size, _KT[i].stat_size)
+            for i in range(GN_KERNEL_COUNT)]
+
+
 cdef int _code(dtype) except -1:
-    c = dtype.char
-    if c == "f":
-        return F32
-    if c == "d":
-        return F64
-    if c == "e":
-        return F16
-    if dtype.name == "bfloat16":
-        return BF16
-    raise TypeError(f"unsupported dtype {dtype}")
+    try:
+        return _CODES[dtype]
+    except KeyError:
+        raise TypeError(f"unsupported dtype {dtype}") from None
 
 
 cdef gn_desc _desc(p):
@@ -75,38 +119,6 @@ cdef _check(gn_status st):
         raise RuntimeError(f"gn_native C core: {gn_strerror(st).decode()}")
 
 
-cdef gn_status _forward(int code, void *y, void *mean, void *rstd, void *var, void *x,
-                       void *gamma, void *beta, gn_desc *d) noexcept nogil:
-    if code == F32:
-        return gn_forward_var_f32(<float *>y, <float *>mean, <float *>rstd, <float *>var,
-                                  <float *>x, <float *>gamma, <float *>beta, d)
-    if code == F64:
-        return gn_forward_var_f64(<double *>y, <double *>mean, <double *>rstd, <double *>var,
-                                  <double *>x, <double *>gamma, <double *>beta, d)
-    if code == F16:
-        return gn_forward_var_f16(<uint16_t *>y, <float *>mean, <float *>rstd, <float *>var,
-                                  <uint16_t *>x, <uint16_t *>gamma, <uint16_t *>beta, d)
-    return gn_forward_var_bf16(<uint16_t *>y, <float *>mean, <float *>rstd, <float *>var,
-                               <uint16_t *>x, <uint16_t *>gamma, <uint16_t *>beta, d)
-
-
-cdef gn_status _backward(int code, void *dx, void *dgamma, void *dbeta, void *dy, void *x,
-                         void *mean, void *rstd, void *gamma, gn_desc *d) noexcept nogil:
-    if code == F32:
-        return gn_backward_f32(<float *>dx, <float *>dgamma, <float *>dbeta, <float *>dy,
-                               <float *>x, <float *>mean, <float *>rstd, <float *>gamma, d)
-    if code == F64:
-        return gn_backward_f64(<double *>dx, <double *>dgamma, <double *>dbeta, <double *>dy,
-                               <double *>x, <double *>mean, <double *>rstd, <double *>gamma, d)
-    if code == F16:
-        return gn_backward_f16(<uint16_t *>dx, <uint16_t *>dgamma, <uint16_t *>dbeta,
-                               <uint16_t *>dy, <uint16_t *>x, <float *>mean, <float *>rstd,
-                               <uint16_t *>gamma, d)
-    return gn_backward_bf16(<uint16_t *>dx, <uint16_t *>dgamma, <uint16_t *>dbeta,
-                            <uint16_t *>dy, <uint16_t *>x, <float *>mean, <float *>rstd,
-                            <uint16_t *>gamma, d)
-
-
 cdef _run_forward(int code, gn_desc *d, y, mean, rstd, var, x, gamma, beta,
                   Py_ssize_t reps=1):
     """Pointers of the arrays (None -> NULL), the C call (`reps` times) without
@@ -122,7 +134,7 @@ cdef _run_forward(int code, gn_desc *d, y, mean, rstd, var, x, gamma, beta,
     cdef Py_ssize_t i
     with nogil:
         for i in range(reps):
-            st = _forward(code, py, pm, pr, pv, px, pg, pb, d)
+            st = _KT[code].forward(py, pm, pr, pv, px, pg, pb, d)
             if st != GN_OK:
                 break
     _check(st)
@@ -139,7 +151,7 @@ cdef _run_backward(int code, gn_desc *d, dx, dgamma, dbeta, dy, x, mean, rstd, g
     cdef void *pg = _ptr(gamma)
     cdef gn_status st
     with nogil:
-        st = _backward(code, pdx, pdg, pdb, pdy, px, pm, pr, pg, d)
+        st = _KT[code].backward(pdx, pdg, pdb, pdy, px, pm, pr, pg, d)
     _check(st)
 
 
@@ -168,18 +180,7 @@ def normalize(p, y, x, mean, rstd, gamma, beta):
     cdef void *pb = _ptr(beta)
     cdef gn_status st
     with nogil:
-        if code == F32:
-            st = gn_normalize_f32(<float *>py, <float *>px, <float *>pm, <float *>pr,
-                                  <float *>pg, <float *>pb, &d)
-        elif code == F64:
-            st = gn_normalize_f64(<double *>py, <double *>px, <double *>pm, <double *>pr,
-                                  <double *>pg, <double *>pb, &d)
-        elif code == F16:
-            st = gn_normalize_f16(<uint16_t *>py, <uint16_t *>px, <float *>pm, <float *>pr,
-                                  <uint16_t *>pg, <uint16_t *>pb, &d)
-        else:
-            st = gn_normalize_bf16(<uint16_t *>py, <uint16_t *>px, <float *>pm, <float *>pr,
-                                   <uint16_t *>pg, <uint16_t *>pb, &d)
+        st = _KT[code].normalize(py, px, pm, pr, pg, pb, &d)
     _check(st)
 
 
@@ -235,14 +236,7 @@ def version():
 cdef extern from "numpy/arrayobject.h":
     object PyArray_NewLikeArray(cnp.ndarray prototype, cnp.NPY_ORDER order, void *descr,
                                 int subok)
-
-cdef int _bf16_num = -1
-try:
-    import ml_dtypes as _ml
-    _bf16_num = np.dtype(_ml.bfloat16).num
-except ImportError:
-    pass
-
+    enum: NPY_USERDEF   # the first type number of user-defined dtypes
 
 cdef int _fast_code(cnp.ndarray a):
     """dtype code of a well-behaved array, or -1."""
@@ -250,14 +244,10 @@ cdef int _fast_code(cnp.ndarray a):
             and cnp.PyArray_ISNOTSWAPPED(a)):
         return -1
     cdef int t = cnp.PyArray_TYPE(a)
-    if t == cnp.NPY_FLOAT32:
-        return F32
-    if t == cnp.NPY_FLOAT64:
-        return F64
-    if t == cnp.NPY_FLOAT16:
-        return F16
-    if t == _bf16_num:
-        return BF16
+    cdef int i
+    for i in range(GN_KERNEL_COUNT):
+        if _type_num[i] == t:
+            return i
     return -1
 
 
@@ -323,13 +313,22 @@ cdef bint _fast_desc(cnp.ndarray x, n_groups, eps, stats, channel_axis, gn_desc 
 
 cdef object _stat_array(gn_desc *d, int code):
     cdef cnp.npy_intp dims[2]
-    cdef int typ = cnp.NPY_FLOAT64 if code == F64 else cnp.NPY_FLOAT32
+    cdef int typ = _stat_num[code]
     if d.stats == GN_STATS_BATCH:
         dims[0] = d.groups
         return cnp.PyArray_EMPTY(1, dims, typ, 0)
     dims[0] = d.n
     dims[1] = d.groups
     return cnp.PyArray_EMPTY(2, dims, typ, 0)
+
+
+cdef object _empty_like_1d(cnp.npy_intp n, cnp.ndarray like):
+    """A new 1-D array of n values of like's dtype (NumPy's own dtypes by type
+    number; a user-defined one, bfloat16, through its descriptor)."""
+    cdef int t = cnp.PyArray_TYPE(like)
+    if t < NPY_USERDEF:
+        return cnp.PyArray_EMPTY(1, &n, t, 0)
+    return np.empty(n, like.dtype)
 
 
 cdef bint _disjoint(cnp.ndarray a, cnp.ndarray b):
@@ -391,7 +390,7 @@ cdef bint _fast_stat(a, gn_desc *d, int code):
     if not cnp.PyArray_CheckExact(a):
         return False
     cdef cnp.ndarray s = <cnp.ndarray>a
-    cdef int typ = cnp.NPY_FLOAT64 if code == F64 else cnp.NPY_FLOAT32
+    cdef int typ = _stat_num[code]
     if not (cnp.PyArray_IS_C_CONTIGUOUS(s) and cnp.PyArray_ISALIGNED(s)
             and cnp.PyArray_ISNOTSWAPPED(s)) or cnp.PyArray_TYPE(s) != typ:
         return False
@@ -424,9 +423,7 @@ def backward_fast(dy, x, mean, rstd, n_groups, gamma, stats, channel_axis, out):
         return None
     cdef cnp.ndarray dxa = <cnp.ndarray>dxa_obj
     cdef cnp.npy_intp plen = d.groups if kg == 2 else d.c
-    dgamma = cnp.PyArray_EMPTY(1, &plen, cnp.PyArray_TYPE(xa), 0) if code != BF16 else \
-        np.empty(plen, xa.dtype)
-    dbeta = cnp.PyArray_EMPTY(1, &plen, cnp.PyArray_TYPE(xa), 0) if code != BF16 else \
-        np.empty(plen, xa.dtype)
+    dgamma = _empty_like_1d(plen, xa)
+    dbeta = _empty_like_1d(plen, xa)
     _run_backward(code, &d, dxa, dgamma, dbeta, ga, xa, mean, rstd, gamma)
     return dxa, dgamma, dbeta

@@ -239,7 +239,7 @@ def _run_normalize(ex, plan, y, x, coef, gamma, beta):
 
 def run_backward(ex, plan, dx, dgamma, dbeta, dy, x, mean, rstd, gamma, frozen=False):
     dt = dtype_name(plan.dtype)
-    acc = np.float64 if plan.dtype == np.float64 else np.float32
+    acc = plan.stat_dtype   # the sums accumulate in the statistics dtype
     affine = _affine_of(gamma, None, plan.c)
     geo = G.backward_geometry(plan.n, plan.c, plan.spatial, plan.groups, plan.stats, plan.layout)
     assert not frozen or (plan.stats == "batch" and geo.path == "split"), "frozen statistics: per group"

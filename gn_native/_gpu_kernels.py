@@ -13,29 +13,30 @@ import os
 import re
 from dataclasses import dataclass
 
+from . import _dtypes
 from . import _gpu_geometry as G
 
 CUDA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cuda")
 
 # numpy dtype name -> C++ storage type of the RawKernels
-RAW_CTYPE = {"float16": "gn_half", "bfloat16": "gn_bfloat", "float32": "float", "float64": "double"}
-DTYPES = ("float16", "bfloat16", "float32", "float64")
+RAW_CTYPE = {d.name: d.gpu_ctype for d in _dtypes.DTYPES}
+DTYPES = tuple(d.name for d in _dtypes.DTYPES)
 LAYOUTS = {"nchw": 0, "nhwc": 1}
 AFFINES = {"none": 0, "channel": 1, "group": 2}
 ARCHS = ("sm_75", "sm_80", "sm_86", "sm_89", "sm_90", "sm_100", "sm_120")
 
 
 def stat_dtype(dtype):
-    return "float64" if dtype == "float64" else "float32"
+    """mean/rstd dtype name for data of dtype name `dtype`; the kernels accumulate in it too."""
+    return _dtypes.BY_NAME[dtype].stat
 
 
-def acc_dtype(dtype):
-    return "float64" if dtype == "float64" else "float32"
+acc_dtype = stat_dtype
 
 
 def io_dtype(dtype):
     """The dtype an array of `dtype` is passed to the CuPy kernels as: 16-bit ones as their bits (gn_io)."""
-    return "uint16" if dtype in ("float16", "bfloat16") else dtype
+    return _dtypes.BY_NAME[dtype].gpu_io
 
 
 def raw_options():

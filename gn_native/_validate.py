@@ -37,16 +37,9 @@ import operator
 
 import numpy as np
 
-from . import _cpu
-
-try:  # bfloat16 is optional
-    import ml_dtypes as _ml_dtypes
-    BFLOAT16 = np.dtype(_ml_dtypes.bfloat16)
-except ImportError:  # pragma: no cover - depends on the environment
-    BFLOAT16 = None
+from . import _cpu, _dtypes
 
 STATS = ("sample", "batch")
-FLOAT_DTYPES = tuple(np.dtype(t) for t in (np.float16, np.float32, np.float64))
 
 
 class Code(str):
@@ -142,22 +135,20 @@ def as_cpu_array(a, name):
     return arr
 
 
-_STAT_DTYPE = {dt: np.dtype(np.float64 if dt == np.float64 else np.float32)
-               for dt in FLOAT_DTYPES + ((BFLOAT16,) if BFLOAT16 is not None else ())}
-
-
 def check_dtype(dtype, name):
-    if dtype in _STAT_DTYPE:
+    """The NumPy dtype of a data array (one of gn_native._dtypes.AVAILABLE)."""
+    if dtype in _dtypes.STAT:
         return dtype
     dt = np.dtype(dtype)
-    if dt in _STAT_DTYPE:
+    if dt in _dtypes.STAT:
         return dt
-    raise TypeError(f"{name} has dtype {dt}; gn_native supports float16, bfloat16 "
-                    "(ml_dtypes), float32 and float64")
+    raise TypeError(f"{name} has dtype {dt}; gn_native supports {_dtypes.supported_names()}")
 
 
 def stat_dtype_for(dtype):
-    return _STAT_DTYPE[dtype]
+    """The dtype of mean, rstd and var for data of `dtype` (SPEC: float64 for
+    float64 data, float32 otherwise)."""
+    return _dtypes.STAT[dtype]
 
 
 def check_groups(n_groups, name="n_groups"):
@@ -468,7 +459,7 @@ def check_state_dict(state, expected):
         a = np.asarray(state[k])
         if a.shape != ref.shape:
             raise ValueError(f"state_dict[{k!r}] has shape {a.shape}, expected {ref.shape}")
-        if a.dtype.kind not in "fiu" and not (ref.dtype == BFLOAT16):
+        if a.dtype.kind not in "fiu" and a.dtype not in _dtypes.STAT:
             raise TypeError(f"state_dict[{k!r}] has dtype {a.dtype}, expected {ref.dtype}")
         new[k] = a.astype(ref.dtype)
     return new

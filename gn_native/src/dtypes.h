@@ -7,8 +7,11 @@
  * compute-type value, rounded to nearest even.
  *
  * Adding a dtype: a line here, its line in each_dtype.inc, its conversion
- * helpers (internal.h), its AVX2 loads and stores (simd_avx2.c) and its
- * functions in include/gn_native.h. */
+ * helpers (internal.h), its AVX2 loads and stores (simd_avx2.c), its
+ * functions in include/gn_native.h and capi.pxd, and its line in
+ * gn_native/_dtypes.py (the Python list; the Cython wrapper's kernel table,
+ * kernel_table.h, is built from this one).  tests/test_dtypes.py checks that
+ * they agree. */
 #ifndef GN_DTYPES_H
 #define GN_DTYPES_H
 
