@@ -113,7 +113,7 @@ if groups:
 for (ps, dt, lay), gs in sorted(groups.items()):
     torch = [g["x_torch"] for g in gs if g.get("x_torch")]
     print(f"  {ps:<8} {dt:<9} {lay:<6} {statistics.median(g['gbps'] for g in gs):>7.0f} "
-          f"{statistics.median(g['x_copy'] for g in gs):>7.2f} "
+          f"{statistics.median(g['x_floor'] for g in gs):>7.2f} "
           f"{(f'{statistics.median(torch):.2f}' if torch else 'n/a'):>8}")
 for r in wrong[:5]:
     print(f"  WRONG {r.get('case')} {r['dtype']} {r['layout']} {r['stats']} {r['pass']}: {r['gpu'].get('errors')}")

@@ -1,14 +1,11 @@
-"""One row: check our result against the float64 reference, then time it
-against the memory floor and PyTorch.
+"""One row: check our result against the suite's float64 reference, then time it
+against the memory floor and PyTorch, in the same rounds.
 
-The reference and the tolerance policy are the test suite's own
-(tests/reference.py, loaded by path: tests/ is not a package, and the
-benchmark runs from a checkout with only the `bench` extra installed).
-The contenders of a row (ours, the floor, torch) run in the same rounds, in
-an order that rotates each round (ABC, BCA, CAB, ...), so that frequency
-changes or a busy neighbour hit all of them alike.  Setup (a forward pass
-before a backward one, torch's autograd graph) is never timed.  Arrays are
-NumPy on the CPU or CuPy on the GPU; this file imports nothing else of bench/.
+tests/reference.py (the reference and the tolerance policy) is loaded by
+path: tests/ is not a package, and the benchmark runs from a checkout with
+only the `bench` extra installed.  Setup (a forward pass before a backward
+one, torch's autograd graph) is never timed.  Arrays are NumPy on the CPU,
+CuPy on the GPU.  This file imports nothing else of bench/.
 """
 import importlib.util
 import os
@@ -24,40 +21,33 @@ ref = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(ref)
 
 
-class NotAvailable(Exception):
-    """A contender has nothing to time for this row (the message says why)."""
-
-
 # ---- the check ---------------------------------------------------------------
 
 def references(data, g, stats, passes):
-    """Per pass, {output: (float64 value, tolerance kind, scale)}, in logical NCHW order."""
+    """Per pass, {output: (float64 value, the suite's tolerance for data's dtype)},
+    in logical NCHW order."""
     x, dy, gamma, beta = data["x"], data["dy"], data["gamma"], data["beta"]
     y, mean, rstd = ref.forward(x, g, gamma, beta, EPS, stats)
-    out = {"forward": {"y": (y, "forward", None), "mean": (mean, "mean", rstd),
-                       "rstd": (rstd, "rstd", mean)}}
+    tol_mean, tol_rstd = ref.stats_tolerance(mean, rstd, np.float64 if x.dtype == np.float64
+                                             else np.float32)
+    out = {"forward": {"y": (y, ref.tolerance(y, x.dtype)), "mean": (mean, tol_mean),
+                       "rstd": (rstd, tol_rstd)}}
     if "backward" in passes:
         want = ref.backward(dy, x, mean, rstd, g, gamma, stats)
         mags = ref.backward_magnitudes(dy, x, mean, rstd, g, gamma, stats)
-        out["backward"] = {k: (w, "backward", m)
+        out["backward"] = {k: (w, ref.tolerance(w, x.dtype, "backward", m))
                            for k, w, m in zip(("dx", "dgamma", "dbeta"), want, mags)}
     return out
 
 
-def compare(got, want, x_dtype):
+def compare(got, want):
     """A one-line reason per output of `got` outside the tolerance; [] when all pass."""
     errors = []
     for name, a in got.items():
-        w, kind, other = want[name]
+        w, tol = want[name]
         if a.shape != w.shape:
             errors.append(f"{name}: shape {a.shape}, expected {w.shape}")
             continue
-        if kind in ("mean", "rstd"):
-            mean, rstd = (w, other) if kind == "mean" else (other, w)
-            stat_dtype = np.float64 if x_dtype == np.float64 else np.float32
-            tol = ref.stats_tolerance(mean, rstd, stat_dtype)[kind == "rstd"]
-        else:
-            tol = ref.tolerance(w, x_dtype, kind, other)
         err = np.abs(a.astype(np.float64) - w)
         bad = ~(err <= tol)  # NaN counts as bad
         if bad.any():
@@ -113,10 +103,11 @@ def floor(xp, a, pass_):
 
 
 def torch_group_norm(torch, a, g, stats, layout, pass_, device="cpu"):
-    """torch.nn.functional.group_norm forward, or its autograd backward (dx, dw, db),
-    on host arrays `a` moved to `device` once, here; NHWC as channels_last tensors."""
+    """torch.nn.functional.group_norm forward, or its autograd backward (dx, dw, db), on
+    host arrays `a` moved to `device` once, here (NHWC: channels_last tensors); or the
+    reason there is nothing to time."""
     if stats == "batch":
-        raise NotAvailable("torch has no batch-statistics group_norm")
+        return "torch has no batch-statistics group_norm"
 
     def tensor(v):
         t = (torch.from_numpy(v.view(np.int16)).view(torch.bfloat16)
@@ -125,17 +116,14 @@ def torch_group_norm(torch, a, g, stats, layout, pass_, device="cpu"):
     x, w, b = tensor(a["x"]), tensor(a["gamma"]), tensor(a["beta"])
     try:
         if pass_ == "forward":
-            def call():
-                return torch.nn.functional.group_norm(x, g, w, b, EPS)
+            call = lambda: torch.nn.functional.group_norm(x, g, w, b, EPS)  # noqa: E731
         else:
             xr, wr, br = (t.detach().requires_grad_(True) for t in (x, w, b))
             y, dy = torch.nn.functional.group_norm(xr, g, wr, br, EPS), tensor(a["dy"])
-
-            def call():
-                return torch.autograd.grad(y, (xr, wr, br), dy, retain_graph=True)
+            call = lambda: torch.autograd.grad(y, (xr, wr, br), dy, retain_graph=True)  # noqa: E731
         call()
     except (RuntimeError, TypeError, NotImplementedError) as e:
-        raise NotAvailable(f"torch {device}: {str(e).splitlines()[0]}") from None
+        return f"torch {device}: {str(e).splitlines()[0]}"
     return call
 
 
@@ -160,30 +148,23 @@ def cuda_timer(cupy):
     return timer
 
 
-def interleaved(fns, timer=cpu_timer, budget_s=0.5, reps=(5, 100), warmup=2, gap_s=0.0):
-    """Samples (seconds) of each callable of `fns` (name -> fn), after warm-up calls;
-    as many rounds as fill `budget_s`, within `reps` = (min, max).
-
-    gap_s > 0 sleeps before each timed call, so that the idle threads of
-    another OpenMP runtime stop spinning on our cores; an untimed call then
-    wakes the contender's own threads.
-    """
+def interleaved(fns, timer=cpu_timer, budget_s=0.5, reps=(5, 100), warmup=2):
+    """Samples (seconds) of each of `fns` (name -> fn) after warm-up calls, in as many
+    rounds as fill `budget_s` within reps = (min, max); the order rotates each round
+    (ABC, BCA, CAB, ...) so that frequency changes or a busy neighbour hit all alike."""
     names = list(fns)
-    est = [min(timer(fns[n]) for _ in range(max(1, warmup))) for n in names]
-    round_s = sum(gap_s + 2 * e if gap_s else e for e in est)
-    n_rounds = int(max(reps[0], min(reps[1], budget_s / round_s if round_s > 0 else reps[1])))
+    round_s = sum(min(timer(fns[n]) for _ in range(warmup)) for n in names)
+    n_rounds = int(max(reps[0], min(reps[1], budget_s / max(round_s, 1e-9))))
     samples = {n: [] for n in names}
     for r in range(n_rounds):
         for n in names[r % len(names):] + names[:r % len(names)]:
-            if gap_s:
-                time.sleep(gap_s)
-                fns[n]()
             samples[n].append(timer(fns[n]))
     return samples
 
 
 def openmp_runtimes():
-    """Files of the OpenMP runtimes loaded in this process (Linux; [] elsewhere)."""
+    """Files of the OpenMP runtimes loaded in this process (Linux; [] elsewhere).  Two
+    runtimes each keep idle threads spinning on the same cores after a parallel region."""
     names = ("libgomp", "libiomp", "libomp")
     try:
         with open("/proc/self/maps") as f:
@@ -218,13 +199,11 @@ def others_cores(mark):
 # ---- rows ------------------------------------------------------------------------
 
 class Rows:
-    """The rows of one run, with its failures and notes (printed once each)."""
+    """The rows of one run."""
 
-    def __init__(self, gn, torch, gpu, budget_s, reps, gap_s):
-        self.gn, self.torch, self.gpu = gn, torch, gpu
-        self.budget_s, self.reps, self.gap_s = budget_s, reps, gap_s
-        self.rows, self.failures, self.notes = [], [], []
-        self._checked = (None, None)  # (configuration, outputs that passed)
+    def __init__(self, gn, torch, gpu, budget_s, reps, say=print):
+        self.gn, self.torch, self.gpu, self.budget_s, self.reps = gn, torch, gpu, budget_s, reps
+        self.say, self.rows, self.notes = say, [], set()
 
     def set_threads(self, n):
         self.gn.set_num_threads(n)
@@ -238,90 +217,53 @@ class Rows:
         row = {"case": case.name, "shape": case.label(), "dtype": dname, "layout": layout,
                "stats": stats, "pass": pass_, "threads": threads,
                "bytes": (2 if pass_ == "forward" else 3) * a["x"].nbytes}
-        self._cpu(row, a, want, case.g)
+        row.update(self._side(row, a, want, case.g, np, self.torch, reps=self.reps))
         if gpu_too:
-            row["gpu"] = self._gpu(row, a, want, case.g)
+            cupy = self.gpu["cupy"]
+            row["gpu"] = self._side(row, a, want, case.g, cupy, self.gpu["torch"], warmup=3,
+                                    timer=cuda_timer(cupy), reps=(10, 20 * self.reps[1]))
         row["others_cores"] = others_cores(mark)
         self.rows.append(row)
         return row
 
-    def _cpu(self, row, a, want, g):
-        """The first thread count of a configuration is checked against the reference;
-        later ones must match it bit for bit (the SPEC wants that), else they are
-        checked again: one float64 compare per configuration, the slow part."""
-        key = tuple(row[k] for k in ("case", "dtype", "layout", "stats", "pass"))
+    def _side(self, row, a, want, g, xp, torch, **kw):
+        """Check, then time, one side of a row: the CPU (xp NumPy) or the GPU (CuPy):
+        ours (out=), ours allocating (compared with torch, which allocates too), the
+        floor and torch, in the same rounds."""
+        device = "cpu" if xp is np else "cuda"
         try:
-            call, call_out, outputs = ours(self.gn, a, g, row["stats"], row["layout"], row["pass"])
-            got = outputs()
-            same = self._checked[0] == key and all(
-                _bits(np, v).tobytes() == _bits(np, got[k]).tobytes()
-                for k, v in self._checked[1].items())
-            if self._checked[0] == key and not same:
-                self.note("results differ bit-wise between thread counts (the SPEC wants "
-                          "them identical)")
-            errors = [] if same else compare(got, want, a["x"].dtype)
-        except Exception as e:
-            errors = [f"raised {type(e).__name__}: {e}"]
-        if errors:
-            self._failure(row, "CPU", errors)
-            return row.update(status="wrong", errors=errors)
-        self._checked = (key, got)
-        fns = {"ours": call_out, "ours_alloc": call, "floor": floor(np, a, row["pass"])}
-        med, res = self._time(row, fns, a, g, self.torch, "cpu", reps=self.reps,
-                              gap_s=self.gap_s if row["threads"] > 1 else 0.0)
-        row.update(status="ok", x_floor=med["ours"] / med["floor"],
-                   ms_alloc=med["ours_alloc"] * 1e3, **res)
-
-    def _gpu(self, row, a, want, g):
-        cupy = self.gpu["cupy"]
-        try:
-            d = {k: cupy.asarray(v) for k, v in a.items()}
+            d = {k: xp.asarray(v) for k, v in a.items()}
         except Exception as e:  # CuPy refuses dtypes it does not know (bfloat16 in some versions)
             return self.note(f"CuPy cannot hold {a['x'].dtype}: {str(e).splitlines()[0]}")
         try:
             call, call_out, outputs = ours(self.gn, d, g, row["stats"], row["layout"],
-                                           row["pass"], to_host=cupy.asnumpy)
-            errors = compare(outputs(), want, a["x"].dtype)
+                                           row["pass"], getattr(xp, "asnumpy", np.asarray))
+            errors = compare(outputs(), want)
         except ImportError as e:  # built without the GPU backend
             return self.note(f"gn_native GPU backend: {e}")
         except Exception as e:
             errors = [f"raised {type(e).__name__}: {e}"]
         if errors:
-            self._failure(row, "GPU", errors)
             return {"status": "wrong", "errors": errors}
-        fns = {"ours": call_out, "ours_alloc": call, "copy": floor(cupy, d, row["pass"])}
-        med, res = self._time(row, fns, a, g, self.gpu["torch"], "cuda", warmup=3,
-                              timer=cuda_timer(cupy), reps=(10, 20 * self.reps[1]))
-        return {"status": "ok", "x_copy": med["ours"] / med["copy"], **res}
-
-    def _time(self, row, fns, a, g, torch, device, **kw):
-        """Medians of ours (out=), ours allocating (compared with torch, which allocates
-        too), the floor and torch, timed in the same rounds."""
-        if torch is None:
-            self.note(f"no torch{' CUDA' if device == 'cuda' else ''}: x torch is n/a")
-        else:
-            try:
-                fns["torch"] = torch_group_norm(torch, a, g, row["stats"], row["layout"],
-                                                row["pass"], device)
-            except NotAvailable as e:
-                self.note(str(e))
+        fns = {"ours": call_out, "ours_alloc": call, "floor": floor(xp, d, row["pass"])}
+        fns["torch"] = (f"no torch{' CUDA' if device == 'cuda' else ''}: x torch is n/a"
+                        if torch is None else torch_group_norm(torch, a, g, row["stats"],
+                                                               row["layout"], row["pass"], device))
+        if isinstance(fns["torch"], str):
+            self.note(fns.pop("torch"))
         samples = interleaved(fns, budget_s=self.budget_s, **kw)
         med = {k: statistics.median(v) for k, v in samples.items()}
-        return med, {"ms": med["ours"] * 1e3, "gbps": row["bytes"] / med["ours"] * 1e-9,
-                     "x_torch": med["ours_alloc"] / med["torch"] if "torch" in med else None,
-                     "timings": {k: {"median_s": med[k], "min_s": min(v), "max_s": max(v),
-                                     "reps": len(v)} for k, v in samples.items()}}
-
-    def _failure(self, row, where, errors):
-        name = " ".join(str(row[k]) for k in ("case", "shape", "dtype", "layout", "stats",
-                                              "pass")) + f" threads={row['threads']} ({where})"
-        self.failures.append({"case": name, "errors": errors})
-        self.notes.append(f"WRONG RESULT: {name}: " + "; ".join(errors))
+        return {"status": "ok", "ms": med["ours"] * 1e3, "ms_alloc": med["ours_alloc"] * 1e3,
+                "gbps": row["bytes"] / med["ours"] * 1e-9, "x_floor": med["ours"] / med["floor"],
+                "x_torch": med["ours_alloc"] / med["torch"] if "torch" in med else None,
+                "timings": {k: {"median_s": med[k], "min_s": min(v), "max_s": max(v),
+                                "reps": len(v)} for k, v in samples.items()}}
 
     def note(self, reason):
-        """A note printed once per run; returns the GPU cell of a row it could not time."""
-        if f"note: {reason}" not in self.notes:
-            self.notes.append(f"note: {reason}")
+        """Says a note, once per run; returns the GPU cell of a row it could not time."""
+        if reason not in self.notes:
+            self.notes.add(reason)
+            self.say(f"note: {reason}")
         return {"na": reason}
 
     def overhead(self, data, g):

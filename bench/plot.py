@@ -31,16 +31,15 @@ def plot(rows, path, title=""):
     for ax, (ps, what) in zip(axes[0], [(p, w) for p in passes for w in ("floor", "torch")]):
         rs = [r for r in rows if r["pass"] == ps]
         series = [(f"CPU, {t} thread{'s' * (t > 1)}", "o^vD<>"[k % 6],
-                   [(r, r[f"x_{what}"]) for r in rs if r["threads"] == t])
-                  for k, t in enumerate(threads)]
-        series.append(("GPU", "s", [(r, r["gpu"]["x_copy" if what == "floor" else "x_torch"])
-                                    for r in rs if (r.get("gpu") or {}).get("status") == "ok"]))
+                   [(r, r) for r in rs if r["threads"] == t]) for k, t in enumerate(threads)]
+        series.append(("GPU", "s", [(r, r["gpu"]) for r in rs
+                                    if (r.get("gpu") or {}).get("status") == "ok"]))
         for name, marker, pts in series:
-            pts = [(v, pos[_label(r)]) for r, v in pts if v is not None]
+            pts = [(d[f"x_{what}"], pos[_label(r)]) for r, d in pts if d[f"x_{what}"] is not None]
             if pts:
                 ax.plot(*zip(*pts), marker, ls="none", label=name, alpha=0.85)
-        bad = [(v, pos[_label(r)]) for _, _, pts in series[:-1] for r, v in pts
-               if v is not None and noisy(r)]
+        bad = [(r[f"x_{what}"], pos[_label(r)]) for _, _, pts in series[:-1] for r, _ in pts
+               if r[f"x_{what}"] is not None and noisy(r)]
         if bad:
             ax.plot(*zip(*bad), "o", ms=11, mfc="none", mec="red", ls="none",
                     label="noisy (machine busy)")

@@ -45,7 +45,7 @@ def environment(gn, torch, gpu_line, runtimes):
 
 
 def header_lines(env, with_gpu):
-    others, timing = env["others_cores_at_start"], env["timing"]
+    others, timing, omp = env["others_cores_at_start"], env["timing"], env["openmp_runtimes"]
     return [f"gn_native benchmark  {env['date']}",
             f"gn_native {env['gn_native']} from {env['gn_native_path']}",
             *("  " + ln for ln in env["show_config"].splitlines()),
@@ -53,28 +53,24 @@ def header_lines(env, with_gpu):
             f"{env['torch'] or 'not installed (x torch: n/a)'}",
             f"CPU: {env['cpu']}, {env['cores']} cores available; threads timed: "
             f"{', '.join(map(str, env['threads']))}",
-            f"OpenMP runtimes loaded: {', '.join(env['openmp_runtimes']) or 'none found'}",
-            f"GPU: {env['gpu']}",
+            f"OpenMP runtimes loaded: {', '.join(omp) or 'none found'}", f"GPU: {env['gpu']}",
+            *(["warning: two OpenMP runtimes keep idle threads spinning on the same cores: "
+               "multi-threaded timings will suffer"] if len(omp) > 1 else []),
             *([f"warning: other processes keep {others:.2f} cores busy: timings, "
                "multi-threaded ones most, will be noisy"] if (others or 0) > NOISY_CORES else []),
             f"timing: ~{timing['budget_s']:g} s per row, {timing['reps'][0]}-{timing['reps'][1]} "
-            "interleaved rounds after warm-up" + (f", {timing['gap_ms']:g} ms pause before "
-                                                  "multi-threaded calls" if timing["gap_ms"] else ""),
-            LEGEND, "", *_table_head(CPU_COLS + (GPU_COLS if with_gpu else ()))]
+            "interleaved rounds after warm-up", LEGEND, "",
+            *_table_head(CPU_COLS + (GPU_COLS if with_gpu else ()), 5)]
 
 
-def _line(cells, cols):
-    """Text left-aligned in the first columns (up to "thr"), numbers right-aligned."""
-    right = False
-    out = []
-    for cell, (name, width) in zip(cells, cols):
-        right = right or name == "thr"
-        out.append(f"{cell:{'>' if right else '<'}{width}}")
-    return "  ".join(out)
+def _line(cells, cols, left):
+    """The first `left` cells (names) left-aligned, the others (numbers) right-aligned."""
+    return "  ".join(f"{c:{'<' if i < left else '>'}{w}}"
+                     for i, (c, (_, w)) in enumerate(zip(cells, cols)))
 
 
-def _table_head(cols):
-    head = _line([c[0] for c in cols], cols)
+def _table_head(cols, left):
+    head = _line([c[0] for c in cols], cols, left)
     return [head, "-" * len(head)]
 
 
@@ -90,19 +86,18 @@ def noisy(r):
     return (r.get("others_cores") or 0.0) > NOISY_CORES
 
 
+def _cells(d, gbps_fmt):
+    """ms, GB/s, x floor, x torch of one side of a row (CPU or GPU)."""
+    if d.get("status") == "ok":
+        return [_ms(d["ms"]), _num(d["gbps"], gbps_fmt), _num(d["x_floor"], ".2f"),
+                _num(d["x_torch"], ".2f")]
+    return ["WRONG" if d.get("status") == "wrong" else "n/a" if d.get("na") else "", "", "", ""]
+
+
 def format_row(r, with_gpu):
-    cells = [r["case"], r["dtype"], r["layout"], r["stats"], r["pass"], r["threads"]]
-    cells += (["WRONG", "", "", ""] if r["status"] != "ok" else
-              [_ms(r["ms"]), _num(r["gbps"], ".1f"), _num(r["x_floor"], ".2f"),
-               _num(r["x_torch"], ".2f")])
-    g = r.get("gpu") or {}
-    if with_gpu and g.get("status") == "ok":
-        cells += [_ms(g["ms"]), _num(g["gbps"], ".0f"), _num(g["x_copy"], ".2f"),
-                  _num(g["x_torch"], ".2f")]
-    elif with_gpu:
-        cells += ["WRONG" if g.get("status") == "wrong" else "n/a" if g.get("na") else "",
-                  "", "", ""]
-    return _line(cells, CPU_COLS + (GPU_COLS if with_gpu else ())) + ("  ~" if noisy(r) else "")
+    cells = [r["case"], r["dtype"], r["layout"], r["stats"], r["pass"], r["threads"],
+             *_cells(r, ".1f"), *(_cells(r.get("gpu") or {}, ".0f") if with_gpu else ())]
+    return _line(cells, CPU_COLS + (GPU_COLS if with_gpu else ()), 5) + ("  ~" if noisy(r) else "")
 
 
 def _med(vals):
@@ -121,15 +116,13 @@ def summary_lines(rows, with_gpu):
             ("x floor", 7), ("x torch", 7))
     cols += (("GPU GB/s", 8), ("x copy", 6), ("GPU x torch", 11)) if with_gpu else ()
     out = ["", "Summary: medians over cases and stats modes (x torch: stats='sample' only; "
-               "torch has no batch mode)", *_table_head(cols)]
+               "torch has no batch mode)", *_table_head(cols, 3)]
     for key, rs in sorted(groups.items()):
-        gs = [r["gpu"] for r in rs if (r.get("gpu") or {}).get("status") == "ok"]
-        cells = [*key[1:], len(rs)] + [_num(_med(r[k] for r in rs), f) for k, f in
-                                       (("gbps", ".1f"), ("x_floor", ".2f"), ("x_torch", ".2f"))]
-        if with_gpu:
-            cells += [_num(_med(g[k] for g in gs), f) for k, f in
-                      (("gbps", ".0f"), ("x_copy", ".2f"), ("x_torch", ".2f"))]
-        out.append(_line(cells, cols))
+        sides = [(rs, ".1f")] + [([r["gpu"] for r in rs if (r.get("gpu") or {}).get("status")
+                                   == "ok"], ".0f")] * with_gpu
+        out.append(_line([*key[1:], len(rs)] + [
+            _num(_med(d[k] for d in side), f) for side, gbps_fmt in sides
+            for k, f in (("gbps", gbps_fmt), ("x_floor", ".2f"), ("x_torch", ".2f"))], cols, 3))
     return out if groups else []
 
 
@@ -144,6 +137,14 @@ def noise_lines(rows):
         f"average, and {n} of {len(rows)} rows (marked ~) ran while they used more than "
         f"{NOISY_CORES} cores.  Those timings, multi-threaded ones most, are noisy: rerun on "
         "an idle machine, or pool several saved runs with bench/targets.py.", 92)]
+
+
+def failures(rows):
+    """A line per wrong result, CPU or GPU, naming the row and why."""
+    return [" ".join(str(r[k]) for k in ("case", "shape", "dtype", "layout", "stats", "pass"))
+            + f" threads={r['threads']} ({side}): " + "; ".join(d["errors"])
+            for r in rows for side, d in (("CPU", r), ("GPU", r.get("gpu") or {}))
+            if d.get("status") == "wrong"]
 
 
 def write_json(path, doc):

@@ -4,10 +4,10 @@
     python bench/run.py --quick         # a reduced set, well under a minute
     python bench/run.py --threads 1,2 --cases sd-unet --dtype float32 --pass forward
 
-Every row is checked once against the test suite's float64 reference, with
-its tolerances, before it is timed; a wrong result is reported by name,
-left untimed, and makes the run exit with status 1.  Nothing here judges
-speed: it measures and reports (bench/targets.py checks the speed goals).
+Every row is checked against the test suite's float64 reference, with its
+tolerances, before it is timed; a wrong result is reported by name, left
+untimed, and makes the run exit with status 1.  Nothing here judges speed
+(bench/targets.py checks the speed goals against saved runs).
 """
 import argparse
 import importlib
@@ -18,27 +18,32 @@ import time
 import types
 
 import report
-from cases import DEFAULT_DTYPES, QUICK, TINY, dtype_of, in_layout, make_data, select, select_cases
+from cases import CHOICES, DEFAULT_DTYPES, QUICK, TINY, dtype_of, in_layout, make_data, select, \
+    select_cases
 from measure import Rows, load_mark, openmp_runtimes, others_cores, references
+
+
+def thread_counts(spec):
+    ts = list(dict.fromkeys(int(s) for s in spec.split(",") if s.strip()))
+    if not ts or min(ts) < 1:
+        raise ValueError(spec)
+    return ts
 
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--threads", help="CPU thread counts, e.g. 1,2 (default: 1 and all cores)")
+    p.add_argument("--threads", type=thread_counts,
+                   help="CPU thread counts, e.g. 1,2 (default: 1 and all cores)")
     p.add_argument("--quick", action="store_true", help=f"cases {', '.join(QUICK)}, fewer repeats")
     p.add_argument("--cases", help="comma list of case names (or prefixes), or NxCxHxW/G shapes")
-    p.add_argument("--dtype", help="comma list of float32, bfloat16, float16, float64 "
-                                   f"(default {', '.join(DEFAULT_DTYPES)})")
-    p.add_argument("--layout", help="nchw, nhwc")
-    p.add_argument("--stats", help="sample, batch")
-    p.add_argument("--pass", dest="passes", help="forward, backward")
+    for flag, values in CHOICES.items():
+        default = DEFAULT_DTYPES if flag == "dtype" else values
+        p.add_argument(f"--{flag}", type=lambda s, f=flag: select(s, f), default=list(default),
+                       help=f"comma list of {', '.join(values)} (default {', '.join(default)})")
     p.add_argument("--json", help="results file (default bench/out/bench.json or quick.json; 'none')")
     p.add_argument("--plot", help="PNG plot (default bench/out/bench.png or quick.png; 'none')")
     p.add_argument("--budget", type=float, help="seconds of timing per row (0.4, --quick 0.08)")
-    p.add_argument("--gap-ms", type=float, help="pause before each multi-threaded timed call, "
-                   "so another OpenMP runtime's idle threads stop spinning (default: 2 when two "
-                   "runtimes are loaded, else 0)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
     p.add_argument("--no-gpu", action="store_true", help="leave the GPU out")
@@ -70,16 +75,6 @@ def detect_gpu(no_gpu, torch):
             f"torch CUDA {'yes' if torch_cuda else 'no'}")
 
 
-def parse_threads(spec, cores):
-    try:
-        ts = [int(s) for s in spec.split(",") if s.strip()] if spec else [1, cores]
-    except ValueError:
-        ts = []
-    if not ts or min(ts) < 1:
-        raise SystemExit(f"--threads: expected a comma list of integers >= 1, got {spec!r}")
-    return list(dict.fromkeys(ts))
-
-
 def out_path(value, quick, ext):
     if value and value.lower() == "none":
         return None
@@ -101,7 +96,7 @@ def progress(total):
 
 def main(argv=None):
     args = parse_args(argv)
-    t_start = time.perf_counter()
+    t_start, idle = time.perf_counter(), load_mark()
     sys.stdout.reconfigure(line_buffering=True)  # rows show up as they come, piped too
     try:
         import gn_native as gn
@@ -109,67 +104,57 @@ def main(argv=None):
         raise SystemExit(f"cannot import gn_native ({e}); install it: pip install '.[bench]'")
     torch = None if args.no_torch else optional("torch")
     gpu, gpu_line = detect_gpu(args.no_gpu, torch)
-    threads = parse_threads(args.threads, report.available_cores())
-    cases = select_cases(args.cases, args.quick)
-    dtypes = select(args.dtype, "dtype", DEFAULT_DTYPES)
-    layouts, stats_modes = select(args.layout, "layout"), select(args.stats, "stats")
-    passes = select(args.passes, "pass")
-    runtimes = openmp_runtimes()
+    threads = args.threads or sorted({1, report.available_cores()})
+    cases, passes = select_cases(args.cases, args.quick), vars(args)["pass"]
+    configs = list(itertools.product(args.layout, passes, threads))
+    bar = progress(len(cases) * len(args.dtype) * len(args.stats) * len(configs))
     timing = {"budget_s": args.budget or (0.08 if args.quick else 0.4),
-              "reps": (3, 30) if args.quick else (5, 100),
-              "gap_ms": args.gap_ms if args.gap_ms is not None else 2.0 * (len(runtimes) > 1)}
-    run = Rows(gn, torch, gpu, timing["budget_s"], timing["reps"], timing["gap_ms"] * 1e-3)
-
-    idle = load_mark()
+              "reps": (3, 30) if args.quick else (5, 100)}
+    run = Rows(gn, torch, gpu, timing["budget_s"], timing["reps"],
+               say=lambda s: bar.write(s, file=sys.stderr))
     time.sleep(0.5)
-    env = dict(report.environment(gn, torch, gpu_line, runtimes), quick=args.quick,
+    env = dict(report.environment(gn, torch, gpu_line, openmp_runtimes()), quick=args.quick,
                threads=threads, timing=timing, others_cores_at_start=others_cores(idle))
     print("\n".join(report.header_lines(env, gpu is not None)))
 
-    threads_before = gn.get_num_threads()
-    bar = progress(len(cases) * len(dtypes) * len(layouts) * len(stats_modes) * len(passes)
-                   * len(threads))
-    over = []
+    threads_before, over = gn.get_num_threads(), []
     try:
-        for case, dname in itertools.product(cases, dtypes):
+        for case, dname in itertools.product(cases, args.dtype):
             data = make_data(case, dtype_of(dname), args.seed)
-            arrays = {lay: in_layout(data, lay) for lay in layouts}
-            for st in stats_modes:
+            arrays = {lay: in_layout(data, lay) for lay in args.layout}
+            for st in args.stats:
                 bar.set_description_str(f"{case.name} {dname} {st}: reference")
                 refs = references(data, case.g, st, passes)
-                for layout, ps, t in itertools.product(layouts, passes, threads):
+                for layout, ps, t in configs:
                     bar.set_description_str(f"{case.name} {dname} {layout} {st} {ps} t={t}")
-                    notes = len(run.notes)
                     row = run.measure(case, dname, layout, st, ps, t, arrays[layout], refs[ps],
                                       gpu is not None and t == threads[0])
-                    for note in run.notes[notes:]:
-                        bar.write(note, file=sys.stderr)
                     bar.write(report.format_row(row, gpu is not None), file=sys.stdout)
                     bar.update()
         bar.close()
         if not args.no_overhead:
             print("\nCall overhead (forward, float32; medians of interleaved calls)")
-            tiny = make_data(TINY, "float32", 0)
             for t in threads:
                 run.set_threads(t)
-                med = run.overhead(tiny, TINY.g)
+                med = run.overhead(make_data(TINY, "float32", 0), TINY.g)
                 over.append({"threads": t, **{k + "_s": v for k, v in med.items()}})
                 us = {k: v * 1e6 for k, v in med.items()}
                 print(f"tiny {TINY.label()} threads={t}: call {us['call']:.1f} us, with out= "
                       f"{us['out']:.1f} us, a (1, {TINY.g}, 1, 1) call with no work "
-                      f"{us['empty']:.1f} us" + (f"; torch {us['torch']:.1f} us" if "torch" in us else ""))
+                      f"{us['empty']:.1f} us" + (f"; torch {us['torch']:.1f} us" if torch else ""))
     finally:
         bar.close()
         gn.set_num_threads(threads_before)
 
     elapsed = time.perf_counter() - t_start
+    failures = report.failures(run.rows)
     print("\n".join(report.summary_lines(run.rows, gpu is not None)
                     + ["", f"{len(run.rows)} rows in {elapsed:.1f} s"]
                     + report.noise_lines(run.rows)))
     json_path = out_path(args.json, args.quick, ".json")
     if json_path:
         report.write_json(json_path, {"environment": env, "rows": run.rows, "overhead": over,
-                                      "failures": run.failures, "elapsed_s": elapsed})
+                                      "failures": failures, "elapsed_s": elapsed})
         print(f"results: {json_path}")
     plot_path = out_path(args.plot, args.quick, ".png")
     if plot_path and optional("matplotlib") is None:
@@ -178,10 +163,9 @@ def main(argv=None):
         import plot
         plot.plot(run.rows, plot_path, title=f"gn_native on {env['cpu']}; GPU: {gpu_line}")
         print(f"plot: {plot_path}")
-
-    for f in run.failures:
-        print(f"WRONG RESULT: {f['case']}: " + "; ".join(f["errors"]), file=sys.stderr)
-    return 1 if run.failures else 0
+    for f in failures:
+        print(f"WRONG RESULT: {f}", file=sys.stderr)
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

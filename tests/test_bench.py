@@ -50,15 +50,18 @@ def test_targets_pool_runs_by_median():
 
 
 def test_bench_uses_the_suites_tolerances():
-    """One policy: a value one float32 tolerance off passes, ten tolerances off fails."""
+    """One policy: an output half the suite's float32 tolerance off passes, ten off fails."""
     m = _load("measure")
     import reference
     assert os.path.samefile(m.ref.__file__, reference.__file__)
-    y = np.linspace(-2.0, 2.0, 64).reshape(1, 4, 4, 4)
-    want = {"y": (y, "forward", None)}
+    rng = np.random.default_rng(0)
+    data = {k: rng.standard_normal(s).astype(np.float32)
+            for k, s in (("x", (2, 8, 4, 4)), ("dy", (2, 8, 4, 4)), ("gamma", 8), ("beta", 8))}
+    want = m.references(data, 4, "sample", ("forward",))["forward"]
+    y, mean = want["y"][0], want["mean"][0]
     tol = reference.tolerance(y, np.float32, "forward")
-    assert m.compare({"y": (y + 0.5 * tol).astype(np.float32)}, want, np.float32) == []
-    errors = m.compare({"y": (y + 10 * tol).astype(np.float32)}, want, np.float32)
+    assert m.compare({"y": (y + 0.5 * tol).astype(np.float32), "mean": mean}, want) == []
+    errors = m.compare({"y": (y + 10 * tol).astype(np.float32), "mean": mean}, want)
     assert len(errors) == 1 and errors[0].startswith("y: ")
 
 
