@@ -5,19 +5,12 @@ the array a layout's kernel reads (NHWC: the same values, channels last in
 memory, as `channel_axis=-1` takes them), so one reference serves both layouts.
 """
 import re
-from typing import NamedTuple
+from collections import namedtuple
 
 import numpy as np
 
 
-class Case(NamedTuple):
-    name: str
-    n: int
-    c: int
-    h: int
-    w: int
-    g: int
-
+class Case(namedtuple("Case", "name n c h w g")):
     def label(self):
         return f"{self.n}x{self.c}x{self.h}x{self.w}/G{self.g}"
 
@@ -49,8 +42,7 @@ def select_cases(spec, quick):
                 raise SystemExit(f"--cases {item}: G={g} does not divide C={c}")
             hits = [Case(item, n, c, h, w, g)]
         else:
-            hits = ([c for c in CASES if c.name == item]
-                    or [c for c in CASES if c.name.startswith(item)])
+            hits = [c for c in CASES if c.name.startswith(item)]  # no name starts another
         if not hits:
             raise SystemExit(f"--cases: unknown case {item!r} (known: "
                              f"{', '.join(c.name for c in CASES)}; or NxCxHxW/G)")

@@ -21,8 +21,6 @@ ref = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(ref)
 
 
-# ---- the check ---------------------------------------------------------------
-
 def references(data, g, stats, passes):
     """Per pass, {output: (float64 value, the suite's tolerance for data's dtype)},
     in logical NCHW order."""
@@ -59,47 +57,28 @@ def compare(got, want):
     return errors
 
 
-# ---- the contenders ----------------------------------------------------------
-
-def ours(gn, a, g, stats, layout, pass_, to_host=np.asarray):
-    """(call, call_out, outputs): one call allocating its result, as users usually
-    call it; the same call writing into a preallocated output (out=, as the floor
-    does); and a function that runs it once and returns its results on the host
-    in logical NCHW order, for the check."""
+def ours(gn, a, g, stats, layout, pass_):
+    """(call, out, names): our call, as users make it (pass out=out to write into a
+    preallocated result, as the floor does), and the names of its results."""
     kw = dict(stats=stats, channel_axis=-1 if layout == "nhwc" else 1)
     x, gamma, beta = a["x"], a["gamma"], a["beta"]
     if pass_ == "forward":
-        names, out = ("y", "mean", "rstd"), x.copy()
-        call = lambda **o: gn.group_norm_forward(x, g, gamma, beta, EPS, **kw, **o)  # noqa: E731
-    else:
-        _, mean, rstd = gn.group_norm_forward(x, g, gamma, beta, EPS, **kw)
-        dy = a["dy"]
-        names, out = ("dx", "dgamma", "dbeta"), dy.copy()
-        call = lambda **o: gn.group_norm_backward(dy, x, mean, rstd, g, gamma, **kw, **o)  # noqa: E731
-
-    def outputs():
-        res = [to_host(v) for v in call()]
-        if layout == "nhwc":
-            res[0] = np.moveaxis(res[0], -1, 1)
-        return dict(zip(names, res))
-    return call, lambda: call(out=out), outputs
-
-
-def _bits(xp, a):
-    """The same bytes as unsigned ints: integer copy/add run at memory speed for
-    every itemsize (bfloat16 arithmetic in NumPy would not)."""
-    return a.view({2: xp.uint16, 4: xp.uint32, 8: xp.uint64}[a.dtype.itemsize])
+        return ((lambda **o: gn.group_norm_forward(x, g, gamma, beta, EPS, **kw, **o)),
+                x.copy(), ("y", "mean", "rstd"))
+    _, mean, rstd = gn.group_norm_forward(x, g, gamma, beta, EPS, **kw)
+    return ((lambda **o: gn.group_norm_backward(a["dy"], x, mean, rstd, g, gamma, **kw, **o)),
+            x.copy(), ("dx", "dgamma", "dbeta"))
 
 
 def floor(xp, a, pass_):
     """The memory floor of a pass on arrays of the same size, preallocated: forward
-    reads x and writes y (a copy), backward reads dy and x and writes dx (an add)."""
-    x = _bits(xp, a["x"])
+    reads x and writes y (a copy), backward reads dy and x and writes dx (an add).
+    On unsigned-int views of the bytes: integer copy/add run at memory speed for
+    every itemsize (bfloat16 arithmetic in NumPy would not)."""
+    x, dy = (a[k].view({2: xp.uint16, 4: xp.uint32, 8: xp.uint64}[a[k].dtype.itemsize])
+             for k in ("x", "dy"))
     out = xp.empty_like(x)
-    if pass_ == "forward":
-        return lambda: xp.copyto(out, x)
-    dy = _bits(xp, a["dy"])
-    return lambda: xp.add(dy, x, out=out)
+    return (lambda: xp.copyto(out, x)) if pass_ == "forward" else lambda: xp.add(dy, x, out=out)
 
 
 def torch_group_norm(torch, a, g, stats, layout, pass_, device="cpu"):
@@ -127,8 +106,6 @@ def torch_group_norm(torch, a, g, stats, layout, pass_, device="cpu"):
     return call
 
 
-# ---- timing --------------------------------------------------------------------
-
 def cpu_timer(fn):
     t0 = time.perf_counter()
     fn()
@@ -154,9 +131,8 @@ def interleaved(fns, timer=cpu_timer, budget_s=0.5, reps=(5, 100), warmup=2):
     (ABC, BCA, CAB, ...) so that frequency changes or a busy neighbour hit all alike."""
     names = list(fns)
     round_s = sum(min(timer(fns[n]) for _ in range(warmup)) for n in names)
-    n_rounds = int(max(reps[0], min(reps[1], budget_s / max(round_s, 1e-9))))
     samples = {n: [] for n in names}
-    for r in range(n_rounds):
+    for r in range(int(max(reps[0], min(reps[1], budget_s / max(round_s, 1e-9))))):
         for n in names[r % len(names):] + names[:r % len(names)]:
             samples[n].append(timer(fns[n]))
     return samples
@@ -196,8 +172,6 @@ def others_cores(mark):
     return max(0.0, now[1] - mark[1]) / (now[0] - mark[0])
 
 
-# ---- rows ------------------------------------------------------------------------
-
 class Rows:
     """The rows of one run."""
 
@@ -209,6 +183,13 @@ class Rows:
         self.gn.set_num_threads(n)
         if self.torch is not None:
             self.torch.set_num_threads(n)
+
+    def note(self, reason):
+        """Says a note, once per run; returns the GPU cell of a row it could not time."""
+        if reason not in self.notes:
+            self.notes.add(reason)
+            self.say(f"note: {reason}")
+        return {"na": reason}
 
     def measure(self, case, dname, layout, stats, pass_, threads, a, want, gpu_too):
         """One table row: the CPU at `threads` threads, and the GPU when gpu_too."""
@@ -227,28 +208,30 @@ class Rows:
         return row
 
     def _side(self, row, a, want, g, xp, torch, **kw):
-        """Check, then time, one side of a row: the CPU (xp NumPy) or the GPU (CuPy):
-        ours (out=), ours allocating (compared with torch, which allocates too), the
-        floor and torch, in the same rounds."""
+        """Check, then time, one side of a row, the CPU (xp NumPy) or the GPU (CuPy):
+        ours writing into `out` (against the floor), ours allocating (against torch,
+        which allocates too), the floor and torch, in the same rounds."""
         device = "cpu" if xp is np else "cuda"
         try:
             d = {k: xp.asarray(v) for k, v in a.items()}
         except Exception as e:  # CuPy refuses dtypes it does not know (bfloat16 in some versions)
             return self.note(f"CuPy cannot hold {a['x'].dtype}: {str(e).splitlines()[0]}")
         try:
-            call, call_out, outputs = ours(self.gn, d, g, row["stats"], row["layout"],
-                                           row["pass"], getattr(xp, "asnumpy", np.asarray))
-            errors = compare(outputs(), want)
+            call, out, names = ours(self.gn, d, g, row["stats"], row["layout"], row["pass"])
+            got = dict(zip(names, (getattr(xp, "asnumpy", np.asarray)(v) for v in call())))
+            if row["layout"] == "nhwc":
+                got[names[0]] = np.moveaxis(got[names[0]], -1, 1)
+            errors = compare(got, want)
         except ImportError as e:  # built without the GPU backend
             return self.note(f"gn_native GPU backend: {e}")
         except Exception as e:
             errors = [f"raised {type(e).__name__}: {e}"]
         if errors:
             return {"status": "wrong", "errors": errors}
-        fns = {"ours": call_out, "ours_alloc": call, "floor": floor(xp, d, row["pass"])}
-        fns["torch"] = (f"no torch{' CUDA' if device == 'cuda' else ''}: x torch is n/a"
-                        if torch is None else torch_group_norm(torch, a, g, row["stats"],
-                                                               row["layout"], row["pass"], device))
+        fns = {"ours": lambda: call(out=out), "ours_alloc": call, "floor": floor(xp, d, row["pass"]),
+               "torch": (f"no torch{' CUDA' if device == 'cuda' else ''}: x torch is n/a"
+                         if torch is None else torch_group_norm(torch, a, g, row["stats"],
+                                                                row["layout"], row["pass"], device))}
         if isinstance(fns["torch"], str):
             self.note(fns.pop("torch"))
         samples = interleaved(fns, budget_s=self.budget_s, **kw)
@@ -258,13 +241,6 @@ class Rows:
                 "x_torch": med["ours_alloc"] / med["torch"] if "torch" in med else None,
                 "timings": {k: {"median_s": med[k], "min_s": min(v), "max_s": max(v),
                                 "reps": len(v)} for k, v in samples.items()}}
-
-    def note(self, reason):
-        """Says a note, once per run; returns the GPU cell of a row it could not time."""
-        if reason not in self.notes:
-            self.notes.add(reason)
-            self.say(f"note: {reason}")
-        return {"na": reason}
 
     def overhead(self, data, g):
         """Median seconds of the fixed cost of a call (forward, float32, tiny case): a plain

@@ -10,6 +10,7 @@ import os
 import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import LogFormatter  # noqa: E402
 
 from report import noisy  # noqa: E402
 
@@ -45,6 +46,8 @@ def plot(rows, path, title=""):
                     label="noisy (machine busy)")
         ax.axvline(1.0, color="gray", lw=0.8)
         ax.set_xscale("log")
+        for axis_set in (ax.xaxis.set_major_formatter, ax.xaxis.set_minor_formatter):
+            axis_set(LogFormatter())  # plain numbers: "2", "0.5", not "2x10^0"
         ax.grid(True, which="both", axis="x", alpha=0.3)
         ax.set_title(f"{ps}: time / " + ("memory floor (GPU: device copy)" if what == "floor"
                                          else "torch"), fontsize=9)

@@ -2,7 +2,6 @@
 import contextlib
 import datetime
 import io
-import json
 import os
 import platform
 import statistics
@@ -78,10 +77,6 @@ def _num(v, fmt):
     return "n/a" if v is None or v != v else format(v, fmt)
 
 
-def _ms(v):
-    return _num(v, ".1f" if v >= 100 else ".3f" if v >= 1 else ".4f")
-
-
 def noisy(r):
     return (r.get("others_cores") or 0.0) > NOISY_CORES
 
@@ -89,8 +84,9 @@ def noisy(r):
 def _cells(d, gbps_fmt):
     """ms, GB/s, x floor, x torch of one side of a row (CPU or GPU)."""
     if d.get("status") == "ok":
-        return [_ms(d["ms"]), _num(d["gbps"], gbps_fmt), _num(d["x_floor"], ".2f"),
-                _num(d["x_torch"], ".2f")]
+        ms = d["ms"]
+        return [_num(ms, ".1f" if ms >= 100 else ".3f" if ms >= 1 else ".4f"),
+                _num(d["gbps"], gbps_fmt), _num(d["x_floor"], ".2f"), _num(d["x_torch"], ".2f")]
     return ["WRONG" if d.get("status") == "wrong" else "n/a" if d.get("na") else "", "", "", ""]
 
 
@@ -145,10 +141,3 @@ def failures(rows):
             + f" threads={r['threads']} ({side}): " + "; ".join(d["errors"])
             for r in rows for side, d in (("CPU", r), ("GPU", r.get("gpu") or {}))
             if d.get("status") == "wrong"]
-
-
-def write_json(path, doc):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(doc, f, indent=1, default=str)
-        f.write("\n")

@@ -12,6 +12,7 @@ untimed, and makes the run exit with status 1.  Nothing here judges speed
 import argparse
 import importlib
 import itertools
+import json
 import os
 import sys
 import time
@@ -153,8 +154,10 @@ def main(argv=None):
                     + report.noise_lines(run.rows)))
     json_path = out_path(args.json, args.quick, ".json")
     if json_path:
-        report.write_json(json_path, {"environment": env, "rows": run.rows, "overhead": over,
-                                      "failures": failures, "elapsed_s": elapsed})
+        os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)
+        with open(json_path, "w") as f:
+            json.dump({"environment": env, "rows": run.rows, "overhead": over,
+                       "failures": failures, "elapsed_s": elapsed}, f, indent=1, default=str)
         print(f"results: {json_path}")
     plot_path = out_path(args.plot, args.quick, ".png")
     if plot_path and optional("matplotlib") is None:
