@@ -50,14 +50,14 @@ def select_cases(spec, quick):
     return chosen
 
 
-def select(spec, flag, default=None):
-    """The values of a comma list for --`flag` (default: `default`, else all)."""
+def select(spec, flag):
+    """The values of a comma list given to --`flag` (empty: all of them)."""
     items = [s.strip().lower() for s in (spec or "").split(",") if s.strip()]
     bad = [s for s in items if s not in CHOICES[flag]]
     if bad:
         raise SystemExit(f"--{flag}: unknown value(s) {', '.join(bad)} "
                          f"(choose from {', '.join(CHOICES[flag])})")
-    return items or list(default or CHOICES[flag])
+    return items or list(CHOICES[flag])
 
 
 def dtype_of(name):
@@ -71,11 +71,8 @@ def dtype_of(name):
 
 
 def make_data(case, dtype, seed):
-    """x, dy, gamma, beta in the logical NCHW order, stored in `dtype`.
-
-    x has a mean offset against its spread so that sloppy one-pass variance
-    would show up as a wrong result, not just a slow one.
-    """
+    """x, dy, gamma, beta in the logical NCHW order, stored in `dtype`; x has a mean
+    offset against its spread, so sloppy one-pass variance would give wrong results."""
     rng = np.random.default_rng([seed, case.n, case.c, case.h, case.w, case.g])
     shape = (case.n, case.c, case.h, case.w)
     d = {"x": rng.standard_normal(shape, np.float32) * 2.0 + 3.0,

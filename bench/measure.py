@@ -1,11 +1,9 @@
 """One row: check our result against the suite's float64 reference, then time it
-against the memory floor and PyTorch, in the same rounds.
+against the memory floor and PyTorch in the same rounds; setup is never timed.
 
-tests/reference.py (the reference and the tolerance policy) is loaded by
-path: tests/ is not a package, and the benchmark runs from a checkout with
-only the `bench` extra installed.  Setup (a forward pass before a backward
-one, torch's autograd graph) is never timed.  Arrays are NumPy on the CPU,
-CuPy on the GPU.  This file imports nothing else of bench/.
+tests/reference.py is loaded by path: tests/ is not a package, and the
+benchmark runs from a checkout with only the `bench` extra installed.
+This file imports nothing else of bench/.
 """
 import importlib.util
 import os
@@ -49,8 +47,7 @@ def compare(got, want):
         err = np.abs(a.astype(np.float64) - w)
         bad = ~(err <= tol)  # NaN counts as bad
         if bad.any():
-            excess = np.where(bad, np.nan_to_num(err, nan=np.inf) / np.maximum(tol, 1e-300), 0)
-            i = np.unravel_index(np.argmax(excess), bad.shape)
+            i = np.unravel_index(np.argmax(np.where(bad, err, -1.0)), bad.shape)  # a NaN, or the largest
             errors.append(f"{name}: {int(bad.sum())}/{bad.size} values out of tolerance, worst "
                           f"at {tuple(map(int, i))}: got {float(a[i]):.6g}, expected "
                           f"{float(w[i]):.6g}")
@@ -138,18 +135,6 @@ def interleaved(fns, timer=cpu_timer, budget_s=0.5, reps=(5, 100), warmup=2):
     return samples
 
 
-def openmp_runtimes():
-    """Files of the OpenMP runtimes loaded in this process (Linux; [] elsewhere).  Two
-    runtimes each keep idle threads spinning on the same cores after a parallel region."""
-    names = ("libgomp", "libiomp", "libomp")
-    try:
-        with open("/proc/self/maps") as f:
-            paths = {ln.split()[-1] for ln in f if any(n in ln for n in names)}
-    except OSError:
-        return []
-    return sorted(p for p in paths if os.path.basename(p).startswith(names))
-
-
 def load_mark():
     """(now, CPU seconds other processes have used), from /proc/stat (None elsewhere)."""
     try:
@@ -163,9 +148,8 @@ def load_mark():
 
 
 def others_cores(mark):
-    """Cores other processes kept busy since `mark`: the main noise on a small machine,
-    where an OpenMP barrier waits for the thread the scheduler put aside.  The
-    counters tick every 10 ms, so spans much shorter than a second are rough."""
+    """Cores other processes kept busy since `mark` (rough for spans under a second: the
+    counters tick every 10 ms).  An OpenMP barrier waits for a descheduled thread."""
     now = load_mark()
     if mark is None or now is None or now[0] <= mark[0]:
         return None
@@ -239,14 +223,12 @@ class Rows:
         return {"status": "ok", "ms": med["ours"] * 1e3, "ms_alloc": med["ours_alloc"] * 1e3,
                 "gbps": row["bytes"] / med["ours"] * 1e-9, "x_floor": med["ours"] / med["floor"],
                 "x_torch": med["ours_alloc"] / med["torch"] if "torch" in med else None,
-                "timings": {k: {"median_s": med[k], "min_s": min(v), "max_s": max(v),
-                                "reps": len(v)} for k, v in samples.items()}}
+                "reps": len(samples["ours"])}
 
     def overhead(self, data, g):
-        """Median seconds of the fixed cost of a call (forward, float32, tiny case): a plain
-        call, one with out=, and a (1, G, 1, 1) call with no work left; torch's call in its
-        own rounds (interleaving microsecond calls of two OpenMP runtimes would time
-        their spinning threads rather than either library)."""
+        """Median seconds of a plain call, one with out=, and a (1, G, 1, 1) call with no
+        work left (the fixed cost); torch's call in its own rounds, so that microsecond
+        calls do not time the other library's idle OpenMP threads."""
         gn, x, gamma, beta = self.gn, data["x"], data["gamma"], data["beta"]
         y, x1 = np.empty_like(x), np.linspace(-1.0, 1.0, g, dtype=np.float32).reshape(1, g, 1, 1)
         kw = dict(budget_s=self.budget_s, reps=(50, 5000), warmup=20)

@@ -52,9 +52,7 @@ def plot(rows, path, title=""):
         ax.set_title(f"{ps}: time / " + ("memory floor (GPU: device copy)" if what == "floor"
                                          else "torch"), fontsize=9)
         ax.set_xlabel("time ratio, ours / other (< 1: ours faster)", fontsize=8)
-    handles = {}
-    for ax in axes[0]:
-        handles.update({lab: h for h, lab in zip(*ax.get_legend_handles_labels())})
+    handles = {lab: h for ax in axes[0] for h, lab in zip(*ax.get_legend_handles_labels())}
     fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncol=len(handles),
                fontsize=8)
     axes[0][0].set_yticks(range(len(labels)), labels, fontsize=7)

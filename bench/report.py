@@ -12,13 +12,12 @@ import numpy as np
 
 NOISY_CORES = 0.25  # other processes' CPU use above which a row is marked noisy (~)
 LEGEND = """\
-ms: median of interleaved repeats of our call writing into a preallocated output (out=).
+ms: median time of our call writing into a preallocated output (out=).
 GB/s: bytes a pass must move (forward x+y, backward dy+x+dx) / ms.
-x floor: that time / the memory floor's (np.copyto y<-x forward, np.add dy+x->dx backward,
-  single-threaded NumPy, preallocated, same run); 1.00 = as fast as a copy.
-x torch: our call allocating its outputs / torch.nn.functional.group_norm's (autograd
-  backward), same threads, same run; < 1 = faster than torch.  GPU x copy: against a device
-  copy/add.  ~: other processes were busy while the row ran (noisy)."""
+x floor: that time / the memory floor's (np.copyto y<-x, np.add dy+x->dx: single-threaded
+  NumPy, preallocated, same rounds); 1.00 = as fast as a copy.  GPU x copy: a device copy/add.
+x torch: our call allocating its outputs / torch group_norm's (autograd backward), same
+  threads, same rounds; < 1: ours is faster.  ~: other processes were busy (noisy timings)."""
 CPU_COLS = (("case", 13), ("dtype", 8), ("layout", 6), ("stats", 6), ("pass", 8), ("thr", 3),
             ("ms", 9), ("GB/s", 7), ("x floor", 7), ("x torch", 7))
 GPU_COLS = (("GPU ms", 8), ("GB/s", 7), ("x copy", 6), ("x torch", 7))
@@ -28,7 +27,7 @@ def available_cores():
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def environment(gn, torch, gpu_line, runtimes):
+def environment(gn, torch, gpu_line):
     """What the JSON keeps of the machine and the libraries."""
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
@@ -39,26 +38,20 @@ def environment(gn, torch, gpu_line, runtimes):
             "gn_native": gn.__version__, "gn_native_path": os.path.dirname(gn.__file__),
             "show_config": buf.getvalue().rstrip(), "python": platform.python_version(),
             "numpy": np.__version__, "torch": getattr(torch, "__version__", None), "cpu": cpu,
-            "cores": available_cores(), "openmp_runtimes": runtimes, "gpu": gpu_line,
+            "cores": available_cores(), "gpu": gpu_line,
             "argv": sys.argv[1:]}
 
 
 def header_lines(env, with_gpu):
-    others, timing, omp = env["others_cores_at_start"], env["timing"], env["openmp_runtimes"]
     return [f"gn_native benchmark  {env['date']}",
             f"gn_native {env['gn_native']} from {env['gn_native_path']}",
             *("  " + ln for ln in env["show_config"].splitlines()),
             f"python {env['python']}, numpy {env['numpy']}, torch "
             f"{env['torch'] or 'not installed (x torch: n/a)'}",
             f"CPU: {env['cpu']}, {env['cores']} cores available; threads timed: "
-            f"{', '.join(map(str, env['threads']))}",
-            f"OpenMP runtimes loaded: {', '.join(omp) or 'none found'}", f"GPU: {env['gpu']}",
-            *(["warning: two OpenMP runtimes keep idle threads spinning on the same cores: "
-               "multi-threaded timings will suffer"] if len(omp) > 1 else []),
-            *([f"warning: other processes keep {others:.2f} cores busy: timings, "
-               "multi-threaded ones most, will be noisy"] if (others or 0) > NOISY_CORES else []),
-            f"timing: ~{timing['budget_s']:g} s per row, {timing['reps'][0]}-{timing['reps'][1]} "
-            "interleaved rounds after warm-up", LEGEND, "",
+            f"{', '.join(map(str, env['threads']))}", f"GPU: {env['gpu']}",
+            f"timing: ~{env['timing']['budget_s']:g} s per row, {env['timing']['reps'][0]}-"
+            f"{env['timing']['reps'][1]} interleaved rounds after warm-up", LEGEND, "",
             *_table_head(CPU_COLS + (GPU_COLS if with_gpu else ()), 5)]
 
 
@@ -131,8 +124,8 @@ def noise_lines(rows):
     return ["", textwrap.fill(
         f"warning: this machine was busy: other processes kept {load:.2f} cores busy on "
         f"average, and {n} of {len(rows)} rows (marked ~) ran while they used more than "
-        f"{NOISY_CORES} cores.  Those timings, multi-threaded ones most, are noisy: rerun on "
-        "an idle machine, or pool several saved runs with bench/targets.py.", 92)]
+        f"{NOISY_CORES} cores.  Those timings, multi-threaded ones most, are noisy: rerun "
+        "when the machine is idle.", 92)]
 
 
 def failures(rows):

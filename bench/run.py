@@ -21,7 +21,7 @@ import types
 import report
 from cases import CHOICES, DEFAULT_DTYPES, QUICK, TINY, dtype_of, in_layout, make_data, select, \
     select_cases
-from measure import Rows, load_mark, openmp_runtimes, others_cores, references
+from measure import Rows, references
 
 
 def thread_counts(spec):
@@ -97,7 +97,7 @@ def progress(total):
 
 def main(argv=None):
     args = parse_args(argv)
-    t_start, idle = time.perf_counter(), load_mark()
+    t_start = time.perf_counter()
     sys.stdout.reconfigure(line_buffering=True)  # rows show up as they come, piped too
     try:
         import gn_native as gn
@@ -108,44 +108,37 @@ def main(argv=None):
     threads = args.threads or sorted({1, report.available_cores()})
     cases, passes = select_cases(args.cases, args.quick), vars(args)["pass"]
     configs = list(itertools.product(args.layout, passes, threads))
-    bar = progress(len(cases) * len(args.dtype) * len(args.stats) * len(configs))
     timing = {"budget_s": args.budget or (0.08 if args.quick else 0.4),
               "reps": (3, 30) if args.quick else (5, 100)}
     run = Rows(gn, torch, gpu, timing["budget_s"], timing["reps"],
-               say=lambda s: bar.write(s, file=sys.stderr))
-    time.sleep(0.5)
-    env = dict(report.environment(gn, torch, gpu_line, openmp_runtimes()), quick=args.quick,
-               threads=threads, timing=timing, others_cores_at_start=others_cores(idle))
+               say=lambda s: bar.write(s, file=sys.stderr))  # bar: made below, after the header
+    env = dict(report.environment(gn, torch, gpu_line), quick=args.quick, threads=threads,
+               timing=timing)
     print("\n".join(report.header_lines(env, gpu is not None)))
-
-    threads_before, over = gn.get_num_threads(), []
-    try:
-        for case, dname in itertools.product(cases, args.dtype):
-            data = make_data(case, dtype_of(dname), args.seed)
-            arrays = {lay: in_layout(data, lay) for lay in args.layout}
-            for st in args.stats:
-                bar.set_description_str(f"{case.name} {dname} {st}: reference")
-                refs = references(data, case.g, st, passes)
-                for layout, ps, t in configs:
-                    bar.set_description_str(f"{case.name} {dname} {layout} {st} {ps} t={t}")
-                    row = run.measure(case, dname, layout, st, ps, t, arrays[layout], refs[ps],
-                                      gpu is not None and t == threads[0])
-                    bar.write(report.format_row(row, gpu is not None), file=sys.stdout)
-                    bar.update()
-        bar.close()
-        if not args.no_overhead:
-            print("\nCall overhead (forward, float32; medians of interleaved calls)")
-            for t in threads:
-                run.set_threads(t)
-                med = run.overhead(make_data(TINY, "float32", 0), TINY.g)
-                over.append({"threads": t, **{k + "_s": v for k, v in med.items()}})
-                us = {k: v * 1e6 for k, v in med.items()}
-                print(f"tiny {TINY.label()} threads={t}: call {us['call']:.1f} us, with out= "
-                      f"{us['out']:.1f} us, a (1, {TINY.g}, 1, 1) call with no work "
-                      f"{us['empty']:.1f} us" + (f"; torch {us['torch']:.1f} us" if torch else ""))
-    finally:
-        bar.close()
-        gn.set_num_threads(threads_before)
+    bar = progress(len(cases) * len(args.dtype) * len(args.stats) * len(configs))
+    for case, dname in itertools.product(cases, args.dtype):
+        data = make_data(case, dtype_of(dname), args.seed)
+        arrays = {lay: in_layout(data, lay) for lay in args.layout}
+        for st in args.stats:
+            bar.set_description_str(f"{case.name} {dname} {st}: reference")
+            refs = references(data, case.g, st, passes)
+            for layout, ps, t in configs:
+                bar.set_description_str(f"{case.name} {dname} {layout} {st} {ps} t={t}")
+                row = run.measure(case, dname, layout, st, ps, t, arrays[layout], refs[ps],
+                                  gpu is not None and t == threads[0])
+                bar.write(report.format_row(row, gpu is not None), file=sys.stdout)
+                bar.update()
+    bar.close()
+    over = []
+    if not args.no_overhead:
+        print(f"\nCall overhead (forward, float32, tiny {TINY.label()}; medians): call = a plain "
+              f"call, out = with out=,\n  empty = a (1, {TINY.g}, 1, 1) call with no work (the "
+              "fixed cost), torch = torch's group_norm")
+        for t in threads:
+            run.set_threads(t)
+            med = run.overhead(make_data(TINY, "float32", 0), TINY.g)
+            over.append({"threads": t, **{k + "_s": v for k, v in med.items()}})
+            print(f"threads={t}: " + ", ".join(f"{k} {v * 1e6:.1f} us" for k, v in med.items()))
 
     elapsed = time.perf_counter() - t_start
     failures = report.failures(run.rows)
@@ -164,7 +157,7 @@ def main(argv=None):
         print("plot skipped: matplotlib is not installed", file=sys.stderr)
     elif plot_path:
         import plot
-        plot.plot(run.rows, plot_path, title=f"gn_native on {env['cpu']}; GPU: {gpu_line}")
+        plot.plot(run.rows, plot_path, f"gn_native on {env['cpu']}; GPU: {gpu_line}")
         print(f"plot: {plot_path}")
     for f in failures:
         print(f"WRONG RESULT: {f}", file=sys.stderr)

@@ -17,16 +17,14 @@ KEY = ("case", "dtype", "layout", "stats", "pass", "threads")
 def pooled(docs):
     """The rows of several saved runs, each with the median of its times and ratios."""
     by = {}
-    for d in docs:
-        for r in d["rows"]:
-            if r.get("status") == "ok":
-                by.setdefault(tuple(r[k] for k in KEY), []).append(r)
-    rows = []
+    for r in (r for d in docs for r in d["rows"] if r.get("status") == "ok"):
+        by.setdefault(tuple(r[k] for k in KEY), []).append(r)
+    out = []
     for rs in by.values():
         vals = {k: [r[k] for r in rs if r.get(k) is not None] for k in ("ms", "x_floor", "x_torch")}
-        rows.append(dict(rs[0], runs=len(rs),
-                         **{k: statistics.median(v) if v else None for k, v in vals.items()}))
-    return rows
+        out.append(dict(rs[0], runs=len(rs),
+                        **{k: statistics.median(v) if v else None for k, v in vals.items()}))
+    return out
 
 
 def checks(rows):
