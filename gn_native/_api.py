@@ -146,7 +146,8 @@ def _stat_in(xp, a, p, target):
 
 @_shared_doc
 def group_norm_forward(x, n_groups, gamma=None, beta=None, eps=1e-5, *, stats="sample",
-                       channel_axis=1, out=None, mean=None, var=None):
+                       channel_axis=1, out=None, mean=None, var=None, running_mean=None,
+                       running_var=None, momentum=0.1):
     """Group-normalize `x` and return the statistics used.
 
     Computes ``y = (x - mean) / sqrt(var + eps) * gamma + beta`` as
@@ -154,6 +155,14 @@ def group_norm_forward(x, n_groups, gamma=None, beta=None, eps=1e-5, *, stats="s
     eps)``, which `group_norm_backward` needs.
 
     {forward_params}
+    running_mean, running_var : ndarray, optional
+        Given together, arrays of shape (G,) and a float dtype, updated in
+        place as ``running = (1 - momentum) * running + momentum * batch``
+        (as ``torch.nn.functional.batch_norm`` in training), where batch
+        is each group's mean and unbiased variance (for ``stats="sample"``,
+        their average over the samples).  Not with `mean`/`var`.
+    momentum : float, default 0.1
+        In [0, 1]; used with `running_mean` and `running_var`.
 
     Returns
     -------
@@ -173,8 +182,10 @@ def group_norm_forward(x, n_groups, gamma=None, beta=None, eps=1e-5, *, stats="s
         If an argument has the right type but a bad value: ``x.ndim < 2``,
         C not divisible by `n_groups`, ``n_groups <= 0``, `gamma` or `beta`
         of another length, `eps` not positive and finite, an unknown
-        `stats` or `channel_axis`, `out` of the wrong shape or dtype, or a
-        negative `var`.
+        `stats` or `channel_axis`, `out` of the wrong shape or dtype, a
+        negative `var`, `running_mean`/`running_var` not of shape (G,),
+        read-only or sharing memory with another argument, or `momentum`
+        outside [0, 1].
 
     See Also
     --------
@@ -193,22 +204,28 @@ def group_norm_forward(x, n_groups, gamma=None, beta=None, eps=1e-5, *, stats="s
     ((1, 2), dtype('float32'))
     >>> gn.group_norm_forward(x, 2, stats="batch")[1]
     array([1.5, 5.5], dtype=float32)
+    >>> rm, rv = np.zeros(2, np.float32), np.ones(2, np.float32)
+    >>> _ = gn.group_norm_forward(x, 2, running_mean=rm, running_var=rv, momentum=0.5)
+    >>> rm, rv
+    (array([0.75, 2.75], dtype=float32), array([1.3333334, 1.3333334], dtype=float32))
     """
-    if mean is None and var is None:
+    if mean is None and var is None and running_mean is None and running_var is None:
         r = _cpu.forward_fast(x, n_groups, gamma, beta, eps, stats, channel_axis, out)
         if r is not None:
             return r
-    return forward_with_var(x, n_groups, gamma, beta, eps, stats=stats, channel_axis=channel_axis,
-                            out=out, mean=mean, var=var)[:3]
+    return forward_general(x, n_groups, gamma, beta, eps, stats=stats, channel_axis=channel_axis,
+                           out=out, mean=mean, var=var, running_mean=running_mean,
+                           running_var=running_var, momentum=momentum)
 
 
-def forward_with_var(x, n_groups, gamma=None, beta=None, eps=1e-5, *, stats="sample",
-                     channel_axis=1, out=None, mean=None, var=None, want_var=False):
-    """group_norm_forward without its fast path, plus the biased variance of each
-    group when `want_var` (None when the backend cannot give it; the layer then
-    derives it from rstd)."""
-    kind, p, x, gamma, beta, mean, var = V.forward_call(
-        x, n_groups, gamma, beta, eps, stats, channel_axis, out, mean, var)
+def forward_general(x, n_groups, gamma=None, beta=None, eps=1e-5, *, stats="sample",
+                    channel_axis=1, out=None, mean=None, var=None, running_mean=None,
+                    running_var=None, momentum=0.1):
+    """group_norm_forward without its fast path."""
+    kind, p, x, gamma, beta, mean, var, momentum = V.forward_call(
+        x, n_groups, gamma, beta, eps, stats, channel_axis, out, mean, var,
+        running_mean, running_var, momentum)
+    want_var = running_mean is not None
     xp, backend = _backend(kind)
     layout, to_k, from_k = _layout(xp, x, p.channel_axis)
     p = V.with_layout(p, layout)
@@ -239,11 +256,34 @@ def forward_with_var(x, n_groups, gamma=None, beta=None, eps=1e-5, *, stats="sam
         r = (1.0 / xp.sqrt(v + p.eps)).astype(p.stat_dtype)
         if p.size:
             backend.normalize(p, yk, xk, m, r, _param(xp, gamma, yk), _param(xp, beta, yk))
+    if want_var and p.size:
+        _update_running(xp, p, m, r, v, running_mean, running_var, momentum)
     if out is None:
-        return from_k(yk), m, r, v
+        return from_k(yk), m, r
     if copy_back:
         xp.copyto(out, from_k(yk))
-    return out, m, r, v
+    return out, m, r
+
+
+def _update_running(xp, p, mean, rstd, var, running_mean, running_var, momentum):
+    """running = (1 - momentum) * running + momentum * batch value (SPEC), in float64.
+
+    The batch value is the group's mean and unbiased variance; for
+    stats="sample", their average over the samples.  `var` is the biased
+    variance from the core, or None (the GPU backend), then derived from rstd.
+    """
+    count = p.k * p.spatial * (p.n if p.stats == "batch" else 1)
+    m = mean.astype(np.float64)
+    if var is None:
+        var = xp.maximum(1.0 / (rstd.astype(np.float64) ** 2) - p.eps, 0.0)
+    else:
+        var = var.astype(np.float64)
+    if count > 1:
+        var = var * (count / (count - 1))
+    if p.stats == "sample":
+        m, var = m.mean(axis=0), var.mean(axis=0)
+    running_mean[...] = (1.0 - momentum) * running_mean.astype(np.float64) + momentum * m
+    running_var[...] = (1.0 - momentum) * running_var.astype(np.float64) + momentum * var
 
 
 @_shared_doc
@@ -304,8 +344,8 @@ def group_norm(x, n_groups, gamma=None, beta=None, eps=1e-5, *, stats="sample",
         r = _cpu.forward_fast(x, n_groups, gamma, beta, eps, stats, channel_axis, out)
         if r is not None:
             return r[0]
-    return forward_with_var(x, n_groups, gamma, beta, eps, stats=stats,
-                            channel_axis=channel_axis, out=out, mean=mean, var=var)[0]
+    return forward_general(x, n_groups, gamma, beta, eps, stats=stats,
+                           channel_axis=channel_axis, out=out, mean=mean, var=var)[0]
 
 
 def group_norm_backward(dy, x, mean, rstd, n_groups, gamma=None, *, stats="sample",

@@ -34,6 +34,7 @@ import functools
 import math
 import numbers
 import operator
+import sys
 
 import numpy as np
 
@@ -322,20 +323,66 @@ def _arrays(x, gamma, beta, out, extra, names):
 
 
 
-def forward_call(x, n_groups, gamma, beta, eps, stats, channel_axis, out, mean, var):
-    """Every check of a forward call, once: (kind, plan, x, gamma, beta, mean, var)
-    with the arrays as the backend's kind."""
+def forward_call(x, n_groups, gamma, beta, eps, stats, channel_axis, out, mean, var,
+                 running_mean=None, running_var=None, momentum=0.1):
+    """Every check of a forward call, once: (kind, plan, x, gamma, beta, mean, var,
+    momentum) with the arrays as the backend's kind."""
     if (mean is None) != (var is None):
         raise ValueError("mean and var must be given together (or neither)")
-    kind, x, gamma, beta, (mean, var) = _arrays(x, gamma, beta, out, (mean, var),
-                                                ("mean", "var"))
+    running = (running_mean, running_var)
+    if any(a is not None for a in running):
+        if any(a is None for a in running):
+            raise ValueError("running_mean and running_var must be given together (or neither)")
+        if mean is not None:
+            raise ValueError("running_mean and running_var are updated with the call's own "
+                             "statistics; they cannot be combined with mean= and var=")
+        momentum = check_momentum(momentum, allow_none=False)
+    kind, x, gamma, beta, (mean, var, _, _) = _arrays(
+        x, gamma, beta, out, (mean, var) + running, ("mean", "var") + RUNNING)
     p = plan(x, n_groups, gamma, beta, eps, stats, channel_axis)
     if out is not None:
         check_out(out, p)
     if mean is not None:
         check_stat(mean, "mean", p)
         check_stat(var, "var", p)
-    return kind, p, x, gamma, beta, mean, var
+    if running_mean is not None:
+        for i, name in enumerate(RUNNING):
+            check_running(running[i], name, p, kind, (x, out, gamma, beta, running[1 - i]))
+    return kind, p, x, gamma, beta, mean, var, momentum
+
+
+RUNNING = ("running_mean", "running_var")
+
+
+def check_momentum(momentum, allow_none=True):
+    """A number in [0, 1] (or None, a cumulative average, where allowed), as a float."""
+    if momentum is None and allow_none:
+        return None
+    if not isinstance(momentum, numbers.Real) or isinstance(momentum, (bool, np.bool_)):
+        raise TypeError(f"momentum must be a number in [0, 1]{' or None' * allow_none}, "
+                        f"got {momentum!r}")
+    m = float(momentum)
+    if not 0.0 <= m <= 1.0:
+        raise ValueError(f"momentum must be in [0, 1]{' or None' * allow_none}, got {momentum!r}")
+    return m
+
+
+def check_running(a, name, p, kind, others):
+    """A running statistic that a forward call updates in place: an array of the
+    call's kind (not a list: the update would be lost), shape (G,), a supported
+    float dtype, writable, sharing memory with none of the call's other arrays."""
+    if kind == "numpy" and not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray (it is updated in place), "
+                        f"got {type(a).__name__}")
+    if tuple(a.shape) != (p.groups,):
+        raise ValueError(f"{name} must have shape ({p.groups},), got {tuple(a.shape)}")
+    check_dtype(a.dtype, name)
+    if not a.flags.writeable:
+        raise ValueError(f"{name} must be writable (got a read-only array)")
+    xp = np if kind == "numpy" else sys.modules["cupy"]   # a CuPy call: CuPy is loaded
+    for b in others:
+        if b is not None and xp.may_share_memory(a, b):
+            raise ValueError(f"{name} shares memory with another argument of the call")
 
 
 def backward_call(dy, x, mean, rstd, n_groups, gamma, stats, channel_axis, out, frozen):
@@ -398,13 +445,7 @@ def check_layer_config(n_groups, n_channels, eps, affine_per, stats, momentum, d
         raise TypeError(f"affine_per must be 'channel' or 'group', got {affine_per!r}")
     if affine_per not in AFFINE_PER:
         raise ValueError(f"affine_per must be 'channel' or 'group', got {affine_per!r}")
-    if momentum is not None:
-        if not isinstance(momentum, numbers.Real):
-            raise TypeError(f"momentum must be a number in [0, 1] or None, got {momentum!r}")
-        m = float(momentum)
-        if not 0.0 <= m <= 1.0:
-            raise ValueError(f"momentum must be in [0, 1] or None, got {momentum!r}")
-        momentum = m
+    momentum = check_momentum(momentum)
     if not isinstance(device, str):
         raise TypeError(f"device must be 'cpu' or 'gpu', got {device!r}")
     if device not in DEVICES:

@@ -6,7 +6,7 @@ and its maths from group_norm_forward / group_norm_backward (the backends).
 import numpy as np
 
 from . import _validate as V
-from ._api import array_module, forward_with_var, group_norm_backward, group_norm_forward
+from ._api import array_module, group_norm_backward, group_norm_forward
 
 
 _SAMPLE = 64   # values of x that backward checks against what forward saw
@@ -281,13 +281,18 @@ class GroupNorm:
                 channel_axis=self.channel_axis, mean=self.running_mean, var=self.running_var)
             self._save(x, mean, rstd, True)
             return y
-        update = self.training and self.track_running_stats
-        y, mean, rstd, var = forward_with_var(x, self.n_groups, self.gamma, self.beta, self.eps,
-                                              stats=self.stats, channel_axis=self.channel_axis,
-                                              want_var=update)
+        running = {}
+        if self.training and self.track_running_stats:
+            # momentum=None: a cumulative average over the batches counted so far
+            count = self.num_batches_tracked + 1
+            running = dict(running_mean=self.running_mean, running_var=self.running_var,
+                           momentum=self.momentum if self.momentum is not None else 1.0 / count)
+        y, mean, rstd = group_norm_forward(x, self.n_groups, self.gamma, self.beta, self.eps,
+                                           stats=self.stats, channel_axis=self.channel_axis,
+                                           **running)
         self._save(x, mean, rstd, False)
-        if update:
-            self._update_running(x, mean, rstd, var)
+        if running and x.size:   # an empty batch updates nothing
+            self.num_batches_tracked += 1
         return y
 
     forward = __call__
@@ -317,29 +322,6 @@ class GroupNorm:
                 "inplace operation: the x of the last forward call was changed before "
                 "backward(); call the layer again on the new values, or give it a copy "
                 "(layer(x.copy())) when x is to be changed")
-
-    def _update_running(self, x, mean, rstd, var):
-        xp = self.xp
-        n, c, spatial = V.split_shape(tuple(x.shape), self.channel_axis % x.ndim)
-        k = c // self.n_groups
-        count = k * spatial * (n if self.stats == "batch" else 1)
-        if count == 0 or n == 0:
-            return
-        m = mean.astype(np.float64)
-        if var is None:   # backend without a variance output: derive it from rstd
-            var = xp.maximum(1.0 / (rstd.astype(np.float64) ** 2) - self.eps, 0.0)
-        else:
-            var = var.astype(np.float64)
-        if count > 1:
-            var = var * (count / (count - 1))
-        if self.stats == "sample":
-            m, var = m.mean(axis=0), var.mean(axis=0)
-        self.num_batches_tracked += 1
-        mom = self.momentum if self.momentum is not None else 1.0 / self.num_batches_tracked
-        rm = (1.0 - mom) * self.running_mean.astype(np.float64) + mom * m
-        rv = (1.0 - mom) * self.running_var.astype(np.float64) + mom * var
-        self.running_mean[...] = rm
-        self.running_var[...] = rv
 
     def backward(self, dy):
         """Return dL/dx for the last call; set `dgamma` and `dbeta`.

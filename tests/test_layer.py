@@ -337,3 +337,88 @@ def test_layer_channel_axis_as_the_functions_take_it():
         _layer(channel_axis=3)(make_data((2, C, 5), np.float32, 25))
     with pytest.raises(TypeError, match="channel_axis"):
         _layer(channel_axis=1.0)
+
+
+# ---- running statistics through the functional API (what the layer calls) ----
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("stats", STATS)
+@pytest.mark.parametrize("rdtype", [np.float32, np.float64])
+def test_group_norm_forward_updates_running_statistics(rdtype, stats, layout):
+    """group_norm_forward(running_mean=, running_var=) updates them in place as the
+    float64 reference says, gives the same y/mean/rstd as a call without them, and
+    the layer's update is that call's (same bits)."""
+    ax = channel_axis(layout)
+    rm, rv = np.zeros(G, rdtype), np.ones(G, rdtype)
+    want_m, want_v = np.zeros(G), np.ones(G)
+    layer = _layer(stats=stats, track_running_stats=True, momentum=0.3, channel_axis=ax)
+    for x in _steps(np.float32):
+        x = np.ascontiguousarray(np.moveaxis(x, 1, ax))
+        got = gn.group_norm_forward(x, G, stats=stats, channel_axis=ax, running_mean=rm,
+                                    running_var=rv, momentum=0.3)
+        for a, b, what in zip(got, gn.group_norm_forward(x, G, stats=stats, channel_axis=ax),
+                              ("y", "mean", "rstd")):
+            assert_bit_identical(a, b, what)
+        want_m, want_v = ref.update_running(want_m, want_v, x, G, 0.3, stats, ax)
+        assert rm.dtype == rv.dtype == rdtype
+        np.testing.assert_allclose(rm, want_m, rtol=1e-5, atol=1e-6, err_msg="running_mean")
+        np.testing.assert_allclose(rv, want_v, rtol=1e-5, atol=1e-6, err_msg="running_var")
+        layer(x)
+    if rdtype == np.float32:
+        assert_bit_identical(layer.running_mean, rm, "layer running_mean")
+        assert_bit_identical(layer.running_var, rv, "layer running_var")
+
+
+def test_group_norm_forward_running_statistics_on_empty_input_are_unchanged():
+    rm, rv = np.full(G, 0.25, np.float32), np.full(G, 2.0, np.float32)
+    gn.group_norm_forward(np.zeros((0, C, 4), np.float32), G, running_mean=rm, running_var=rv)
+    assert_bit_identical(rm, np.full(G, 0.25, np.float32), "running_mean")
+    assert_bit_identical(rv, np.full(G, 2.0, np.float32), "running_var")
+
+
+@pytest.mark.parametrize("kw,exc,match", [
+    (dict(running_mean="rm"), ValueError, "running_mean and running_var must be given together"),
+    (dict(running_var="rv"), ValueError, "running_mean and running_var must be given together"),
+    (dict(running_mean="rm", running_var="rv", mean="m", var="v"), ValueError, "cannot be combined"),
+    (dict(running_mean=[0.0] * G, running_var="rv"), TypeError, "running_mean must be a numpy"),
+    (dict(running_mean="rm", running_var=np.ones(G + 1, np.float32)), ValueError,
+     r"running_var must have shape \(3,\)"),
+    (dict(running_mean=np.zeros(G, np.int32), running_var="rv"), TypeError, "running_mean has dtype"),
+    (dict(running_mean="ro", running_var="rv"), ValueError, "running_mean must be writable"),
+    (dict(running_mean="rm", running_var="rm"), ValueError, "running_mean shares memory"),
+    (dict(running_mean="x", running_var="rv"), ValueError, "running_mean shares memory"),
+    (dict(running_mean="rm", running_var="rv", momentum=1.5), ValueError, r"momentum must be in \[0, 1\]"),
+    (dict(running_mean="rm", running_var="rv", momentum=None), TypeError, "momentum must be a number"),
+    (dict(running_mean="rm", running_var="rv", momentum="0.1"), TypeError, "momentum must be a number"),
+])
+def test_group_norm_forward_refuses_bad_running_arguments(kw, exc, match):
+    """Refused before any work: out, running_mean and running_var keep their values."""
+    x = make_data(SHAPE, np.float32, 3)
+    arrays = dict(rm=np.zeros(G, np.float32), rv=np.ones(G, np.float32),
+                  m=np.zeros((SHAPE[0], G), np.float32), v=np.ones((SHAPE[0], G), np.float32),
+                  ro=np.zeros(G, np.float32), x=x.reshape(-1)[:G])
+    arrays["ro"].flags.writeable = False
+    kw = {k: arrays.get(v, v) if isinstance(v, str) and k != "momentum" else v
+          for k, v in kw.items()}
+    before = {k: a.copy() for k, a in arrays.items()}
+    out = np.full_like(x, 7.0)
+    with pytest.raises(exc, match=match):
+        gn.group_norm_forward(x, G, out=out, **kw)
+    assert (out == 7.0).all()
+    for k, a in arrays.items():
+        assert_bit_identical(a, before[k], k)
+
+
+@pytest.mark.parametrize("stats", STATS)
+def test_running_update_derives_the_variance_from_rstd_without_a_variance_output(stats):
+    """The GPU backend returns no variance; the update then takes it from rstd
+    (1/rstd^2 - eps), which agrees with the reference to float32 precision."""
+    from gn_native import _api, _validate
+    x = make_data(SHAPE, np.float32, 5, loc=1.0, scale=2.0)
+    y, mean, rstd = gn.group_norm_forward(x, G, stats=stats)
+    p = _validate.plan(x, G, stats=stats)
+    rm, rv = np.zeros(G, np.float32), np.ones(G, np.float32)
+    _api._update_running(np, p, mean, rstd, None, rm, rv, 0.25)
+    want_m, want_v = ref.update_running(np.zeros(G), np.ones(G), x, G, 0.25, stats)
+    np.testing.assert_allclose(rm, want_m, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(rv, want_v, rtol=1e-5, atol=1e-6)
