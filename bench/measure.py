@@ -47,19 +47,19 @@ def compare(got, want):
         err = np.abs(a.astype(np.float64) - w)
         bad = ~(err <= tol)  # NaN counts as bad
         if bad.any():
-            i = np.unravel_index(np.argmax(np.where(bad, err, -1.0)), bad.shape)  # a NaN, or the largest
+            i = np.unravel_index(np.argmax(np.where(bad, err, -1.0)), bad.shape)  # NaN or largest
             errors.append(f"{name}: {int(bad.sum())}/{bad.size} values out of tolerance, worst "
                           f"at {tuple(map(int, i))}: got {float(a[i]):.6g}, expected "
                           f"{float(w[i]):.6g}")
     return errors
 
 
-def ours(gn, a, g, stats, layout, pass_):
-    """(call, out, names): our call, as users make it (pass out=out to write into a
-    preallocated result, as the floor does), and the names of its results."""
-    kw = dict(stats=stats, channel_axis=-1 if layout == "nhwc" else 1)
+def ours(gn, a, g, row):
+    """(call, out, names): our call for the row, as users make it (out=out writes into
+    a preallocated result, as the floor does), and the names of its results."""
+    kw = dict(stats=row["stats"], channel_axis=-1 if row["layout"] == "nhwc" else 1)
     x, gamma, beta = a["x"], a["gamma"], a["beta"]
-    if pass_ == "forward":
+    if row["pass"] == "forward":
         return ((lambda **o: gn.group_norm_forward(x, g, gamma, beta, EPS, **kw, **o)),
                 x.copy(), ("y", "mean", "rstd"))
     _, mean, rstd = gn.group_norm_forward(x, g, gamma, beta, EPS, **kw)
@@ -78,20 +78,20 @@ def floor(xp, a, pass_):
     return (lambda: xp.copyto(out, x)) if pass_ == "forward" else lambda: xp.add(dy, x, out=out)
 
 
-def torch_group_norm(torch, a, g, stats, layout, pass_, device="cpu"):
+def torch_group_norm(torch, a, g, row, device="cpu"):
     """torch.nn.functional.group_norm forward, or its autograd backward (dx, dw, db), on
     host arrays `a` moved to `device` once, here (NHWC: channels_last tensors); or the
     reason there is nothing to time."""
-    if stats == "batch":
+    if row["stats"] == "batch":
         return "torch has no batch-statistics group_norm"
 
     def tensor(v):
         t = (torch.from_numpy(v.view(np.int16)).view(torch.bfloat16)
              if v.dtype.name == "bfloat16" else torch.from_numpy(v))
-        return (t.movedim(-1, 1) if layout == "nhwc" and t.ndim == 4 else t).to(device)
+        return (t.movedim(-1, 1) if row["layout"] == "nhwc" and t.ndim == 4 else t).to(device)
     x, w, b = tensor(a["x"]), tensor(a["gamma"]), tensor(a["beta"])
     try:
-        if pass_ == "forward":
+        if row["pass"] == "forward":
             call = lambda: torch.nn.functional.group_norm(x, g, w, b, EPS)  # noqa: E731
         else:
             xr, wr, br = (t.detach().requires_grad_(True) for t in (x, w, b))
@@ -135,25 +135,16 @@ def interleaved(fns, timer=cpu_timer, budget_s=0.5, reps=(5, 100), warmup=2):
     return samples
 
 
-def load_mark():
-    """(now, CPU seconds other processes have used), from /proc/stat (None elsewhere)."""
+def others_busy():
+    """CPU seconds other processes have used, from /proc/stat (None elsewhere); the
+    counters tick every 10 ms."""
     try:
         with open("/proc/stat") as f:
             v = [int(x) for x in f.readline().split()[1:8]]
     except (OSError, ValueError):
         return None
     t = os.times()  # user nice system irq softirq, minus our own
-    return (time.perf_counter(),
-            (v[0] + v[1] + v[2] + v[5] + v[6]) / os.sysconf("SC_CLK_TCK") - t.user - t.system)
-
-
-def others_cores(mark):
-    """Cores other processes kept busy since `mark` (rough for spans under a second: the
-    counters tick every 10 ms).  An OpenMP barrier waits for a descheduled thread."""
-    now = load_mark()
-    if mark is None or now is None or now[0] <= mark[0]:
-        return None
-    return max(0.0, now[1] - mark[1]) / (now[0] - mark[0])
+    return (v[0] + v[1] + v[2] + v[5] + v[6]) / os.sysconf("SC_CLK_TCK") - t.user - t.system
 
 
 class Rows:
@@ -178,7 +169,7 @@ class Rows:
     def measure(self, case, dname, layout, stats, pass_, threads, a, want, gpu_too):
         """One table row: the CPU at `threads` threads, and the GPU when gpu_too."""
         self.set_threads(threads)
-        mark = load_mark()
+        t0, busy0 = time.perf_counter(), others_busy()
         row = {"case": case.name, "shape": case.label(), "dtype": dname, "layout": layout,
                "stats": stats, "pass": pass_, "threads": threads,
                "bytes": (2 if pass_ == "forward" else 3) * a["x"].nbytes}
@@ -187,7 +178,11 @@ class Rows:
             cupy = self.gpu["cupy"]
             row["gpu"] = self._side(row, a, want, case.g, cupy, self.gpu["torch"], warmup=3,
                                     timer=cuda_timer(cupy), reps=(10, 20 * self.reps[1]))
-        row["others_cores"] = others_cores(mark)
+        # the cores other processes kept busy meanwhile: on a small machine the main noise
+        # (an OpenMP barrier waits for whichever thread the scheduler put aside)
+        busy1 = others_busy()
+        row["others_cores"] = (None if None in (busy0, busy1) else
+                               max(0.0, busy1 - busy0) / (time.perf_counter() - t0))
         self.rows.append(row)
         return row
 
@@ -201,7 +196,7 @@ class Rows:
         except Exception as e:  # CuPy refuses dtypes it does not know (bfloat16 in some versions)
             return self.note(f"CuPy cannot hold {a['x'].dtype}: {str(e).splitlines()[0]}")
         try:
-            call, out, names = ours(self.gn, d, g, row["stats"], row["layout"], row["pass"])
+            call, out, names = ours(self.gn, d, g, row)
             got = dict(zip(names, (getattr(xp, "asnumpy", np.asarray)(v) for v in call())))
             if row["layout"] == "nhwc":
                 got[names[0]] = np.moveaxis(got[names[0]], -1, 1)
@@ -212,10 +207,10 @@ class Rows:
             errors = [f"raised {type(e).__name__}: {e}"]
         if errors:
             return {"status": "wrong", "errors": errors}
-        fns = {"ours": lambda: call(out=out), "ours_alloc": call, "floor": floor(xp, d, row["pass"]),
-               "torch": (f"no torch{' CUDA' if device == 'cuda' else ''}: x torch is n/a"
-                         if torch is None else torch_group_norm(torch, a, g, row["stats"],
-                                                                row["layout"], row["pass"], device))}
+        fns = {"ours": lambda: call(out=out), "ours_alloc": call,
+               "floor": floor(xp, d, row["pass"]),
+               "torch": torch_group_norm(torch, a, g, row, device) if torch else
+               f"no torch{' CUDA' if device == 'cuda' else ''}: x torch is n/a"}
         if isinstance(fns["torch"], str):
             self.note(fns.pop("torch"))
         samples = interleaved(fns, budget_s=self.budget_s, **kw)

@@ -27,8 +27,8 @@ def available_cores():
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def environment(gn, torch, gpu_line):
-    """What the JSON keeps of the machine and the libraries."""
+def environment(gn, torch, gpu_line, **more):
+    """What the JSON keeps of the machine, the libraries and the run."""
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
         cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
@@ -38,8 +38,7 @@ def environment(gn, torch, gpu_line):
             "gn_native": gn.__version__, "gn_native_path": os.path.dirname(gn.__file__),
             "show_config": buf.getvalue().rstrip(), "python": platform.python_version(),
             "numpy": np.__version__, "torch": getattr(torch, "__version__", None), "cpu": cpu,
-            "cores": available_cores(), "gpu": gpu_line,
-            "argv": sys.argv[1:]}
+            "cores": available_cores(), "gpu": gpu_line, "argv": sys.argv[1:], **more}
 
 
 def header_lines(env, with_gpu):

@@ -42,7 +42,7 @@ def parse_args(argv):
         default = DEFAULT_DTYPES if flag == "dtype" else values
         p.add_argument(f"--{flag}", type=lambda s, f=flag: select(s, f), default=list(default),
                        help=f"comma list of {', '.join(values)} (default {', '.join(default)})")
-    p.add_argument("--json", help="results file (default bench/out/bench.json or quick.json; 'none')")
+    p.add_argument("--json", help="results (default bench/out/bench.json or quick.json; 'none')")
     p.add_argument("--plot", help="PNG plot (default bench/out/bench.png or quick.png; 'none')")
     p.add_argument("--budget", type=float, help="seconds of timing per row (0.4, --quick 0.08)")
     p.add_argument("--seed", type=int, default=0)
@@ -112,8 +112,7 @@ def main(argv=None):
               "reps": (3, 30) if args.quick else (5, 100)}
     run = Rows(gn, torch, gpu, timing["budget_s"], timing["reps"],
                say=lambda s: bar.write(s, file=sys.stderr))  # bar: made below, after the header
-    env = dict(report.environment(gn, torch, gpu_line), quick=args.quick, threads=threads,
-               timing=timing)
+    env = report.environment(gn, torch, gpu_line, quick=args.quick, threads=threads, timing=timing)
     print("\n".join(report.header_lines(env, gpu is not None)))
     bar = progress(len(cases) * len(args.dtype) * len(args.stats) * len(configs))
     for case, dname in itertools.product(cases, args.dtype):
