@@ -71,7 +71,7 @@ def dtype_of(name):
 
 
 def make_data(case, dtype, seed):
-    """x, dy, gamma, beta in the logical NCHW order, stored in `dtype`; x has a mean
+    """x, dy, gamma, beta in the logical NCHW order, stored in dtype (a name); x has a mean
     offset against its spread, so sloppy one-pass variance would give wrong results."""
     rng = np.random.default_rng([seed, case.n, case.c, case.h, case.w, case.g])
     shape = (case.n, case.c, case.h, case.w)
@@ -79,7 +79,7 @@ def make_data(case, dtype, seed):
          "dy": rng.standard_normal(shape, np.float32),
          "gamma": 1.0 + 0.1 * rng.standard_normal(case.c, np.float32),
          "beta": 0.1 * rng.standard_normal(case.c, np.float32)}
-    return {k: v.astype(dtype) for k, v in d.items()}
+    return {k: v.astype(dtype_of(dtype)) for k, v in d.items()}
 
 
 def in_layout(data, layout):

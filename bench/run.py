@@ -19,8 +19,7 @@ import time
 import types
 
 import report
-from cases import CHOICES, DEFAULT_DTYPES, QUICK, TINY, dtype_of, in_layout, make_data, select, \
-    select_cases
+from cases import CHOICES, DEFAULT_DTYPES, QUICK, TINY, in_layout, make_data, select, select_cases
 from measure import Rows, references
 
 
@@ -116,7 +115,7 @@ def main(argv=None):
     print("\n".join(report.header_lines(env, gpu is not None)))
     bar = progress(len(cases) * len(args.dtype) * len(args.stats) * len(configs))
     for case, dname in itertools.product(cases, args.dtype):
-        data = make_data(case, dtype_of(dname), args.seed)
+        data = make_data(case, dname, args.seed)
         arrays = {lay: in_layout(data, lay) for lay in args.layout}
         for st in args.stats:
             bar.set_description_str(f"{case.name} {dname} {st}: reference")

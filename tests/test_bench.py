@@ -13,7 +13,7 @@ BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _load(name):
-    """A bench module by path; targets.py and measure.py import nothing else of bench/."""
+    """A bench module by path (targets, measure and report import nothing else of bench/)."""
     spec = importlib.util.spec_from_file_location(f"gn_bench_{name}",
                                                   os.path.join(BENCH, f"{name}.py"))
     mod = importlib.util.module_from_spec(spec)
@@ -25,7 +25,7 @@ def _row(case, layout="nchw", ps="forward", threads=1, dtype="float32", stats="s
          ms=1.0, x_floor=1.0, x_torch=0.4, nbytes=8 << 20):
     return {"case": case, "dtype": dtype, "layout": layout, "stats": stats, "pass": ps,
             "threads": threads, "status": "ok", "ms": ms, "x_floor": x_floor,
-            "x_torch": x_torch, "bytes": nbytes}
+            "x_torch": x_torch, "bytes": nbytes, "gbps": 1.0}
 
 
 def test_targets_report_the_worst_row():
@@ -47,6 +47,17 @@ def test_targets_pool_runs_by_median():
     docs = [{"rows": [_row("a", x_floor=v)]} for v in (1.0, 3.0, 1.2)]
     rows = t.pooled(docs)
     assert len(rows) == 1 and rows[0]["x_floor"] == pytest.approx(1.2) and rows[0]["runs"] == 3
+
+
+def test_a_busy_machine_gives_one_warning():
+    """Rows run under load are marked ~, and the run ends with one warning, no verdicts."""
+    rep = _load("report")
+    rows = [dict(_row("a"), others_cores=1.5), dict(_row("b"), others_cores=0.0)]
+    assert rep.format_row(rows[0], False).endswith("~")
+    assert not rep.format_row(rows[1], False).endswith("~")
+    text = " ".join(" ".join(rep.noise_lines(rows)).split())  # unwrapped
+    assert text.count("warning") == 1 and "1 of 2 rows" in text and "NOT met" not in text
+    assert rep.noise_lines(rows[1:]) == []
 
 
 def test_bench_uses_the_suites_tolerances():
@@ -83,6 +94,9 @@ def test_bench_quick_run(tmp_path):
                                                           if r["status"] != "ok"][:2]
     assert doc["overhead"] and doc["overhead"][0]["call_s"] > 0
     assert not _has("matplotlib") or (tmp_path / "b.png").stat().st_size > 0
+    t = subprocess.run([sys.executable, os.path.join(BENCH, "targets.py"), str(out)],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert t.returncode == 0 and "Targets, medians over 1 run(s)" in t.stdout, t.stderr
 
 
 def _has(name):
