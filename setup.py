@@ -71,6 +71,8 @@ class BuildExt(build_ext):
         os.makedirs(libdir, exist_ok=True)
         lib = self._build_core(cc, libdir, omp_flags)
         if getattr(self, "_to_source", False):
+            # an in-place or editable build leaves _cpu*.so in the source folder, where
+            # its $ORIGIN rpath finds the core only if the library is there as well
             self.copy_file(lib, os.path.join(HERE, PKG, os.path.basename(lib)))
         for ext in self.extensions:
             ext.library_dirs.append(libdir)

@@ -15,11 +15,9 @@ import sys
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from gn_native import _gpu, _gpu_geometry as G, _validate as V   # noqa: E402
-import reference as R                                           # noqa: E402  (tests/reference.py)
-from gpu_harness import host_exec as H                          # noqa: E402
+from gn_native import _gpu, _gpu_geometry as G, _validate as V
+import reference as R   # tests/reference.py (pytest puts tests/ on sys.path)
+from gpu_harness import host_exec as H
 
 try:
     import ml_dtypes

@@ -2,8 +2,6 @@
 
 Skipped (with the reason) when CuPy is not installed or sees no CUDA device.
 """
-import os
-import sys
 import time
 
 import numpy as np
@@ -17,11 +15,9 @@ except Exception:  # pragma: no cover - broken driver
 if not _HAVE_DEVICE:
     pytest.skip("CuPy sees no CUDA device", allow_module_level=True)
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import gn_native as gn                                    # noqa: E402
+import gn_native as gn                                              # noqa: E402
 from gn_native import _gpu, _gpu_geometry as G, _gpu_kernels as K   # noqa: E402
-import reference as R                                     # noqa: E402  (tests/reference.py)
+import reference as R   # noqa: E402  (tests/reference.py: pytest puts tests/ on sys.path)
 
 try:
     import ml_dtypes
