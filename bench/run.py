@@ -44,7 +44,7 @@ def parse_args(argv):
     p.add_argument("--json", help="results (default bench/out/bench.json or quick.json; 'none')")
     p.add_argument("--plot", help="PNG plot (default bench/out/bench.png or quick.png; 'none')")
     p.add_argument("--budget", type=float, help="seconds of timing per row (0.4, --quick 0.08)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
     p.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
     p.add_argument("--no-gpu", action="store_true", help="leave the GPU out")
     p.add_argument("--no-overhead", action="store_true", help="skip the call-overhead lines")
