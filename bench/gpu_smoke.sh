@@ -71,14 +71,14 @@ DEVICE=${DEVICE:-"nvidia-smi not found"}
 ARCH=$("$PYTHON" -c "import cupy; print('sm_' + cupy.cuda.Device().compute_capability)" 2>/dev/null || true)
 echo "device: $DEVICE (${ARCH:-no CuPy device})"
 if [ -n "$ARCH" ]; then
-    # from tests/ so that Python imports the installed package, not the checkout
-    step gpu_check 240 bash -c "cd '$ROOT/tests' && '$PYTHON' -m gn_native.gpu_check --arch '$ARCH'"
+    # python -I: the checkout's folder stays off sys.path, so the installed package is imported
+    step gpu_check 240 "$PYTHON" -I -m gn_native.gpu_check --arch "$ARCH"
 else
     STATUS[gpu_check]="skipped: CuPy sees no device"
 fi
 
 # -- 3. tests/gpu -------------------------------------------------------------
-step tests_gpu 330 bash -c "cd '$ROOT/tests' && '$PYTHON' -m pytest -q -ra gpu"
+step tests_gpu 330 "$PYTHON" -I -m pytest -q -ra "$ROOT/tests/gpu"
 TESTS_LINE=$(grep -E "^=*[ ]*[0-9]+ [a-z]+.* in [0-9.]+s" "$OUT/tests_gpu.log" | tail -n 1)
 if grep -qE "^(SKIPPED|[0-9]+ skipped)" "$OUT/tests_gpu.log" && ! grep -qE "[0-9]+ passed" "$OUT/tests_gpu.log"; then
     STATUS[tests_gpu]="NOTHING RAN (every test skipped): see $OUT/tests_gpu.log"
