@@ -4,7 +4,8 @@ import pytest
 
 import gn_native as gn
 import reference as ref
-from conftest import (LAYOUTS, STATS, HALF_DTYPES, assert_close, assert_stats_close,
+from allpairs import pairwise_params
+from conftest import (DTYPES, LAYOUTS, STATS, HALF_DTYPES, assert_close, assert_stats_close,
                       channel_axis, dtype_params, make_affine, make_data, physical_shape)
 
 SHAPE, G = (2, 32, 12, 12), 8
@@ -63,10 +64,10 @@ def test_half_large_mean(dtype, layout):
     assert_close(y, ref.forward(x, G, gamma, beta, channel_axis=ax)[0], dtype)
 
 
-@pytest.mark.parametrize("stats", STATS)
-@pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("dtype", dtype_params())
-@pytest.mark.parametrize("value", [3.0, -1024.0, 0.0])
+# every dtype x layout x stats combination, each value with each of them (pairwise)
+@pytest.mark.parametrize("value,dtype,layout,stats", pairwise_params(
+    dict(value=[3.0, -1024.0, 0.0], dtype=DTYPES, layout=LAYOUTS, stats=STATS),
+    full=("dtype", "layout", "stats")))
 def test_constant_input(value, dtype, layout, stats):
     """Zero variance: y is exactly beta (xhat = 0), finite; mean is the value, rstd 1/sqrt(eps)."""
     ax = channel_axis(layout)
@@ -93,10 +94,12 @@ def _poison_group(shape, layout, bad, n=0, g=1, k=2):
     return x
 
 
-@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf], ids=["nan", "inf", "-inf"])
-@pytest.mark.parametrize("stats", STATS)
-@pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("dtype", dtype_params())
+# every dtype x layout x stats combination, each bad value with each of them (pairwise)
+@pytest.mark.parametrize("dtype,layout,stats,bad", pairwise_params(
+    dict(dtype=DTYPES, layout=LAYOUTS, stats=STATS,
+         bad=[pytest.param(np.nan, id="nan"), pytest.param(np.inf, id="inf"),
+              pytest.param(-np.inf, id="-inf")]),
+    full=("dtype", "layout", "stats")))
 def test_nonfinite_stays_in_its_group(dtype, layout, stats, bad):
     """NaN/Inf spoil their own (n, g) group (every n of group g for "batch"), nothing else."""
     shape, g, k = (3, 16, 4, 5), 8, 2

@@ -12,9 +12,10 @@ import pytest
 
 import gn_native as gn
 import reference as ref
-from conftest import (LAYOUTS, STATS, assert_close, assert_grads_close, assert_stats_close, bits,
-                      channel_axis, dtype_params, make_affine, make_data, physical_shape,
-                      stat_dtype)
+from allpairs import pairwise_params
+from conftest import (DTYPES, LAYOUTS, STATS, assert_close, assert_grads_close,
+                      assert_stats_close, bits, channel_axis, make_affine, make_data,
+                      physical_shape, stat_dtype)
 
 SHAPE, G, EPS = (2, 8, 3, 5), 4, 1e-5
 SENTINEL = 0x5A   # byte that fills the buffer around the arrays
@@ -91,10 +92,11 @@ def _forward_cases():
                                    id=f"{fn}-{'given_stats' if given else 'own_stats'}-{name}")
 
 
-@pytest.mark.parametrize("stats", STATS)
-@pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("dtype", dtype_params())
-@pytest.mark.parametrize("fn,given,name", list(_forward_cases()))
+# every (function, input) case with every dtype, layout and stats mode, and every
+# dtype x layout x stats combination (pairwise, see allpairs.py)
+@pytest.mark.parametrize("fn,given,name,dtype,layout,stats", pairwise_params(
+    dict(case=list(_forward_cases()), dtype=DTYPES, layout=LAYOUTS, stats=STATS),
+    full=("dtype", "layout", "stats")))
 def test_forward_output_overlapping_an_input(fn, given, name, dtype, layout, stats):
     ax = channel_axis(layout)
     values = _forward_inputs(dtype, layout, stats, GIVEN_STATS_INPUTS[name])
@@ -123,10 +125,9 @@ def test_forward_output_overlapping_an_input(fn, given, name, dtype, layout, sta
             raise AssertionError(f"{name} at byte offset {delta} from out: {e}") from None
 
 
-@pytest.mark.parametrize("stats", STATS)
-@pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("dtype", dtype_params())
-@pytest.mark.parametrize("name", list(BACKWARD_INPUTS))
+@pytest.mark.parametrize("name,dtype,layout,stats", pairwise_params(
+    dict(name=list(BACKWARD_INPUTS), dtype=DTYPES, layout=LAYOUTS, stats=STATS),
+    full=("dtype", "layout", "stats")))
 def test_backward_output_overlapping_an_input(name, dtype, layout, stats):
     ax = channel_axis(layout)
     pshape = physical_shape(SHAPE, layout)

@@ -4,8 +4,9 @@ import pytest
 
 import gn_native as gn
 import reference as ref
-from conftest import (AFFINES, LAYOUTS, STATS, assert_grads_close, channel_axis, dtype_params,
-                      make_affine, make_data, physical_shape, stat_dtype)
+from allpairs import pairwise_params
+from conftest import (AFFINES, DTYPES, LAYOUTS, STATS, assert_grads_close, channel_axis,
+                      dtype_params, make_affine, make_data, physical_shape, stat_dtype)
 
 SHAPES = [
     pytest.param((3, 6, 5, 7), 3, id="odd"),
@@ -28,11 +29,12 @@ def _case(shape, g, dtype, layout, affine, seed=0):
     return x, dy, gamma
 
 
-@pytest.mark.parametrize("affine", AFFINES)
-@pytest.mark.parametrize("stats", STATS)
-@pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("dtype", dtype_params())
-@pytest.mark.parametrize("shape,g", SHAPES)
+# Every dtype x layout x stats x affine combination (the branches of each dtype's kernel), and
+# every shape with every value of each of those (pairwise; see allpairs.py); the other
+# combinations are drawn by test_property.py.
+@pytest.mark.parametrize("shape,g,dtype,layout,stats,affine", pairwise_params(
+    dict(shape=SHAPES, dtype=DTYPES, layout=LAYOUTS, stats=STATS, affine=AFFINES),
+    full=("dtype", "layout", "stats", "affine")))
 def test_backward_matches_reference(shape, g, dtype, layout, stats, affine):
     x, dy, gamma = _case(shape, g, dtype, layout, affine)
     ax = channel_axis(layout)

@@ -4,7 +4,8 @@ import pytest
 
 import gn_native as gn
 import reference as ref
-from conftest import (AFFINES, LAYOUTS, STATS, assert_bit_identical, assert_close,
+from allpairs import pairwise_params
+from conftest import (AFFINES, DTYPES, LAYOUTS, STATS, assert_bit_identical, assert_close,
                       assert_stats_close, channel_axis, dtype_params, make_affine, make_data,
                       physical_shape, stat_dtype)
 
@@ -33,11 +34,12 @@ def _stat_shape(n, g, stats):
     return (n, g) if stats == "sample" else (g,)
 
 
-@pytest.mark.parametrize("affine", AFFINES)
-@pytest.mark.parametrize("stats", STATS)
-@pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("dtype", dtype_params())
-@pytest.mark.parametrize("shape,g", SHAPES)
+# Every dtype x layout x stats x affine combination (the branches of each dtype's kernel), and
+# every shape with every value of each of those (pairwise; see allpairs.py); the other
+# combinations are drawn by test_property.py.
+@pytest.mark.parametrize("shape,g,dtype,layout,stats,affine", pairwise_params(
+    dict(shape=SHAPES, dtype=DTYPES, layout=LAYOUTS, stats=STATS, affine=AFFINES),
+    full=("dtype", "layout", "stats", "affine")))
 def test_forward_matches_reference(shape, g, dtype, layout, stats, affine):
     x, gamma, beta = _case(shape, g, dtype, layout, affine)
     ax = channel_axis(layout)
