@@ -1,10 +1,6 @@
-"""A PNG of a run: four panels sharing one row per configuration.
-
-Forward and backward, each as "ours / memory floor" and "ours / torch" (time
-ratios, log scale, the line 1.0 drawn: left of it we are faster).  One
-marker per thread count, squares for the GPU; a red ring marks a noisy row
-(other processes were busy while it ran).
-"""
+"""A PNG of a run: forward and backward, each as time / memory floor and time / torch
+(log scale; left of the line 1.0 ours is faster), one row per configuration, one
+marker per thread count, squares for the GPU, a red ring around noisy rows."""
 import os
 
 import matplotlib
@@ -49,8 +45,8 @@ def plot(rows, path, title=""):
         for axis_set in (ax.xaxis.set_major_formatter, ax.xaxis.set_minor_formatter):
             axis_set(LogFormatter())  # plain numbers: "2", "0.5", not "2x10^0"
         ax.grid(True, which="both", axis="x", alpha=0.3)
-        ax.set_title(f"{ps}: time / " + ("memory floor (GPU: device copy)" if what == "floor"
-                                         else "torch"), fontsize=9)
+        ax.set_title(f"{ps}: time / " + ("memory floor\n(GPU: a device copy)" if what == "floor"
+                                         else "torch's"), fontsize=9)
         ax.set_xlabel("time ratio, ours / other (< 1: ours faster)", fontsize=8)
     handles = {lab: h for ax in axes[0] for h, lab in zip(*ax.get_legend_handles_labels())}
     fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncol=len(handles),
