@@ -88,9 +88,13 @@ def format_row(r, with_gpu):
     return _line(cells, CPU_COLS + (GPU_COLS if with_gpu else ()), 5) + ("  ~" if noisy(r) else "")
 
 
-def _med(vals):
-    vals = [v for v in vals if v is not None and v == v]
-    return statistics.median(vals) if vals else None
+def _medians(sides, gbps_fmt):
+    """Median GB/s, x floor and x torch over the timed sides of some rows."""
+    out = []
+    for k, fmt in (("gbps", gbps_fmt), ("x_floor", ".2f"), ("x_torch", ".2f")):
+        vals = [d[k] for d in sides if d[k] is not None]
+        out.append(_num(statistics.median(vals) if vals else None, fmt))
+    return out
 
 
 def summary_lines(rows, with_gpu):
@@ -106,11 +110,11 @@ def summary_lines(rows, with_gpu):
     out = ["", "Summary: medians over cases and stats modes (x torch: stats='sample' only; "
                "torch has no batch mode)", *_table_head(cols, 3)]
     for key, rs in sorted(groups.items()):
-        sides = [(rs, ".1f")] + [([r["gpu"] for r in rs if (r.get("gpu") or {}).get("status")
-                                   == "ok"], ".0f")] * with_gpu
-        out.append(_line([*key[1:], len(rs)] + [
-            _num(_med(d[k] for d in side), f) for side, gbps_fmt in sides
-            for k, f in (("gbps", gbps_fmt), ("x_floor", ".2f"), ("x_torch", ".2f"))], cols, 3))
+        cells = [*key[1:], len(rs), *_medians(rs, ".1f")]
+        if with_gpu:
+            cells += _medians([r["gpu"] for r in rs if r.get("gpu", {}).get("status") == "ok"],
+                              ".0f")
+        out.append(_line(cells, cols, 3))
     return out if groups else []
 
 
