@@ -136,8 +136,7 @@ def interleaved(fns, timer=cpu_timer, budget_s=0.5, reps=(5, 100), warmup=2):
 
 
 def others_busy():
-    """CPU seconds other processes have used, from /proc/stat (None elsewhere); the
-    counters tick every 10 ms."""
+    """CPU seconds other processes have used (/proc/stat, in 10 ms ticks; None elsewhere)."""
     try:
         with open("/proc/stat") as f:
             v = [int(x) for x in f.readline().split()[1:8]]
@@ -178,8 +177,7 @@ class Rows:
             cupy = self.gpu["cupy"]
             row["gpu"] = self._side(row, a, want, case.g, cupy, self.gpu["torch"], warmup=3,
                                     timer=cuda_timer(cupy), reps=(10, 20 * self.reps[1]))
-        # the cores other processes kept busy meanwhile: on a small machine the main noise
-        # (an OpenMP barrier waits for whichever thread the scheduler put aside)
+        # cores others kept busy meanwhile: an OpenMP barrier waits for a descheduled thread
         busy1 = others_busy()
         row["others_cores"] = (None if None in (busy0, busy1) else
                                max(0.0, busy1 - busy0) / (time.perf_counter() - t0))

@@ -75,13 +75,6 @@ def detect_gpu(no_gpu, torch):
             f"torch CUDA {'yes' if torch_cuda else 'no'}")
 
 
-def out_path(value, quick, ext):
-    if value and value.lower() == "none":
-        return None
-    return value or os.path.join(os.path.dirname(os.path.abspath(__file__)), "out",
-                                 ("quick" if quick else "bench") + ext)
-
-
 def progress(total):
     """A tqdm bar on stderr, on a terminal only; without tqdm the table is the progress."""
     try:
@@ -143,14 +136,16 @@ def main(argv=None):
     print("\n".join(report.summary_lines(run.rows, gpu is not None)
                     + ["", f"{len(run.rows)} rows in {elapsed:.1f} s"]
                     + report.noise_lines(run.rows)))
-    json_path = out_path(args.json, args.quick, ".json")
+    out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out",
+                       "quick" if args.quick else "bench")
+    json_path = None if args.json == "none" else args.json or out + ".json"
+    plot_path = None if args.plot == "none" else args.plot or out + ".png"
     if json_path:
         os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)
         with open(json_path, "w") as f:
             json.dump({"environment": env, "rows": run.rows, "overhead": over,
                        "failures": failures, "elapsed_s": elapsed}, f, indent=1, default=str)
         print(f"results: {json_path}")
-    plot_path = out_path(args.plot, args.quick, ".png")
     if plot_path and optional("matplotlib") is None:
         print("plot skipped: matplotlib is not installed", file=sys.stderr)
     elif plot_path:
