@@ -128,7 +128,8 @@ def test_core_builds_and_passes_without_openmp(tmp_path):
     still pass."""
     flags = ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Werror"]
     objs = cb.build_core(CC, tmp_path / "core", flags, openmp=False)
-    for prog in ("test_core", "test_safety"):
-        exe = cb.link(CC, tmp_path / prog, [cb.TESTS_C / f"{prog}.c", *objs], cflags=["-O2"],
-                      openmp=False)
+    progs = ("test_core", "test_safety")
+    exes = cb.parallel(lambda p: cb.link(CC, tmp_path / p, [cb.TESTS_C / f"{p}.c", *objs],
+                                         cflags=["-O2"], openmp=False), progs)
+    for prog, exe in zip(progs, exes):
         _run_checks(exe, *(["--quick"] if prog == "test_safety" else []))

@@ -101,7 +101,8 @@ def runs(tmp_path_factory):
     for name, extra in CONFIGS.items():
         path = str(d / f"{name}.npz")
         procs[name] = (path, subprocess.Popen([sys.executable, "-c", WORKER, path], env=_env(extra),
-                                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+                                              cwd=REPO, stdout=subprocess.PIPE,
+                                              stderr=subprocess.STDOUT))
     out = {}
     for name, (path, p) in procs.items():
         log, _ = p.communicate(timeout=300)
@@ -204,7 +205,7 @@ def test_threadpoolctl_limit_applies():
         print(inside, gn.get_num_threads())
     """)
     r = subprocess.run([sys.executable, "-c", code], env=_env({"OMP_NUM_THREADS": "2"}),
-                       capture_output=True, text=True, timeout=120)
+                       cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     inside, after = map(int, r.stdout.split())
     assert inside == 1, "threadpool_limits(1) should limit gn_native's threads"

@@ -5,12 +5,13 @@ setup.py builds them) are compiled with -fsanitize=address,undefined
 -fno-sanitize-recover=all and linked with the C example,
 tests/c/test_core.c and tests/c/test_safety.c (calls from inside an OpenMP
 team, fork, a descriptor fuzz, aliasing, extreme magnitudes); all must run
-without a report, leaks included.  The C
-example and test_core (quick sizes) also run under valgrind memcheck, built
-without sanitizers: no errors, no definite or indirect leaks.  libgomp keeps
-its thread pool until exit, which memcheck calls "possibly lost" or "still
-reachable", kinds not counted as errors, so no suppression file is needed and
-OpenMP runs with 2 threads.  Slow (about a minute, mostly compiling): marked `slow`.
+without a report, leaks included.  The C example and test_core (quick sizes)
+also run under valgrind memcheck, built without sanitizers and linked against
+the shipped libgn_native: no errors, no definite or indirect leaks.  libgomp
+keeps its thread pool until exit, which memcheck calls "possibly lost" or
+"still reachable", kinds not counted as errors, so no suppression file is
+needed and OpenMP runs with 2 threads.  Slow (about a minute, mostly
+compiling; the core's files compile in parallel): marked `slow`.
 """
 import shutil
 
@@ -53,28 +54,23 @@ def sanitized(cc, tmp_path_factory):
         pytest.skip(f"{cc} cannot build with {' '.join(cb.SANITIZE)}")
     omp = cb.has_openmp(cc, d)
     objs = cb.build_core(cc, d / "core", cb.SANITIZE, openmp=omp)
-    return {
-        "test_core": cb.link(cc, d / "test_core", [cb.TESTS_C / "test_core.c", *objs],
-                             cflags=cb.SANITIZE, openmp=omp),
-        "demo": cb.link(cc, d / "demo", [cb.EXAMPLE_C / "demo.c", *objs],
-                        cflags=cb.SANITIZE, openmp=omp),
-        "test_safety": cb.link(cc, d / "test_safety", [cb.TESTS_C / "test_safety.c", *objs],
-                               cflags=cb.SANITIZE, openmp=omp),
-    }
+    sources = {"test_core": cb.TESTS_C / "test_core.c", "demo": cb.EXAMPLE_C / "demo.c",
+               "test_safety": cb.TESTS_C / "test_safety.c"}
+    exes = cb.parallel(lambda name: cb.link(cc, d / name, [sources[name], *objs],
+                                            cflags=cb.SANITIZE, openmp=omp), sources)
+    return dict(zip(sources, exes))
 
 
 @pytest.fixture(scope="module")
 def plain(cc, tmp_path_factory):
-    """The same programs, core built with -O2 -g and no sanitizer, for valgrind."""
+    """The same programs, -O2 -g and no sanitizer, linked against the shipped libgn_native
+    (the library users run; no second build of the core), for valgrind."""
     d = tmp_path_factory.mktemp("plain")
     omp = cb.has_openmp(cc, d)
-    flags = ["-O2", "-g"]
-    objs = cb.build_core(cc, d / "core", flags, openmp=omp)
-    return {
-        "test_core": cb.link(cc, d / "test_core", [cb.TESTS_C / "test_core.c", *objs],
-                             cflags=flags, openmp=omp),
-        "demo": cb.link(cc, d / "demo", [cb.EXAMPLE_C / "demo.c", *objs], cflags=flags, openmp=omp),
-    }
+    sources = {"test_core": cb.TESTS_C / "test_core.c", "demo": cb.EXAMPLE_C / "demo.c"}
+    exes = cb.parallel(lambda name: cb.link(cc, d / name, [sources[name]], cflags=["-O2", "-g"],
+                                            libs=cb.gn_flags(), openmp=omp), sources)
+    return dict(zip(sources, exes))
 
 
 # test_safety's descriptor fuzz asks for allocations beyond any address space on

@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import gn_native
@@ -30,9 +31,17 @@ def compiler():
     return None
 
 
+def neutral_dir():
+    """A folder to run subprocesses in: the one holding the imported gn_native, so that
+    `python -m gn_native` there imports that package, never the repository's unbuilt
+    source folder (pytest may run from the repository root)."""
+    return str(Path(gn_native.__file__).resolve().parents[1])
+
+
 def run(cmd, *, cwd=None, env=None, timeout=600, check=True):
-    """Run a command (list, or str for the shell); return the CompletedProcess."""
-    res = subprocess.run(cmd, cwd=cwd, env=env, timeout=timeout, shell=isinstance(cmd, str),
+    """Run a command (list, or str for the shell), by default in neutral_dir(); return the
+    CompletedProcess."""
+    res = subprocess.run(cmd, cwd=neutral_dir() if cwd is None else cwd, env=env, timeout=timeout, shell=isinstance(cmd, str),
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if check and res.returncode != 0:
         raise AssertionError(f"command failed ({res.returncode}): {cmd}\n"
@@ -87,13 +96,23 @@ def build_core(cc, outdir, flags, openmp=True):
             defines.append(f"-D{cfg.isa_define(isa)}=1")
         files.append((Path(f), extra))
     omp = cfg.OPENMP_FLAGS if openmp else []
-    objs = []
-    for f, extra in files:
+
+    def compile_one(item):
+        f, extra = item
         obj = outdir / (f.stem + ".o")
         run([*cc.split(), *cfg.REQUIRED_CFLAGS, *omp, *flags, *extra, *defines,
              f"-I{include}", f"-I{src}", "-c", str(f), "-o", str(obj)])
-        objs.append(str(obj))
-    return objs
+        return str(obj)
+    # one compiler per file at once, as `make -j`: the templated files take most of the time
+    return parallel(compile_one, files)
+
+
+def parallel(fn, items):
+    """[fn(item) for item in items], run on up to os.cpu_count() threads (each fn mostly
+    waits for a compiler or a program); the first exception is raised."""
+    items = list(items)
+    with ThreadPoolExecutor(max(1, min(len(items), os.cpu_count() or 1))) as ex:
+        return list(ex.map(fn, items))
 
 
 def link(cc, out, sources, cflags=(), libs=(), openmp=True):
