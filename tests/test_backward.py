@@ -75,10 +75,9 @@ def test_backward_noncontiguous_and_channels_last(dtype):
         assert_grads_close(got, dy, x, mean, rstd, 3, gamma)
 
 
-@pytest.mark.parametrize("stats", STATS)
-@pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("dtype", dtype_params())
-@pytest.mark.parametrize("shape", [(0, 6, 4, 4), (2, 6, 0, 3), (0, 6)])
+@pytest.mark.parametrize("shape,dtype,layout,stats", pairwise_params(
+    dict(shape=[(0, 6, 4, 4), (2, 6, 0, 3), (0, 6)], dtype=DTYPES, layout=LAYOUTS,
+         stats=STATS), full=("dtype", "layout", "stats")))
 def test_backward_empty(shape, dtype, layout, stats):
     ax = channel_axis(layout)
     x = np.zeros(physical_shape(shape, layout), dtype)

@@ -222,9 +222,9 @@ def test_strided_view_input(dtype):
     assert_bit_identical(y, gn.group_norm(np.ascontiguousarray(x), 2))
 
 
-@pytest.mark.parametrize("stats", STATS)
-@pytest.mark.parametrize("dtype", dtype_params())
-@pytest.mark.parametrize("shape", [(2, 6, 5, 4), (2, 6, 3, 2, 2), (3, 8, 7)])
+@pytest.mark.parametrize("shape,dtype,stats", pairwise_params(
+    dict(shape=[(2, 6, 5, 4), (2, 6, 3, 2, 2), (3, 8, 7)], dtype=DTYPES, stats=STATS),
+    full=("dtype", "stats")))
 def test_channels_last_memory_with_channel_axis_1(shape, dtype, stats):
     """torch's channels_last format: logical NCHW whose memory is NHWC."""
     g = 2
@@ -263,10 +263,9 @@ def test_2d_input_channel_axis_last_is_first(dtype):
 
 # --- empty inputs ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("stats", STATS)
-@pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("dtype", dtype_params())
-@pytest.mark.parametrize("shape", [(0, 6, 4, 4), (2, 6, 0, 4), (0, 6), (2, 6, 0)])
+@pytest.mark.parametrize("shape,dtype,layout,stats", pairwise_params(
+    dict(shape=[(0, 6, 4, 4), (2, 6, 0, 4), (0, 6), (2, 6, 0)], dtype=DTYPES, layout=LAYOUTS,
+         stats=STATS), full=("dtype", "layout", "stats")))
 def test_empty_input(shape, dtype, layout, stats):
     x = np.zeros(physical_shape(shape, layout), dtype)
     gamma, beta = make_affine("channel", 6, 3, dtype, 18)
