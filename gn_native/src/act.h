@@ -107,8 +107,8 @@ static inline float gn_act_scalef(float v, int32_t k)
  * (round-to-nearest-even) held in the low mantissa bits.  ln 2 = LN2_HI +
  * LN2_LO, LN2_HI with 16 significant bits so k LN2_HI and x - k LN2_HI are
  * exact (Cody-Waite).  x is clamped to [-112, 89] first: exp(-104) < 2^-150
- * rounds to 0 and exp(89) > FLT_MAX to inf, and k stays in [-162, 128] (SiLU
- * needs z e^z down to z = -112).  A NaN
+ * rounds to 0 and exp(89) > FLT_MAX to inf (SiLU clamps to [-112, 112] and
+ * scales itself).  A NaN
  * passes the clamps (the compares are false) and makes q NaN. */
 #define GN_EXPF_LO (-112.0f)
 #define GN_EXPF_HI 89.0f
@@ -122,11 +122,9 @@ static inline float gn_act_scalef(float v, int32_t k)
 #define GN_EXPF_C5 0.00836874544620514f      /* 0x1.123a2p-7 */
 #define GN_EXPF_C6 0.001381453825160861f     /* 0x1.6a23ccp-10 */
 
-/* q and k with exp(x) = 2^k (1 + q) */
-static inline void gn_act_expf_parts(float x, float *q, int32_t *k)
+/* q and k with exp(x) = 2^k (1 + q), for x in [-112, 112] (|k| <= 162) */
+static inline void gn_act_expf_reduce(float x, float *q, int32_t *k)
 {
-    x = x < GN_EXPF_LO ? GN_EXPF_LO : x;
-    x = x > GN_EXPF_HI ? GN_EXPF_HI : x;
     float t = fmaf(x, GN_LOG2E_F, GN_EXPF_MAGIC);
     float kf = t - GN_EXPF_MAGIC;
     float r = fmaf(kf, -GN_LN2_HI_F, x);
@@ -137,6 +135,14 @@ static inline void gn_act_expf_parts(float x, float *q, int32_t *k)
     p = fmaf(p, r, GN_EXPF_C2);
     *q = fmaf(r * r, p, r);
     *k = (int32_t)(gn_act_fbits(t) - gn_act_fbits(GN_EXPF_MAGIC));
+}
+
+/* the same for any x, clamped to [-112, 89] */
+static inline void gn_act_expf_parts(float x, float *q, int32_t *k)
+{
+    x = x < GN_EXPF_LO ? GN_EXPF_LO : x;
+    x = x > GN_EXPF_HI ? GN_EXPF_HI : x;
+    gn_act_expf_reduce(x, q, k);
 }
 
 static inline float gn_act_expf(float x)
@@ -298,60 +304,80 @@ static inline float gn_act_tanhf(float x)
 static inline float gn_act_nonfinite_f(float z) { return z > 0 ? z : z - z; }
 
 /* ---- SiLU, float ----
- * With a = -|z| and exp(a) = 2^k (1 + q) = e (k in [-162, 0], e in (0, 1]):
- *   den = 1 + e = fmaf(2^k, q, 2^k + 1)  (one rounding; 2^k + 1 is exact while
- *         k >= -24; k is raised to -126 here, where den is 1 either way)
- *   z >= 0:  silu = z / den
- *   z <  0:  silu = z e / den = 2^k (z (1 + q) / den), z (1 + q) = fmaf(z, q, z),
- *            scaled last, so that a subnormal result (z < -87) is rounded once.
- *            z is raised to -112 (exp's clamp): silu(-112) = -2.5e-47 rounds to
- *            -0 already, and a larger |z| would overflow the scaling's range.
- * About 1 ulp: one fmaf, one division, den's rounding. */
+ * silu(z) = z / (1 + E), E = exp(-z) = 2^k (1 + q), -z clamped to [-112, 112].
+ * Dividing by 1 + E loses nothing to cancellation and z enters exactly; to
+ * keep 1 + E finite for z < -88, numerator and denominator are scaled by
+ * 2^-j, j = max(k, 0):
+ *   D = 2^-j (1 + E) = fmaf(2^(k-j), q, 2^(k-j) + 2^-j)
+ *     k <= 0 (z >= -0.35):  fmaf(2^k, q, 2^k + 1)
+ *     k >  0:               fmaf(1, q, 1 + 2^-k)
+ *   (one rounding: the inner sum is exact for |k| <= 23, and beyond, the part
+ *   it drops is below 2^-24 of D; the powers are floored at 2^-126, where
+ *   they no longer count)
+ *   silu = 2^-j (zc / D), zc = max(z, -112): silu(-112) = -2.5e-47 is -0
+ *   already, and a larger |z| would overflow the 2^-j scaling's range.
+ * Error: D's rounding, q's error weighted by E / (1 + E), the division: about
+ * 1.5 ulp at most (measured: test_act.c). */
+#define GN_SILU_XMAX 112.0f
 #define GN_SILU_KMIN (-126)
-static inline float gn_act_silu_den(float q, int32_t k, float *s)
-{
-    int32_t kd = k < GN_SILU_KMIN ? GN_SILU_KMIN : k;
-    *s = gn_act_pow2f(kd);
-    return fmaf(*s, q, *s + 1.0f);
-}
 
+/* k (clamped -z), q, j = max(k, 0), D, and s = 2^(k-j), c = 2^-j.
+ * s + c is exact for |k| <= 23; beyond, its rounding error (Fast2Sum: both
+ * are powers of two) is moved into q, where it is 2^-|k| relative (exactly
+ * scaled by 1/s), so that D = fmaf(s, q + err / s, s + c) stays one rounding
+ * of 2^-j (1 + E) given q. */
+static inline float gn_act_silu_den(float z, float *q, int32_t *j, float *s, float *c)
+{
+    float x = -z;
+    x = x < -GN_SILU_XMAX ? -GN_SILU_XMAX : x;
+    x = x > GN_SILU_XMAX ? GN_SILU_XMAX : x;
+    int32_t k;
+    gn_act_expf_reduce(x, q, &k);
+    *j = k > 0 ? k : 0;
+    int32_t a = k - *j, b = -*j;
+    a = a < GN_SILU_KMIN ? GN_SILU_KMIN : a;
+    b = b < GN_SILU_KMIN ? GN_SILU_KMIN : b;
+    *s = gn_act_pow2f(a);
+    *c = gn_act_pow2f(b);
+    float sc = *s + *c;
+    float hi = *s > *c ? *s : *c, lo = *s > *c ? *c : *s;
+    float err = (hi - sc) + lo;
+    return fmaf(*s, fmaf(err, gn_act_pow2f(-a), *q), sc);
+}
 static inline float gn_act_silu_f(float z)
 {
-    float q, s;
-    int32_t k;
-    gn_act_expf_parts(-fabsf(z), &q, &k);
-    float den = gn_act_silu_den(q, k, &s);
-    int neg = z < 0;
-    float zc = z < GN_EXPF_LO ? GN_EXPF_LO : z;
-    float num = neg ? fmaf(zc, q, zc) : z;
-    float y = gn_act_scalef(num / den, neg ? k : 0);
+    float q, s, c;
+    int32_t j;
+    float D = gn_act_silu_den(z, &q, &j, &s, &c);
+    float zc = z < -GN_SILU_XMAX ? -GN_SILU_XMAX : z;
+    float y = gn_act_scalef(zc / D, -j);
     return fabsf(z) <= FLT_MAX ? y : gn_act_nonfinite_f(z);
 }
 
-/* silu'(z) = s (1 + z (1 - s)), s = sigmoid(z):
- *   z >= 0:  s = 1 / den, 1 - s = e / den:  silu' = (den + z e) / den^2
- *   z <  0:  s = e / den, 1 - s = 1 / den:  silu' = e (den + z) / den^2
- *            = 2^k ((1 + q)(den + z) / den^2)
- * with e = fmaf(2^k, q, 2^k) (k raised to -126: z e is then far below half an
- * ulp of den, z being capped at 88 in that product), (1 + q) w = fmaf(q, w, w),
- * z raised to -112 as in silu.  den + z = 1 + z + 2^k + 2^k q cancels near
- * silu's minimum, z = -1.2785 (silu' = 0 there); summed as
- * fmaf(2^k, q, (1 + z) + 2^k), whose first two sums are exact there
- * (Sterbenz), only q's error remains: about 2^-28 absolute (test_act.c). */
+/* silu'(z) = s (1 + z (1 - s)) with s = 1 / (1 + E), 1 - s = E / (1 + E):
+ *   silu' = (1 + E (1 + z)) / (1 + E)^2 = 2^-j N / D^2,
+ *   N = 2^-j (1 + E (1 + z))
+ *     k > 0:  fmaf(t, q, t + 2^-j),  t = 2^(k-j) (1 + z).  N cancels at silu's
+ *             minimum, z = -1.2785, where silu' = 0: there 1 + z is exact and
+ *             t + 2^-j too (Sterbenz), so N is rounded once and only q's error
+ *             is left, about 2^-30 absolute (test_act.c).
+ *     k <= 0 (z >= -0.35, no cancellation): D + z E = fmaf(z, fmaf(s, q, s), D),
+ *             which keeps z's bits where 1 + z would round them off.
+ * with z clamped to [-112, 88] (beyond 88, E (1 + z) < 2^-120 is nothing
+ * beside 1). */
 #define GN_SILU_ZMAX 88.0f
 static inline float gn_act_silu_grad_f(float z)
 {
-    float q, s;
-    int32_t k;
-    gn_act_expf_parts(-fabsf(z), &q, &k);
-    float den = gn_act_silu_den(q, k, &s);
-    float e = fmaf(s, q, s);
-    int neg = z < 0;
-    float zc = z < GN_EXPF_LO ? GN_EXPF_LO : z;
+    float q, s, c;
+    int32_t j;
+    float D = gn_act_silu_den(z, &q, &j, &s, &c);
+    float zc = z < -GN_SILU_XMAX ? -GN_SILU_XMAX : z;
     zc = zc > GN_SILU_ZMAX ? GN_SILU_ZMAX : zc;
-    float w = neg ? fmaf(s, q, (1.0f + zc) + s) : fmaf(zc, e, den);
-    float num = neg ? fmaf(q, w, w) : w;
-    float y = gn_act_scalef(num / (den * den), neg ? k : 0);
+    float t = s * (1.0f + zc);
+    float Nt = fmaf(t, q, t + c);
+    float Nd = fmaf(zc, fmaf(s, q, s), D);
+    float N = j > 0 ? Nt : Nd;
+    float y = gn_act_scalef(N / (D * D), -j);
     return fabsf(z) <= FLT_MAX ? y : z - z;
 }
 

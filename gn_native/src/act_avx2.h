@@ -47,10 +47,8 @@ static inline __m256 gn_av_join(__m256d lo, __m256d hi)
 }
 
 /* ---- float exp ---- */
-static inline void gn_av_expf_parts(__m256 x, __m256 *q, __m256i *k)
+static inline void gn_av_expf_reduce(__m256 x, __m256 *q, __m256i *k)
 {
-    x = gn_av_sel(_mm256_cmp_ps(x, GN_V8(GN_EXPF_LO), _CMP_LT_OQ), GN_V8(GN_EXPF_LO), x);
-    x = gn_av_sel(_mm256_cmp_ps(x, GN_V8(GN_EXPF_HI), _CMP_GT_OQ), GN_V8(GN_EXPF_HI), x);
     __m256 t = _mm256_fmadd_ps(x, GN_V8(GN_LOG2E_F), GN_V8(GN_EXPF_MAGIC));
     __m256 kf = _mm256_sub_ps(t, GN_V8(GN_EXPF_MAGIC));
     __m256 r = _mm256_fmadd_ps(kf, GN_V8(-GN_LN2_HI_F), x);
@@ -61,6 +59,18 @@ static inline void gn_av_expf_parts(__m256 x, __m256 *q, __m256i *k)
     p = _mm256_fmadd_ps(p, r, GN_V8(GN_EXPF_C2));
     *q = _mm256_fmadd_ps(_mm256_mul_ps(r, r), p, r);
     *k = _mm256_sub_epi32(_mm256_castps_si256(t), _mm256_set1_epi32((int32_t)gn_act_fbits(GN_EXPF_MAGIC)));
+}
+
+/* x < lo ? lo : x, then x > hi ? hi : x (NaN passes) */
+static inline __m256 gn_av_clamp(__m256 x, float lo, float hi)
+{
+    x = gn_av_sel(_mm256_cmp_ps(x, GN_V8(lo), _CMP_LT_OQ), GN_V8(lo), x);
+    return gn_av_sel(_mm256_cmp_ps(x, GN_V8(hi), _CMP_GT_OQ), GN_V8(hi), x);
+}
+
+static inline void gn_av_expf_parts(__m256 x, __m256 *q, __m256i *k)
+{
+    gn_av_expf_reduce(gn_av_clamp(x, GN_EXPF_LO, GN_EXPF_HI), q, k);
 }
 
 static inline __m256 gn_act_expf_avx2(__m256 x)
@@ -177,46 +187,52 @@ static inline __m256 gn_av_nonfinite(__m256 z)
 }
 
 /* ---- SiLU ---- */
-static inline __m256 gn_av_silu_den(__m256 q, __m256i k, __m256 *s)
+static inline __m256 gn_av_pow2f_floor(__m256i a)
 {
-    __m256i kd = _mm256_max_epi32(k, _mm256_set1_epi32(GN_SILU_KMIN));
-    *s = gn_av_pow2f(kd);
-    return _mm256_fmadd_ps(*s, q, _mm256_add_ps(*s, GN_V8(1.0f)));
+    return gn_av_pow2f(_mm256_max_epi32(a, _mm256_set1_epi32(GN_SILU_KMIN)));
 }
 
-static inline __m256 gn_av_clamp_lo(__m256 z, float lo)
+static inline __m256 gn_av_silu_den(__m256 z, __m256 *q, __m256i *j, __m256 *s, __m256 *c)
 {
-    return gn_av_sel(_mm256_cmp_ps(z, GN_V8(lo), _CMP_LT_OQ), GN_V8(lo), z);
+    __m256 x = gn_av_clamp(_mm256_xor_ps(z, GN_V8(-0.0f)), -GN_SILU_XMAX, GN_SILU_XMAX);
+    __m256i k, kmin = _mm256_set1_epi32(GN_SILU_KMIN);
+    gn_av_expf_reduce(x, q, &k);
+    *j = _mm256_max_epi32(k, _mm256_setzero_si256());
+    __m256i a = _mm256_max_epi32(_mm256_sub_epi32(k, *j), kmin);
+    __m256i b = _mm256_max_epi32(_mm256_sub_epi32(_mm256_setzero_si256(), *j), kmin);
+    *s = gn_av_pow2f(a);
+    *c = gn_av_pow2f(b);
+    __m256 sc = _mm256_add_ps(*s, *c);
+    __m256 gt = _mm256_cmp_ps(*s, *c, _CMP_GT_OQ);
+    __m256 hi = gn_av_sel(gt, *s, *c), lo = gn_av_sel(gt, *c, *s);
+    __m256 err = _mm256_add_ps(_mm256_sub_ps(hi, sc), lo);
+    __m256 inv = gn_av_pow2f(_mm256_sub_epi32(_mm256_setzero_si256(), a));
+    return _mm256_fmadd_ps(*s, _mm256_fmadd_ps(err, inv, *q), sc);
 }
 
 static inline __m256 gn_act_silu_avx2(__m256 z)
 {
-    __m256 q, s;
-    __m256i k;
-    gn_av_expf_parts(_mm256_or_ps(z, GN_V8(-0.0f)), &q, &k);
-    __m256 den = gn_av_silu_den(q, k, &s);
-    __m256 neg = _mm256_cmp_ps(z, _mm256_setzero_ps(), _CMP_LT_OQ);
-    __m256 zc = gn_av_clamp_lo(z, GN_EXPF_LO);
-    __m256 num = gn_av_sel(neg, _mm256_fmadd_ps(zc, q, zc), z);
-    __m256 y = gn_av_scalef(_mm256_div_ps(num, den), _mm256_and_si256(k, _mm256_castps_si256(neg)));
+    __m256 q, s, c;
+    __m256i j;
+    __m256 D = gn_av_silu_den(z, &q, &j, &s, &c);
+    __m256 zc = gn_av_sel(_mm256_cmp_ps(z, GN_V8(-GN_SILU_XMAX), _CMP_LT_OQ), GN_V8(-GN_SILU_XMAX), z);
+    __m256 y = gn_av_scalef(_mm256_div_ps(zc, D), _mm256_sub_epi32(_mm256_setzero_si256(), j));
     return gn_av_finite_or(z, y, gn_av_nonfinite(z));
 }
 
 static inline __m256 gn_act_silu_grad_avx2(__m256 z)
 {
-    __m256 q, s;
-    __m256i k;
-    gn_av_expf_parts(_mm256_or_ps(z, GN_V8(-0.0f)), &q, &k);
-    __m256 den = gn_av_silu_den(q, k, &s);
-    __m256 e = _mm256_fmadd_ps(s, q, s);
-    __m256 neg = _mm256_cmp_ps(z, _mm256_setzero_ps(), _CMP_LT_OQ);
-    __m256 zc = gn_av_clamp_lo(z, GN_EXPF_LO);
-    zc = gn_av_sel(_mm256_cmp_ps(zc, GN_V8(GN_SILU_ZMAX), _CMP_GT_OQ), GN_V8(GN_SILU_ZMAX), zc);
-    __m256 w = gn_av_sel(neg, _mm256_fmadd_ps(s, q, _mm256_add_ps(_mm256_add_ps(GN_V8(1.0f), zc), s)),
-                         _mm256_fmadd_ps(zc, e, den));
-    __m256 num = gn_av_sel(neg, _mm256_fmadd_ps(q, w, w), w);
-    __m256 y = gn_av_scalef(_mm256_div_ps(num, _mm256_mul_ps(den, den)),
-                            _mm256_and_si256(k, _mm256_castps_si256(neg)));
+    __m256 q, s, c;
+    __m256i j;
+    __m256 D = gn_av_silu_den(z, &q, &j, &s, &c);
+    __m256 zc = gn_av_clamp(z, -GN_SILU_XMAX, GN_SILU_ZMAX);
+    __m256i mj = _mm256_sub_epi32(_mm256_setzero_si256(), j);
+    __m256 t = _mm256_mul_ps(s, _mm256_add_ps(GN_V8(1.0f), zc));
+    __m256 Nt = _mm256_fmadd_ps(t, q, _mm256_add_ps(t, c));
+    __m256 Nd = _mm256_fmadd_ps(zc, _mm256_fmadd_ps(s, q, s), D);
+    __m256 jpos = _mm256_castsi256_ps(_mm256_cmpgt_epi32(j, _mm256_setzero_si256()));
+    __m256 N = gn_av_sel(jpos, Nt, Nd);
+    __m256 y = gn_av_scalef(_mm256_div_ps(N, _mm256_mul_ps(D, D)), mj);
     return gn_av_finite_or(z, y, _mm256_sub_ps(z, z));
 }
 
