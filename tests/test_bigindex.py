@@ -9,15 +9,19 @@ S leaves partial chunks and row blocks at every group's end.
 
 The data are tiles of random values, arranged differently per plane and per
 1 Mi block, so reading the wrong place gives the wrong numbers.  The
-reference statistics are float64 sums streamed over the data in slices (plain
-NumPy: a multi-threaded BLAS fights the core's threads on 2 cores); y and
-dx are checked element by element around 2**31, at the end of the array and
-at each group's start and end, with float16's tolerance (conftest.py).
+reference statistics are float64 sums over the blocks of each plane: a plane
+holds each of its 16 tiles 32 times, and part of one at its end, so each
+distinct block is summed once and its sums counted as often as it occurs
+(_blocks lists exactly the blocks _fill writes; the fixture checks that x
+holds them).  y and dx are checked element by element around 2**31, at the
+end of the array and at each group's start and end, with float16's
+tolerance (conftest.py).
 
-Slow (about 1.5 min on 2 idle cores, most of it the first touch of 12 GiB)
-and big: each test skips, saying why, when MemAvailable (/proc/meminfo) is
-below what it needs.
+Slow (most of it the first touch of 12 GiB) and big: each test skips, saying
+why, when MemAvailable (/proc/meminfo) is below what it needs.
 """
+from collections import Counter
+
 import numpy as np
 import pytest
 
@@ -33,7 +37,6 @@ assert TOTAL > 2 ** 31 and S % 16 == 8
 CL = 16                            # channels of the channels-last view (2, S/8, 16)
 GiB = 1 << 30
 BLOCK = 1 << 20                    # data tiles
-SLICE = 1 << 18                    # reference slices (float64 buffers, reused, cache-sized)
 EPS = 1e-5
 
 
@@ -72,39 +75,50 @@ def _fill(a, tiles_of_plane, step):
             seg[...] = tiles[(b * step + p) % 16][:seg.size]
 
 
-def _slices(v, buf):
-    """float64 copies of consecutive slices of the 1-D array v, in the reused buffer."""
-    for i in range(0, v.size, buf.size):
-        b = buf[:min(buf.size, v.size - i)]
-        np.copyto(b, v[i:i + b.size])
-        yield i, b
+def _blocks(p, *layers):
+    """The distinct blocks _fill writes into plane p, and how often each occurs.
+
+    layers: (tiles, step) of each array filled by _fill(a, lambda p: tiles, step).
+    Yields ([the block of each layer, as float64], count).  Blocks start at multiples
+    of BLOCK (a multiple of CL), so a block's values lie in the same channels-last
+    columns wherever it occurs.
+    """
+    counts = Counter()
+    for b, start in enumerate(range(0, S, BLOCK)):
+        counts[tuple((b * step + p) % 16 for _, step in layers), min(BLOCK, S - start)] += 1
+    for (which, length), k in sorted(counts.items()):
+        yield [tiles[t][:length].astype(np.float64) for (tiles, _), t in zip(layers, which)], k
 
 
 @pytest.fixture(scope="module")
 def big():
-    """x (N, C, S) float16 and a y buffer of the same shape."""
+    """x (N, C, S) float16, a y buffer of the same shape, and the tiles of x's planes."""
     require_memory(2 * TOTAL * 2 + GiB, "the >2**31-element test (x and y, float16)")
     x = np.empty((N, C, S), np.float16)
     planes = [_tiles(10 + p, loc=0.5 * p - 1.0, scale=1.0 + 0.5 * p) for p in range(N * C)]
     _fill(x, lambda p: planes[p], 7)
+    # the reference sums are taken over _blocks: x holds them where _fill put them
+    for p, plane in enumerate(x.reshape(N * C, S)):
+        for b in (0, 1, 255, 510, 511, S // BLOCK):
+            seg = plane[b * BLOCK:(b + 1) * BLOCK]
+            assert np.array_equal(seg, planes[p][(b * 7 + p) % 16][:seg.size]), (p, b)
     y = np.empty_like(x)
-    yield x, y
+    yield x, y, planes
     del x, y
 
 
 @pytest.fixture(scope="module")
 def plane_sums(big):
     """Shifted float64 sums of each plane: shift[c] = x[0, c, 0], s/q[n, c] = sum of d, d*d."""
-    x, _ = big
+    x, _, planes = big
     shift = x[0, :, 0].astype(np.float64)
     s, q = np.zeros((N, C)), np.zeros((N, C))
-    buf, sq = np.empty(SLICE), np.empty(SLICE)
     for n in range(N):
         for c in range(C):
-            for _, b in _slices(x[n, c], buf):
-                b -= shift[c]
-                s[n, c] += b.sum()
-                q[n, c] += np.multiply(b, b, out=sq[:b.size]).sum()
+            for (v,), k in _blocks(n * C + c, (planes[n * C + c], 7)):
+                d = v - shift[c]
+                s[n, c] += k * d.sum()
+                q[n, c] += k * (d * d).sum()
     return shift, s, q
 
 
@@ -131,7 +145,7 @@ def _check_y(x, y, mean, rstd, group_of, what):
 
 
 def test_forward_nchw_sample(big, plane_sums):
-    x, y = big
+    x, y, _ = big
     got, mean, rstd = gn.group_norm_forward(x, G, eps=EPS, out=y)
     assert got is y
     shift, s, q = plane_sums
@@ -141,7 +155,7 @@ def test_forward_nchw_sample(big, plane_sums):
 
 
 def test_forward_nchw_batch(big, plane_sums):
-    x, y = big
+    x, y, _ = big
     _, mean, rstd = gn.group_norm_forward(x, G, eps=EPS, stats="batch", out=y)
     shift, s, q = plane_sums
     ref_mean, ref_rstd = _finish(shift, s.sum(axis=0), q.sum(axis=0), N * S)
@@ -150,7 +164,7 @@ def test_forward_nchw_batch(big, plane_sums):
 
 
 def test_forward_nhwc_sample(big):
-    x, y = big
+    x, y, planes = big
     rows = C * S // CL
     xl, yl = x.reshape(N, rows, CL), y.reshape(N, rows, CL)     # the same memory
     got, mean, rstd = gn.group_norm_forward(xl, G, eps=EPS, channel_axis=-1, out=yl)
@@ -158,15 +172,15 @@ def test_forward_nhwc_sample(big):
     kl = CL // G
     shift = xl[:, 0, ::kl].astype(np.float64)                  # (N, G): first value of each group
     s, q = np.zeros((N, G)), np.zeros((N, G))
-    buf, sq = np.empty(SLICE), np.empty(SLICE)
     for n in range(N):
-        cols_shift = np.repeat(shift[n], kl)
-        for _, b in _slices(xl[n].reshape(-1), buf):
-            b2 = b.reshape(-1, CL)
-            b2 -= cols_shift
-            s[n] += b2.sum(axis=0).reshape(G, kl).sum(axis=1)
-            sq2 = np.multiply(b, b, out=sq[:b.size]).reshape(-1, CL)
-            q[n] += sq2.sum(axis=0).reshape(G, kl).sum(axis=1)
+        for c in range(C):
+            # plane (n, c) starts c * S values into sample n's rows of CL channels
+            for (v,), k in _blocks(n * C + c, (planes[n * C + c], 7)):
+                group = (c * S + np.arange(v.size)) % CL // kl
+                for g in range(G):
+                    d = v[group == g] - shift[n, g]
+                    s[n, g] += k * d.sum()
+                    q[n, g] += k * (d * d).sum()
     ref_mean, ref_rstd = _finish(shift, s, q, kl * rows)
     assert_stats_close(mean, rstd, ref_mean, ref_rstd, F16)
     _check_y(x, y, ref_mean, ref_rstd,
@@ -174,7 +188,7 @@ def test_forward_nhwc_sample(big):
 
 
 def test_backward_nchw_sample(big):
-    x, y = big
+    x, y, planes = big
     require_memory(TOTAL * 2 + GiB, "the >2**31-element backward test (dx, float16)")
     _, mean, rstd = gn.group_norm_forward(x, G, eps=EPS, out=y)
     dy = y                                                     # reuse the buffer for dy
@@ -185,17 +199,15 @@ def test_backward_nchw_sample(big):
     # per (n, g): A = sum dy, B = sum dy * xhat, and the sums of their absolute values
     m64, r64 = mean.astype(np.float64), rstd.astype(np.float64)
     A, B, Aabs, Babs = (np.zeros((N, G)) for _ in range(4))
-    bx, bd, tmp = np.empty(SLICE), np.empty(SLICE), np.empty(SLICE)
     for n in range(N):
-        for g in range(G):
-            for (_, d), (_, xh) in zip(_slices(dy[n, g], bd), _slices(x[n, g], bx)):
-                xh -= m64[n, g]
-                xh *= r64[n, g]
-                xh *= d                                        # now dy * xhat
-                A[n, g] += d.sum()
-                B[n, g] += xh.sum()
-                Aabs[n, g] += np.abs(d, out=tmp[:d.size]).sum()
-                Babs[n, g] += np.abs(xh, out=xh).sum()
+        for g in range(G):                                     # K = 1: plane (n, g)
+            p = n * C + g
+            for (d, xv), k in _blocks(p, (dtiles, 5), (planes[p], 7)):
+                dxh = d * ((xv - m64[n, g]) * r64[n, g])       # dy * xhat
+                A[n, g] += k * d.sum()
+                B[n, g] += k * dxh.sum()
+                Aabs[n, g] += k * np.abs(d).sum()
+                Babs[n, g] += k * np.abs(dxh).sum()
     idx = _spans()
     n, g = idx // (C * S), (idx // S) % C
     d = dy.reshape(-1)[idx].astype(np.float64)
