@@ -315,7 +315,9 @@ static inline float gn_act_nonfinite_f(float z) { return z > 0 ? z : z - z; }
  *   it drops is below 2^-24 of D; the powers are floored at 2^-126, where
  *   they no longer count)
  *   silu = 2^-j (zc / D), zc = max(z, -112): silu(-112) = -2.5e-47 is -0
- *   already, and a larger |z| would overflow the 2^-j scaling's range.
+ *   already, and a larger |z| would overflow the 2^-j scaling's range.  zc is
+ *   z * 0 - 112 there, which is -112, or NaN for z = -inf (torch's
+ *   silu(-inf) = -inf * 0); +inf and NaN need nothing: inf / 1, NaN.
  * Error: D's rounding, q's error weighted by E / (1 + E), the division: about
  * 1.5 ulp at most (measured: test_act.c). */
 #define GN_SILU_XMAX 112.0f
@@ -340,7 +342,7 @@ static inline float gn_act_silu_den(float z, float *q, int32_t *j, float *s, flo
     *s = gn_act_pow2f(a);
     *c = gn_act_pow2f(b);
     float sc = *s + *c;
-    float hi = *s > *c ? *s : *c, lo = *s > *c ? *c : *s;
+    float hi = *s > *c ? *s : *c, lo = *s < *c ? *s : *c;
     float err = (hi - sc) + lo;
     return fmaf(*s, fmaf(err, gn_act_pow2f(-a), *q), sc);
 }
@@ -349,9 +351,8 @@ static inline float gn_act_silu_f(float z)
     float q, s, c;
     int32_t j;
     float D = gn_act_silu_den(z, &q, &j, &s, &c);
-    float zc = z < -GN_SILU_XMAX ? -GN_SILU_XMAX : z;
-    float y = gn_act_scalef(zc / D, -j);
-    return fabsf(z) <= FLT_MAX ? y : gn_act_nonfinite_f(z);
+    float zc = z < -GN_SILU_XMAX ? z * 0.0f - GN_SILU_XMAX : z;   /* -inf: NaN */
+    return gn_act_scalef(zc / D, -j);
 }
 
 /* silu'(z) = s (1 + z (1 - s)) with s = 1 / (1 + E), 1 - s = E / (1 + E):
@@ -364,21 +365,20 @@ static inline float gn_act_silu_f(float z)
  *     k <= 0 (z >= -0.35, no cancellation): D + z E = fmaf(z, fmaf(s, q, s), D),
  *             which keeps z's bits where 1 + z would round them off.
  * with z clamped to [-112, 88] (beyond 88, E (1 + z) < 2^-120 is nothing
- * beside 1). */
+ * beside 1), by z * 0 +- bound, so that +-inf give NaN (torch's inf * 0). */
 #define GN_SILU_ZMAX 88.0f
 static inline float gn_act_silu_grad_f(float z)
 {
     float q, s, c;
     int32_t j;
     float D = gn_act_silu_den(z, &q, &j, &s, &c);
-    float zc = z < -GN_SILU_XMAX ? -GN_SILU_XMAX : z;
-    zc = zc > GN_SILU_ZMAX ? GN_SILU_ZMAX : zc;
+    float zc = z < -GN_SILU_XMAX ? z * 0.0f - GN_SILU_XMAX : z;   /* +-inf: NaN */
+    zc = zc > GN_SILU_ZMAX ? zc * 0.0f + GN_SILU_ZMAX : zc;
     float t = s * (1.0f + zc);
     float Nt = fmaf(t, q, t + c);
     float Nd = fmaf(zc, fmaf(s, q, s), D);
     float N = j > 0 ? Nt : Nd;
-    float y = gn_act_scalef(N / (D * D), -j);
-    return fabsf(z) <= FLT_MAX ? y : z - z;
+    return gn_act_scalef(N / (D * D), -j);
 }
 
 /* ---- GELU (erf form), float input, double inside ----

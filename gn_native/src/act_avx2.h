@@ -203,11 +203,18 @@ static inline __m256 gn_av_silu_den(__m256 z, __m256 *q, __m256i *j, __m256 *s, 
     *s = gn_av_pow2f(a);
     *c = gn_av_pow2f(b);
     __m256 sc = _mm256_add_ps(*s, *c);
-    __m256 gt = _mm256_cmp_ps(*s, *c, _CMP_GT_OQ);
-    __m256 hi = gn_av_sel(gt, *s, *c), lo = gn_av_sel(gt, *c, *s);
+    /* max_ps(a, b) = a > b ? a : b and min_ps(a, b) = a < b ? a : b, as act.h */
+    __m256 hi = _mm256_max_ps(*s, *c), lo = _mm256_min_ps(*s, *c);
     __m256 err = _mm256_add_ps(_mm256_sub_ps(hi, sc), lo);
     __m256 inv = gn_av_pow2f(_mm256_sub_epi32(_mm256_setzero_si256(), a));
     return _mm256_fmadd_ps(*s, _mm256_fmadd_ps(err, inv, *q), sc);
+}
+
+/* z < -112 ? z * 0 - 112 : z  (-inf: NaN) */
+static inline __m256 gn_av_clamp_nan_lo(__m256 z)
+{
+    return gn_av_sel(_mm256_cmp_ps(z, GN_V8(-GN_SILU_XMAX), _CMP_LT_OQ),
+                     _mm256_sub_ps(_mm256_mul_ps(z, _mm256_setzero_ps()), GN_V8(GN_SILU_XMAX)), z);
 }
 
 static inline __m256 gn_act_silu_avx2(__m256 z)
@@ -215,9 +222,8 @@ static inline __m256 gn_act_silu_avx2(__m256 z)
     __m256 q, s, c;
     __m256i j;
     __m256 D = gn_av_silu_den(z, &q, &j, &s, &c);
-    __m256 zc = gn_av_sel(_mm256_cmp_ps(z, GN_V8(-GN_SILU_XMAX), _CMP_LT_OQ), GN_V8(-GN_SILU_XMAX), z);
-    __m256 y = gn_av_scalef(_mm256_div_ps(zc, D), _mm256_sub_epi32(_mm256_setzero_si256(), j));
-    return gn_av_finite_or(z, y, gn_av_nonfinite(z));
+    __m256 zc = gn_av_clamp_nan_lo(z);
+    return gn_av_scalef(_mm256_div_ps(zc, D), _mm256_sub_epi32(_mm256_setzero_si256(), j));
 }
 
 static inline __m256 gn_act_silu_grad_avx2(__m256 z)
@@ -225,15 +231,16 @@ static inline __m256 gn_act_silu_grad_avx2(__m256 z)
     __m256 q, s, c;
     __m256i j;
     __m256 D = gn_av_silu_den(z, &q, &j, &s, &c);
-    __m256 zc = gn_av_clamp(z, -GN_SILU_XMAX, GN_SILU_ZMAX);
+    __m256 zc = gn_av_clamp_nan_lo(z);
+    zc = gn_av_sel(_mm256_cmp_ps(zc, GN_V8(GN_SILU_ZMAX), _CMP_GT_OQ),
+                   _mm256_add_ps(_mm256_mul_ps(zc, _mm256_setzero_ps()), GN_V8(GN_SILU_ZMAX)), zc);
     __m256i mj = _mm256_sub_epi32(_mm256_setzero_si256(), j);
     __m256 t = _mm256_mul_ps(s, _mm256_add_ps(GN_V8(1.0f), zc));
     __m256 Nt = _mm256_fmadd_ps(t, q, _mm256_add_ps(t, c));
     __m256 Nd = _mm256_fmadd_ps(zc, _mm256_fmadd_ps(s, q, s), D);
     __m256 jpos = _mm256_castsi256_ps(_mm256_cmpgt_epi32(j, _mm256_setzero_si256()));
     __m256 N = gn_av_sel(jpos, Nt, Nd);
-    __m256 y = gn_av_scalef(_mm256_div_ps(N, _mm256_mul_ps(D, D)), mj);
-    return gn_av_finite_or(z, y, _mm256_sub_ps(z, z));
+    return gn_av_scalef(_mm256_div_ps(N, _mm256_mul_ps(D, D)), mj);
 }
 
 /* ---- GELU (erf) ---- */
