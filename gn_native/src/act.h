@@ -55,6 +55,27 @@
  * linearized (Sanathanan-Koerner) iteration with the same reweighting.  Each
  * fit's max relative error is noted beside it, checked on a dense grid;
  * tests/c/test_act.c measures the functions themselves over all floats.
+ * The fit, to reproduce it (python; numpy, mpmath with mp.dps = 40):
+ *     def lawson(A, f, w, iters=60):   # min max |w (A c - f)| over the nodes
+ *         lw = np.ones(len(f)) / len(f)
+ *         for _ in range(iters):
+ *             sw = np.sqrt(lw) * w
+ *             c = np.linalg.lstsq(A * sw[:, None], f * sw, rcond=None)[0]
+ *             e = np.abs((A @ c - f) * w); lw *= e; lw /= lw.sum()
+ *         return c
+ *   exp:  400 Chebyshev nodes r of [-L, L], L = 1.0005 ln2 / 2; A = [r^j],
+ *         j = 0..4 (float; 0..6 double); f = (expm1(r) - r) / r^2,
+ *         w = r^2 / e^r (the error of e^r, relative)
+ *   Phi:  300 Chebyshev nodes z of [0, 1.5]; A = [z^2j], j = 0..7;
+ *         f = (ncdf(z) - 1/2) / z, w = 1 / f
+ *   tail: 400 Chebyshev nodes t of [1.5, 16], G = ncdf(-t) exp(t^2 / 2);
+ *         N(t) - G (D(t) - 1) = G solved by weighted least squares (N of
+ *         degree 4, D of degree 5 with D(0) = 1), weights the Lawson weights
+ *         over (D_previous G), 40 rounds, the best kept.
+ * Measured max errors (float32 ulps; tests/c/test_act.c, every 101st float32
+ * bit pattern): exp 0.98, erf 0.50, tanh 0.50, silu 1.66, gelu 0.51,
+ * gelu_tanh 0.50; silu' 4.0, gelu' 0.51, gelu_tanh' 0.50 where |a'| >= 2^-6
+ * (below, absolute: 3.7e-9, 4.8e-10, 4.7e-10).
  */
 #ifndef GN_ACT_H
 #define GN_ACT_H
@@ -88,10 +109,11 @@ static inline double gn_act_dfrom(uint64_t u) { double x; memcpy(&x, &u, 8); ret
 /* 2^k as a float, for k in [-126, 127] */
 static inline float gn_act_pow2f(int32_t k) { return gn_act_ffrom((uint32_t)(k + 127) << 23); }
 
-/* v * 2^k for k in [-252, 254], rounded once: the first factor keeps v * 2^k1
- * normal (|v| in [2^-24, 2^30], k1 >= -126), so only the second multiply
- * rounds (to a subnormal where the result is one).  k >> 1 is an arithmetic
- * shift (GCC, Clang; _mm256_srai_epi32 in AVX2). */
+/* v * 2^k for k in [-252, 254], rounded once where v * 2^k1 is normal (so for
+ * every caller here: their v are far from FLT_MIN when k is very negative):
+ * the first multiply is then exact and only the second rounds, to a
+ * subnormal where the result is one.  k >> 1 is an arithmetic shift (GCC,
+ * Clang; _mm256_srai_epi32 in AVX2). */
 static inline float gn_act_scalef(float v, int32_t k)
 {
     int32_t k1 = k >> 1, k2 = k - k1;
@@ -311,15 +333,15 @@ static inline float gn_act_nonfinite_f(float z) { return z > 0 ? z : z - z; }
  *   D = 2^-j (1 + E) = fmaf(2^(k-j), q, 2^(k-j) + 2^-j)
  *     k <= 0 (z >= -0.35):  fmaf(2^k, q, 2^k + 1)
  *     k >  0:               fmaf(1, q, 1 + 2^-k)
- *   (one rounding: the inner sum is exact for |k| <= 23, and beyond, the part
- *   it drops is below 2^-24 of D; the powers are floored at 2^-126, where
- *   they no longer count)
+ *   (one rounding given q: the inner sum is exact for |k| <= 23, and beyond,
+ *   its rounding error is moved into q, see gn_act_silu_den; the powers are
+ *   floored at 2^-126, where they no longer count)
  *   silu = 2^-j (zc / D), zc = max(z, -112): silu(-112) = -2.5e-47 is -0
  *   already, and a larger |z| would overflow the 2^-j scaling's range.  zc is
  *   z * 0 - 112 there, which is -112, or NaN for z = -inf (torch's
  *   silu(-inf) = -inf * 0); +inf and NaN need nothing: inf / 1, NaN.
- * Error: D's rounding, q's error weighted by E / (1 + E), the division: about
- * 1.5 ulp at most (measured: test_act.c). */
+ * Error: D's rounding, q's error weighted by E / (1 + E), the division:
+ * 1.66 ulp at most in test_act.c's sweeps. */
 #define GN_SILU_XMAX 112.0f
 #define GN_SILU_KMIN (-126)
 

@@ -102,7 +102,7 @@ typedef struct {
 } fn_t;
 
 /* Floors: a derivative's error is measured in ulps of max(|a'|, FLOOR_G) (near
- * its zero the error is absolute; also reported on its own, bound 2^-24);
+ * its zero the error is absolute; also reported on its own, bound 2^-26);
  * the double versions' values in ulps of max(|a|, 2^-1000) (erfc and exp
  * lose bits to the subnormals below) and derivatives of max(|a'|, 1/2). */
 #define FLOOR_G 0x1p-6
