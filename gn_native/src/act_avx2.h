@@ -207,7 +207,9 @@ static inline __m256 gn_av_silu_den(__m256 z, __m256 *q, __m256i *j, __m256 *s, 
     __m256 hi = _mm256_max_ps(*s, *c), lo = _mm256_min_ps(*s, *c);
     __m256 err = _mm256_add_ps(_mm256_sub_ps(hi, sc), lo);
     __m256 inv = gn_av_pow2f(_mm256_sub_epi32(_mm256_setzero_si256(), a));
-    return _mm256_fmadd_ps(*s, _mm256_fmadd_ps(err, inv, *q), sc);
+    __m256 jpos = _mm256_castsi256_ps(_mm256_cmpgt_epi32(*j, _mm256_setzero_si256()));
+    __m256 qe = gn_av_sel(jpos, _mm256_fmadd_ps(err, inv, *q), *q);
+    return _mm256_fmadd_ps(*s, qe, sc);
 }
 
 /* z < -112 ? z * 0 - 112 : z  (-inf: NaN) */
@@ -217,7 +219,7 @@ static inline __m256 gn_av_clamp_nan_lo(__m256 z)
                      _mm256_sub_ps(_mm256_mul_ps(z, _mm256_setzero_ps()), GN_V8(GN_SILU_XMAX)), z);
 }
 
-static inline __m256 gn_act_silu_avx2(__m256 z)
+static inline __m256 gn_av_silu_wide(__m256 z)
 {
     __m256 q, s, c;
     __m256i j;
@@ -226,7 +228,7 @@ static inline __m256 gn_act_silu_avx2(__m256 z)
     return gn_av_scalef(_mm256_div_ps(zc, D), _mm256_sub_epi32(_mm256_setzero_si256(), j));
 }
 
-static inline __m256 gn_act_silu_grad_avx2(__m256 z)
+static inline __m256 gn_av_silu_grad_wide(__m256 z)
 {
     __m256 q, s, c;
     __m256i j;
@@ -241,6 +243,53 @@ static inline __m256 gn_act_silu_grad_avx2(__m256 z)
     __m256 jpos = _mm256_castsi256_ps(_mm256_cmpgt_epi32(j, _mm256_setzero_si256()));
     __m256 N = gn_av_sel(jpos, Nt, Nd);
     return gn_av_scalef(_mm256_div_ps(N, _mm256_mul_ps(D, D)), mj);
+}
+
+/* the fast path (act.h): all 8 lanes in [-16, 80] or NaN; else the lanes
+ * outside take the wide path, per lane, as the scalar does */
+static inline __m256 gn_av_silu_outside(__m256 z)
+{
+    return _mm256_or_ps(_mm256_cmp_ps(z, GN_V8(GN_SILU_FAST_LO), _CMP_LT_OQ),
+                        _mm256_cmp_ps(z, GN_V8(GN_SILU_FAST_HI), _CMP_GT_OQ));
+}
+
+static inline __m256 gn_av_silu_fast(__m256 z)
+{
+    __m256 q;
+    __m256i k;
+    gn_av_expf_reduce(_mm256_xor_ps(z, GN_V8(-0.0f)), &q, &k);
+    __m256 s = gn_av_pow2f(k);
+    return _mm256_div_ps(z, _mm256_fmadd_ps(s, q, _mm256_add_ps(s, GN_V8(1.0f))));
+}
+
+static inline __m256 gn_av_silu_grad_fast(__m256 z)
+{
+    __m256 q;
+    __m256i k;
+    gn_av_expf_reduce(_mm256_xor_ps(z, GN_V8(-0.0f)), &q, &k);
+    __m256 s = gn_av_pow2f(k);
+    __m256 D = _mm256_fmadd_ps(s, q, _mm256_add_ps(s, GN_V8(1.0f)));
+    __m256 t = _mm256_mul_ps(s, _mm256_add_ps(GN_V8(1.0f), z));
+    __m256 Nt = _mm256_fmadd_ps(t, q, _mm256_add_ps(t, GN_V8(1.0f)));
+    __m256 Nd = _mm256_fmadd_ps(z, _mm256_fmadd_ps(s, q, s), D);
+    __m256 kpos = _mm256_castsi256_ps(_mm256_cmpgt_epi32(k, _mm256_setzero_si256()));
+    return _mm256_div_ps(gn_av_sel(kpos, Nt, Nd), _mm256_mul_ps(D, D));
+}
+
+static inline __m256 gn_act_silu_avx2(__m256 z)
+{
+    __m256 out = gn_av_silu_outside(z), y = gn_av_silu_fast(z);
+    if (_mm256_movemask_ps(out))
+        y = gn_av_sel(out, gn_av_silu_wide(z), y);
+    return y;
+}
+
+static inline __m256 gn_act_silu_grad_avx2(__m256 z)
+{
+    __m256 out = gn_av_silu_outside(z), y = gn_av_silu_grad_fast(z);
+    if (_mm256_movemask_ps(out))
+        y = gn_av_sel(out, gn_av_silu_grad_wide(z), y);
+    return y;
 }
 
 /* ---- GELU (erf) ---- */

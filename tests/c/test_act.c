@@ -388,6 +388,23 @@ int main(int argc, char **argv)
         check8(x, 0);
         dense += 8;
     }
+    /* SiLU's fast path (z in [-16, 80]) is a shortcut of the wide path: the
+     * same bits, every 67th float32 in range (all with --full) */
+    uint64_t fast_n = 0, fast_bad = 0;
+    float fast_at = 0;
+    for (uint64_t u = 0; u < (1ull << 32); u += full ? 1 : 67) {
+        float z = ffrom((uint32_t)u);
+        if (!(z >= GN_SILU_FAST_LO && z <= GN_SILU_FAST_HI))
+            continue;
+        fast_n++;
+        if (fbits(gn_act_silu_fast_f(z)) != fbits(gn_act_silu_wide_f(z)) ||
+            fbits(gn_act_silu_grad_fast_f(z)) != fbits(gn_act_silu_grad_wide_f(z))) {
+            if (fast_bad++ == 0)
+                fast_at = z;
+        }
+    }
+    g_checks++;
+    g_fail += fast_bad != 0;
     double secs = (double)(clock() - t0) / CLOCKS_PER_SEC;
 
     printf("act.h float functions: %llu float32 patterns (stride %llu%s) + %d specials; "
@@ -419,6 +436,11 @@ int main(int argc, char **argv)
            "bound 2^-26)\n");
     printf("dense scalar/AVX2 sweep of |z| < 20: %llu values (stride %u)\n", (unsigned long long)dense,
            dense_stride);
+    printf("silu fast path == wide path (bits) over %llu float32 in [-16, 80]: %s",
+           (unsigned long long)fast_n, fast_bad ? "FAILED" : "ok");
+    if (fast_bad)
+        printf(", %llu differ, first at %a", (unsigned long long)fast_bad, (double)fast_at);
+    printf("\n");
     check_doubles(full ? 20000000 : 1000000);
     printf("time %.1f s (float sweeps %.1f s)\n", (double)(clock() - t0) / CLOCKS_PER_SEC, secs);
     printf("%ld checks, %ld failures\n", g_checks, g_fail);
