@@ -147,7 +147,7 @@ def _stat_in(xp, a, p, target):
 @_shared_doc
 def group_norm_forward(x, n_groups, gamma=None, beta=None, eps=1e-5, *, stats="sample",
                        channel_axis=1, out=None, mean=None, var=None, running_mean=None,
-                       running_var=None, momentum=0.1):
+                       running_var=None, momentum=0.1, activation=None):
     """Group-normalize `x` and return the statistics used.
 
     Computes ``y = (x - mean) / sqrt(var + eps) * gamma + beta`` as
@@ -209,22 +209,23 @@ def group_norm_forward(x, n_groups, gamma=None, beta=None, eps=1e-5, *, stats="s
     >>> rm, rv
     (array([0.75, 2.75], dtype=float32), array([1.3333334, 1.3333334], dtype=float32))
     """
-    if mean is None and var is None and running_mean is None and running_var is None:
+    if (mean is None and var is None and running_mean is None and running_var is None
+            and activation is None):
         r = _cpu.forward_fast(x, n_groups, gamma, beta, eps, stats, channel_axis, out)
         if r is not None:
             return r
     return forward_general(x, n_groups, gamma, beta, eps, stats=stats, channel_axis=channel_axis,
                            out=out, mean=mean, var=var, running_mean=running_mean,
-                           running_var=running_var, momentum=momentum)
+                           running_var=running_var, momentum=momentum, activation=activation)
 
 
 def forward_general(x, n_groups, gamma=None, beta=None, eps=1e-5, *, stats="sample",
                     channel_axis=1, out=None, mean=None, var=None, running_mean=None,
-                    running_var=None, momentum=0.1):
+                    running_var=None, momentum=0.1, activation=None):
     """group_norm_forward without its fast path."""
     kind, p, x, gamma, beta, mean, var, momentum = V.forward_call(
         x, n_groups, gamma, beta, eps, stats, channel_axis, out, mean, var,
-        running_mean, running_var, momentum)
+        running_mean, running_var, momentum, activation)
     want_var = running_mean is not None
     xp, backend = _backend(kind)
     layout, to_k, from_k = _layout(xp, x, p.channel_axis)
@@ -288,7 +289,7 @@ def _update_running(xp, p, mean, rstd, var, running_mean, running_var, momentum)
 
 @_shared_doc
 def group_norm(x, n_groups, gamma=None, beta=None, eps=1e-5, *, stats="sample",
-               channel_axis=1, out=None, mean=None, var=None):
+               channel_axis=1, out=None, mean=None, var=None, activation=None):
     """Group-normalize `x`.
 
     Computes ``y = (x - mean) / sqrt(var + eps) * gamma + beta`` with the
@@ -340,16 +341,16 @@ def group_norm(x, n_groups, gamma=None, beta=None, eps=1e-5, *, stats="sample",
     ...
     ValueError: ...
     """
-    if mean is None and var is None:
+    if mean is None and var is None and activation is None:
         r = _cpu.forward_fast(x, n_groups, gamma, beta, eps, stats, channel_axis, out)
         if r is not None:
             return r[0]
-    return forward_general(x, n_groups, gamma, beta, eps, stats=stats,
-                           channel_axis=channel_axis, out=out, mean=mean, var=var)[0]
+    return forward_general(x, n_groups, gamma, beta, eps, stats=stats, channel_axis=channel_axis,
+                           out=out, mean=mean, var=var, activation=activation)[0]
 
 
-def group_norm_backward(dy, x, mean, rstd, n_groups, gamma=None, *, stats="sample",
-                        channel_axis=1, out=None, frozen=False):
+def group_norm_backward(dy, x, mean, rstd, n_groups, gamma=None, beta=None, *, stats="sample",
+                        channel_axis=1, out=None, frozen=False, activation=None):
     """Return the gradients of `group_norm` at `x`, given dL/dy.
 
     Back-propagates through the normalization and the affine step, using the
@@ -418,31 +419,40 @@ def group_norm_backward(dy, x, mean, rstd, n_groups, gamma=None, *, stats="sampl
     >>> dbeta
     array([2., 2., 2., 2.], dtype=float32)
     """
-    if frozen is False:
+    if frozen is False and beta is None and activation is None:
         r = _cpu.backward_fast(dy, x, mean, rstd, n_groups, gamma, stats, channel_axis, out)
         if r is not None:
             return r
-    return backward_general(dy, x, mean, rstd, n_groups, gamma, stats=stats,
-                            channel_axis=channel_axis, out=out, frozen=frozen)
+    return backward_general(dy, x, mean, rstd, n_groups, gamma, beta, stats=stats,
+                            channel_axis=channel_axis, out=out, frozen=frozen,
+                            activation=activation)
 
 
-def backward_general(dy, x, mean, rstd, n_groups, gamma=None, *, stats="sample",
-                     channel_axis=1, out=None, frozen=False):
+def backward_general(dy, x, mean, rstd, n_groups, gamma=None, beta=None, *, stats="sample",
+                     channel_axis=1, out=None, frozen=False, activation=None):
     """group_norm_backward without its fast path."""
-    kind, p, dy, x, mean, rstd, gamma = V.backward_call(
-        dy, x, mean, rstd, n_groups, gamma, stats, channel_axis, out, frozen)
+    kind, p, dy, x, mean, rstd, gamma, beta = V.backward_call(
+        dy, x, mean, rstd, n_groups, gamma, stats, channel_axis, out, frozen, beta, activation)
     xp, backend = _backend(kind)
     layout, to_k, from_k = _layout(xp, x, p.channel_axis)
     p = V.with_layout(p, layout)
     xk = _contig(xp, to_k(x))
     dyk = _contig(xp, to_k(dy))
     dxk, copy_back = _output(xp, out, to_k, xk, (xk, dyk))
+    # gamma's shape, or (C,) without gamma; a per-group gamma beside a per-channel
+    # beta runs per channel and its gradients are then summed per group
     pshape = (gamma.shape[0],) if gamma is not None else (p.c,)
-    dgamma = xp.zeros(pshape, p.dtype)
-    dbeta = xp.zeros(pshape, p.dtype)
+    kshape = (p.groups,) if p.affine == "group" else (p.c,)
+    dgamma = xp.zeros(kshape, p.dtype)
+    dbeta = xp.zeros(kshape, p.dtype)
     if p.size:
+        gamma, beta = V.expand_affine(xp, p, gamma), V.expand_affine(xp, p, beta)
         backend.backward(p, dxk, dgamma, dbeta, dyk, xk, _stat_in(xp, mean, p, dxk),
-                         _stat_in(xp, rstd, p, dxk), _param(xp, gamma, dxk), frozen=frozen)
+                         _stat_in(xp, rstd, p, dxk), _param(xp, gamma, dxk),
+                         beta=_param(xp, beta, dxk), frozen=frozen)
+    if kshape != pshape:
+        dgamma, dbeta = (a.astype(np.float64).reshape(p.groups, p.k).sum(1).astype(p.dtype)
+                         for a in (dgamma, dbeta))
     if out is None:
         return from_k(dxk), dgamma, dbeta
     if copy_back:

@@ -29,6 +29,11 @@ STATS_BATCH = <int>GN_STATS_BATCH
 AFFINE_NONE = <int>GN_AFFINE_NONE
 AFFINE_CHANNEL = <int>GN_AFFINE_CHANNEL
 AFFINE_GROUP = <int>GN_AFFINE_GROUP
+ACT_NONE = <int>GN_ACT_NONE
+ACT_SILU = <int>GN_ACT_SILU
+ACT_GELU = <int>GN_ACT_GELU
+ACT_GELU_TANH = <int>GN_ACT_GELU_TANH
+ACT_RELU = <int>GN_ACT_RELU
 
 
 # ---- the dtype dispatch: one table -------------------------------------------
@@ -44,7 +49,7 @@ cdef extern from "kernel_table.h" nogil:
                                           const void *, const void *, const gn_desc *)
     ctypedef gn_status (*gn_kt_backward)(void *, void *, void *, const void *, const void *,
                                          const void *, const void *, const void *,
-                                         const gn_desc *)
+                                         const void *, const gn_desc *)
     ctypedef struct gn_kernels:
         const char *suffix
         int item_size
@@ -103,6 +108,7 @@ cdef gn_desc _desc(p):
     d.layout = <gn_layout><int>p.layout.code
     d.stats = <gn_stats><int>p.stats.code
     d.affine = <gn_affine><int>p.affine.code
+    d.activation = <gn_activation><int>p.activation.code
     return d
 
 
@@ -140,7 +146,8 @@ cdef _run_forward(int code, gn_desc *d, y, mean, rstd, var, x, gamma, beta,
     _check(st)
 
 
-cdef _run_backward(int code, gn_desc *d, dx, dgamma, dbeta, dy, x, mean, rstd, gamma):
+cdef _run_backward(int code, gn_desc *d, dx, dgamma, dbeta, dy, x, mean, rstd, gamma,
+                   beta=None):
     cdef void *pdx = _ptr(dx)
     cdef void *pdg = _ptr(dgamma)
     cdef void *pdb = _ptr(dbeta)
@@ -149,9 +156,10 @@ cdef _run_backward(int code, gn_desc *d, dx, dgamma, dbeta, dy, x, mean, rstd, g
     cdef void *pm = _ptr(mean)
     cdef void *pr = _ptr(rstd)
     cdef void *pg = _ptr(gamma)
+    cdef void *pb = _ptr(beta)
     cdef gn_status st
     with nogil:
-        st = _KT[code].backward(pdx, pdg, pdb, pdy, px, pm, pr, pg, d)
+        st = _KT[code].backward(pdx, pdg, pdb, pdy, px, pm, pr, pg, pb, d)
     _check(st)
 
 
@@ -184,15 +192,17 @@ def normalize(p, y, x, mean, rstd, gamma, beta):
     _check(st)
 
 
-def backward(p, dx, dgamma, dbeta, dy, x, mean, rstd, gamma, frozen=False):
+def backward(p, dx, dgamma, dbeta, dy, x, mean, rstd, gamma, beta=None, frozen=False):
     """dx, dgamma, dbeta.  frozen: mean and rstd are constants (stats="batch",
     a layer's running statistics in eval mode), so dx = dy * gamma * rstd, the
     normalize stage run on dy with a zero mean and no beta; dgamma and dbeta
     are the same sums as without frozen."""
     cdef gn_desc d = _desc(p)
     if not frozen:
-        _run_backward(_code(p.dtype), &d, dx, dgamma, dbeta, dy, x, mean, rstd, gamma)
+        _run_backward(_code(p.dtype), &d, dx, dgamma, dbeta, dy, x, mean, rstd, gamma, beta)
         return
+    if p.activation != "none":
+        raise NotImplementedError("frozen statistics with an activation: being built (issue 13)")
     # the sums first: dx may be dy itself (out=dy), which normalize then overwrites
     _run_backward(_code(p.dtype), &d, np.empty_like(dx), dgamma, dbeta, dy, x, mean, rstd,
                   gamma)
@@ -306,6 +316,7 @@ cdef bint _fast_desc(cnp.ndarray x, n_groups, eps, stats, channel_axis, gn_desc 
     d.groups = n_groups
     d.eps = e
     d.layout = GN_NHWC if (ax == nd - 1 and nd > 2) else GN_NCHW
+    d.activation = GN_ACT_NONE    # calls with an activation take the general path
     if d.c % d.groups or d.n * d.c * d.spatial == 0:
         return False
     return True

@@ -139,13 +139,13 @@ def normalize(plan, y, x, mean, rstd, gamma, beta):
     run_normalize(_EXEC, plan, y, x, mean, rstd, gamma, beta)
 
 
-def backward(plan, dx, dgamma, dbeta, dy, x, mean, rstd, gamma, frozen=False):
+def backward(plan, dx, dgamma, dbeta, dy, x, mean, rstd, gamma, beta=None, frozen=False):
     """dx, and dgamma/dbeta (shape (C,) or gamma's) in x's dtype.
 
     frozen=True: mean and rstd are constants, not x's statistics (a layer's
     running statistics in eval mode): dx = dy * gamma * rstd.  The plan then
     has stats="batch", mean and rstd shape (G,)."""
-    run_backward(_EXEC, plan, dx, dgamma, dbeta, dy, x, mean, rstd, gamma, frozen)
+    run_backward(_EXEC, plan, dx, dgamma, dbeta, dy, x, mean, rstd, gamma, frozen, beta)
 
 
 def describe(plan=None):
@@ -199,7 +199,13 @@ def _sizes(plan):
     return _i64(plan.n), _i64(plan.c), _i64(plan.spatial), _i64(plan.groups)
 
 
+def _no_activation_yet(plan):
+    if plan.activation != "none":
+        raise NotImplementedError("activation= on the GPU: being built (issue 13)")
+
+
 def run_forward(ex, plan, y, mean, rstd, x, gamma, beta):
+    _no_activation_yet(plan)
     dt = dtype_name(plan.dtype)
     geo = G.forward_geometry(plan.n, plan.c, plan.spatial, plan.groups, plan.stats)
     affine = _affine_of(gamma, beta, plan.c)
@@ -220,6 +226,7 @@ def run_forward(ex, plan, y, mean, rstd, x, gamma, beta):
 
 
 def run_normalize(ex, plan, y, x, mean, rstd, gamma, beta):
+    _no_activation_yet(plan)
     """y from x and given per-group statistics."""
     coef = ex.empty((K.NORM_COEFS, mean.size), plan.stat_dtype)
     ex.elementwise("norm_coef", None, mean.reshape(-1), rstd.reshape(-1), *coef)
@@ -237,7 +244,9 @@ def _run_normalize(ex, plan, y, x, coef, gamma, beta):
                    np.int32(gamma is not None), np.int32(beta is not None), yf)
 
 
-def run_backward(ex, plan, dx, dgamma, dbeta, dy, x, mean, rstd, gamma, frozen=False):
+def run_backward(ex, plan, dx, dgamma, dbeta, dy, x, mean, rstd, gamma, frozen=False,
+                 beta=None):
+    _no_activation_yet(plan)
     dt = dtype_name(plan.dtype)
     acc = plan.stat_dtype   # the sums accumulate in the statistics dtype
     affine = _affine_of(gamma, None, plan.c)

@@ -61,6 +61,11 @@ STATS_CODES = {c: c for c in (Code("sample", _cpu.STATS_SAMPLE),
 AFFINES = {c: c for c in (Code("none", _cpu.AFFINE_NONE),
                           Code("channel", _cpu.AFFINE_CHANNEL),
                           Code("group", _cpu.AFFINE_GROUP))}
+# activation= names (None is "none"), with gn_native.h's gn_activation values
+ACTIVATIONS = {c: c for c in (Code("none", _cpu.ACT_NONE), Code("silu", _cpu.ACT_SILU),
+                              Code("gelu", _cpu.ACT_GELU),
+                              Code("gelu_tanh", _cpu.ACT_GELU_TANH),
+                              Code("relu", _cpu.ACT_RELU))}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +73,7 @@ class Plan:
     """What the kernels need to know about one call (all sizes are Python ints)."""
 
     __slots__ = ("shape", "n", "c", "spatial", "groups", "eps", "stats", "affine", "layout",
-                 "channel_axis", "dtype", "stat_dtype")
+                 "channel_axis", "dtype", "stat_dtype", "activation")
     shape: tuple          # logical shape of x, as the user passed it
     n: int
     c: int
@@ -81,6 +86,7 @@ class Plan:
     channel_axis: int     # normalized: 1 or ndim - 1
     dtype: np.dtype
     stat_dtype: np.dtype
+    activation: Code      # "none", "silu", "gelu", "gelu_tanh" or "relu"
 
     @property
     def k(self):
@@ -241,8 +247,21 @@ def check_affine_param(p, name, c, g, dtype):
     return "channel" if p.shape[0] == c else "group"
 
 
+def check_activation(activation):
+    """None or one of the activation names, as its Code."""
+    if activation is None:
+        return ACTIVATIONS["none"]
+    valid = "None, " + ", ".join(repr(str(a)) for a in ACTIVATIONS if a != "none")
+    if not isinstance(activation, str):
+        raise TypeError(f"activation must be {valid}; got {activation!r}")
+    try:
+        return ACTIVATIONS[activation]
+    except KeyError:
+        raise ValueError(f"activation must be {valid}; got {activation!r}") from None
+
+
 def plan(x, n_groups, gamma=None, beta=None, eps=1e-5, stats="sample", channel_axis=1,
-         layout="nchw", xname="x"):
+         layout="nchw", xname="x", activation=None):
     """Check x and the options of a call; `x` is already an array (NumPy or CuPy)."""
     dtype = check_dtype(x.dtype, xname)
     if x.ndim < 2:
@@ -262,15 +281,16 @@ def plan(x, n_groups, gamma=None, beta=None, eps=1e-5, stats="sample", channel_a
     affine = "channel" if "channel" in (kg, kb) else (kg or kb or "none")
     if c == g and affine == "group":
         affine = "channel"
-    return _plan(tuple(x.shape), n, c, spatial, g, e, st, affine, layout, ax, dtype)
+    act = check_activation(activation)
+    return _plan(tuple(x.shape), n, c, spatial, g, e, st, affine, layout, ax, dtype, act)
 
 
 @functools.lru_cache(maxsize=256)
-def _plan(shape, n, c, spatial, g, eps, stats, affine, layout, ax, dtype):
+def _plan(shape, n, c, spatial, g, eps, stats, affine, layout, ax, dtype, activation):
     """Plans are immutable: a training loop's repeated calls share one (and skip
     the frozen dataclass's slower construction)."""
     return Plan(shape, n, c, spatial, g, eps, stats, AFFINES[affine], LAYOUTS[layout], ax,
-                dtype, stat_dtype_for(dtype))
+                dtype, stat_dtype_for(dtype), activation)
 
 
 def check_like(a, name, p, shape=None):
@@ -324,7 +344,7 @@ def _arrays(x, gamma, beta, out, extra, names):
 
 
 def forward_call(x, n_groups, gamma, beta, eps, stats, channel_axis, out, mean, var,
-                 running_mean=None, running_var=None, momentum=0.1):
+                 running_mean=None, running_var=None, momentum=0.1, activation=None):
     """Every check of a forward call, once: (kind, plan, x, gamma, beta, mean, var,
     momentum) with the arrays as the backend's kind."""
     if (mean is None) != (var is None):
@@ -339,7 +359,7 @@ def forward_call(x, n_groups, gamma, beta, eps, stats, channel_axis, out, mean, 
         momentum = check_momentum(momentum, allow_none=False)
     kind, x, gamma, beta, (mean, var, _, _) = _arrays(
         x, gamma, beta, out, (mean, var) + running, ("mean", "var") + RUNNING)
-    p = plan(x, n_groups, gamma, beta, eps, stats, channel_axis)
+    p = plan(x, n_groups, gamma, beta, eps, stats, channel_axis, activation=activation)
     if out is not None:
         check_out(out, p)
     if mean is not None:
@@ -385,8 +405,9 @@ def check_running(a, name, p, kind, others):
             raise ValueError(f"{name} shares memory with another argument of the call")
 
 
-def backward_call(dy, x, mean, rstd, n_groups, gamma, stats, channel_axis, out, frozen):
-    """Every check of a backward call, once: (kind, plan, dy, x, mean, rstd, gamma).
+def backward_call(dy, x, mean, rstd, n_groups, gamma, stats, channel_axis, out, frozen,
+                  beta=None, activation=None):
+    """Every check of a backward call, once: (kind, plan, dy, x, mean, rstd, gamma, beta).
 
     frozen=True (mean and rstd are constants, as a layer's running statistics
     in eval mode) needs stats="batch": one mean/rstd per group.
@@ -395,9 +416,9 @@ def backward_call(dy, x, mean, rstd, n_groups, gamma, stats, channel_axis, out, 
         check_given(a, name)
     if type(frozen) is not bool:
         raise TypeError(f"frozen must be a bool, got {frozen!r}")
-    kind, x, gamma, _, (dy, mean, rstd) = _arrays(x, gamma, None, out, (dy, mean, rstd),
-                                                  ("dy", "mean", "rstd"))
-    p = plan(x, n_groups, gamma, None, 1.0, stats, channel_axis)
+    kind, x, gamma, beta, (dy, mean, rstd) = _arrays(x, gamma, beta, out, (dy, mean, rstd),
+                                                     ("dy", "mean", "rstd"))
+    p = plan(x, n_groups, gamma, beta, 1.0, stats, channel_axis, activation=activation)
     if frozen and p.stats != "batch":
         raise ValueError("frozen=True needs stats='batch' (one mean/rstd per group)")
     if out is not None:
@@ -405,7 +426,7 @@ def backward_call(dy, x, mean, rstd, n_groups, gamma, stats, channel_axis, out, 
     check_like(dy, "dy", p)
     check_stat(mean, "mean", p)
     check_stat(rstd, "rstd", p)
-    return kind, p, dy, x, mean, rstd, gamma
+    return kind, p, dy, x, mean, rstd, gamma, beta
 
 
 def with_layout(p, layout):

@@ -23,12 +23,19 @@ cdef extern from "gn_native.h" nogil:
         GN_AFFINE_NONE
         GN_AFFINE_CHANNEL
         GN_AFFINE_GROUP
+    ctypedef enum gn_activation:
+        GN_ACT_NONE
+        GN_ACT_SILU
+        GN_ACT_GELU
+        GN_ACT_GELU_TANH
+        GN_ACT_RELU
     ctypedef struct gn_desc:
         int64_t n, c, spatial, groups
         double eps
         gn_layout layout
         gn_stats stats
         gn_affine affine
+        gn_activation activation
 
     gn_status gn_forward_f32(float *y, float *mean, float *rstd, const float *x,
                              const float *gamma, const float *beta, const gn_desc *d)
@@ -69,6 +76,20 @@ cdef extern from "gn_native.h" nogil:
     gn_status gn_backward_bf16(uint16_t *dx, uint16_t *dgamma, uint16_t *dbeta, const uint16_t *dy,
                                const uint16_t *x, const float *mean, const float *rstd,
                                const uint16_t *gamma, const gn_desc *d)
+    gn_status gn_backward_ex_f32(float *dx, float *dgamma, float *dbeta, const float *dy,
+                                 const float *x, const float *mean, const float *rstd,
+                                 const float *gamma, const float *beta, const gn_desc *d)
+    gn_status gn_backward_ex_f64(double *dx, double *dgamma, double *dbeta, const double *dy,
+                                 const double *x, const double *mean, const double *rstd,
+                                 const double *gamma, const double *beta, const gn_desc *d)
+    gn_status gn_backward_ex_f16(uint16_t *dx, uint16_t *dgamma, uint16_t *dbeta,
+                                 const uint16_t *dy, const uint16_t *x, const float *mean,
+                                 const float *rstd, const uint16_t *gamma, const uint16_t *beta,
+                                 const gn_desc *d)
+    gn_status gn_backward_ex_bf16(uint16_t *dx, uint16_t *dgamma, uint16_t *dbeta,
+                                  const uint16_t *dy, const uint16_t *x, const float *mean,
+                                  const float *rstd, const uint16_t *gamma, const uint16_t *beta,
+                                  const gn_desc *d)
     const char *gn_strerror(gn_status s)
     const char *gn_version()
     void gn_set_num_threads(int n)

@@ -61,7 +61,7 @@ def test_import_needs_only_numpy():
     repo = os.path.dirname(os.path.dirname(os.path.abspath(gn.__file__)))
     env = dict(os.environ, PYTHONPATH=repo)
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                       timeout=60)
+                       timeout=60, cwd=repo)
     assert r.returncode == 0, r.stdout + r.stderr
 
 

@@ -39,8 +39,9 @@ def test_header_includes_only_standard_c():
 def test_header_compiles_as_strict_c(tmp_path, std):
     src = tmp_path / "use.c"
     src.write_text('#include "gn_native.h"\n'
-                   "int main(void) { gn_desc d = {1, 2, 3, 1, 1e-5, GN_NCHW, GN_STATS_SAMPLE,"
-                   " GN_AFFINE_NONE}; return (int)d.n - 1; }\n")
+                   "int main(void) { gn_desc d = {.n = 1, .c = 2, .spatial = 3, .groups = 1,"
+                   " .eps = 1e-5, .layout = GN_NCHW, .activation = GN_ACT_SILU};"
+                   " return (int)d.n - 1; }\n")
     cb.run([*CC.split(), f"-std={std}", "-pedantic", "-Wall", "-Wextra", "-Werror",
             f"-I{gn_native.get_include()}", "-fsyntax-only", str(src)])
 

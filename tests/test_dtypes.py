@@ -71,7 +71,7 @@ def test_header_and_pxd_declare_each_dtype():
     header = _read("include", "gn_native.h")
     pxd = _read("capi.pxd")
     for text in (header, pxd):
-        for fn in ("forward", "forward_var", "normalize", "backward"):
+        for fn in ("forward", "forward_var", "normalize", "backward", "backward_ex"):
             found = re.findall(rf"\bgn_{fn}_([a-z0-9]+)\(", text)
             assert found == SUFFIXES, (fn, found)
 

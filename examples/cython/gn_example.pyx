@@ -10,6 +10,7 @@ GN_EINVAL, turned into ValueError here.
 import numpy as np
 
 from cython.parallel cimport prange
+from libc.string cimport memset
 
 from gn_native.capi cimport (GN_AFFINE_CHANNEL, GN_AFFINE_NONE, GN_EINVAL, GN_ENOMEM, GN_NCHW,
                              GN_NHWC, GN_OK, GN_STATS_SAMPLE, gn_desc, gn_forward_f32,
@@ -45,6 +46,7 @@ def group_norm_f32(x, int groups, gamma=None, beta=None, double eps=1e-5):
             raise ValueError(f"{name} must have shape ({c},)")
 
     cdef gn_desc d
+    memset(&d, 0, sizeof(d))   # every member zero: those set below, and any a newer header adds
     d.n = n
     d.c = c
     d.spatial = int(np.prod(x.shape[2:], dtype=np.int64))
@@ -93,6 +95,7 @@ def group_norm_each_f32(x, int groups, bint channels_last=False, int nthreads=4)
     mean = np.empty((n, max(groups, 0)), np.float32)
     rstd = np.empty_like(mean)
     cdef gn_desc d
+    memset(&d, 0, sizeof(d))   # every member zero: those set below, and any a newer header adds
     d.n = 1
     d.c = x.shape[x.ndim - 1] if channels_last else x.shape[1]
     d.spatial = (x.size // n // d.c) if n and d.c else 0

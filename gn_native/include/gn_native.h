@@ -16,8 +16,18 @@
  * dgamma/dbeta may be NULL when not wanted; when affine is GN_AFFINE_NONE
  * they receive the per-channel gradient an affine layer would get.
  *
+ * Activation (d->activation): applied to every value after the affine
+ * step, y = act(gamma * (x - mean) * rstd + beta); GN_ACT_NONE (0) gives
+ * plain GroupNorm.  Computed in float for f32, f16 and bf16 data, in double
+ * for f64.  The backward recomputes the pre-activation value from x, mean,
+ * rstd, gamma and beta (gn_backward_ex takes beta; gn_backward is
+ * gn_backward_ex with beta NULL, i.e. zeros).
+ *
  * f16 and bf16 data are passed as uint16_t bit patterns; their statistics
  * are float.  Results are bit-identical for any thread count.
+ *
+ * Initialize a gn_desc with an initializer (gn_desc d = {...}, designated or
+ * not): members it leaves out, such as activation, are then zero.
  */
 #ifndef GN_NATIVE_H
 #define GN_NATIVE_H
@@ -42,6 +52,16 @@ typedef enum { GN_OK = 0, GN_EINVAL, GN_ENOMEM, GN_EUNSUPPORTED } gn_status;
 typedef enum { GN_NCHW = 0, GN_NHWC = 1 } gn_layout;
 typedef enum { GN_STATS_SAMPLE = 0, GN_STATS_BATCH = 1 } gn_stats;
 typedef enum { GN_AFFINE_NONE = 0, GN_AFFINE_CHANNEL, GN_AFFINE_GROUP } gn_affine;
+#ifndef GN_ACTIVATION_DEFINED
+#define GN_ACTIVATION_DEFINED
+typedef enum gn_activation {
+    GN_ACT_NONE = 0,
+    GN_ACT_SILU = 1,       /* z * sigmoid(z) */
+    GN_ACT_GELU = 2,       /* z * Phi(z), the erf form */
+    GN_ACT_GELU_TANH = 3,  /* torch's gelu(approximate="tanh") */
+    GN_ACT_RELU = 4
+} gn_activation;
+#endif
 
 typedef struct {
     int64_t n, c, spatial, groups;   /* spatial = product of spatial dims */
@@ -49,6 +69,7 @@ typedef struct {
     gn_layout layout;
     gn_stats stats;
     gn_affine affine;
+    gn_activation activation;        /* after the affine step; 0: none */
 } gn_desc;
 
 /* Forward: y may alias x (in place).  mean/rstd are written. */
@@ -99,6 +120,25 @@ GN_API gn_status gn_backward_f16(uint16_t *dx, uint16_t *dgamma, uint16_t *dbeta
 GN_API gn_status gn_backward_bf16(uint16_t *dx, uint16_t *dgamma, uint16_t *dbeta,
                                   const uint16_t *dy, const uint16_t *x, const float *mean,
                                   const float *rstd, const uint16_t *gamma, const gn_desc *d);
+
+/* Backward with the forward's beta, which an activation needs (the value it
+ * was applied to is recomputed); beta NULL means zeros.  dx may alias dy. */
+GN_API gn_status gn_backward_ex_f32(float *dx, float *dgamma, float *dbeta,
+                                    const float *dy, const float *x, const float *mean,
+                                    const float *rstd, const float *gamma, const float *beta,
+                                    const gn_desc *d);
+GN_API gn_status gn_backward_ex_f64(double *dx, double *dgamma, double *dbeta,
+                                    const double *dy, const double *x, const double *mean,
+                                    const double *rstd, const double *gamma, const double *beta,
+                                    const gn_desc *d);
+GN_API gn_status gn_backward_ex_f16(uint16_t *dx, uint16_t *dgamma, uint16_t *dbeta,
+                                    const uint16_t *dy, const uint16_t *x, const float *mean,
+                                    const float *rstd, const uint16_t *gamma,
+                                    const uint16_t *beta, const gn_desc *d);
+GN_API gn_status gn_backward_ex_bf16(uint16_t *dx, uint16_t *dgamma, uint16_t *dbeta,
+                                     const uint16_t *dy, const uint16_t *x, const float *mean,
+                                     const float *rstd, const uint16_t *gamma,
+                                     const uint16_t *beta, const gn_desc *d);
 
 GN_API const char *gn_strerror(gn_status s);
 GN_API const char *gn_version(void);

@@ -22,7 +22,7 @@ gn_status gn_check_desc(const gn_desc *d)
     if (!(d->eps > 0.0) || !isfinite(d->eps))
         return GN_EINVAL;
     if ((unsigned)d->layout > GN_NHWC || (unsigned)d->stats > GN_STATS_BATCH ||
-        (unsigned)d->affine > GN_AFFINE_GROUP)
+        (unsigned)d->affine > GN_AFFINE_GROUP || (unsigned)d->activation > GN_ACT_RELU)
         return GN_EINVAL;
     /* every count the core indexes with must fit in int64_t: n*c*spatial
      * values, c*spatial per sample, n*groups statistics (c may be 0) */

@@ -18,7 +18,7 @@ typedef gn_status (*gn_kt_normalize)(void *y, const void *x, const void *mean,
                                      const gn_desc *d);
 typedef gn_status (*gn_kt_backward)(void *dx, void *dgamma, void *dbeta, const void *dy,
                                     const void *x, const void *mean, const void *rstd,
-                                    const void *gamma, const gn_desc *d);
+                                    const void *gamma, const void *beta, const gn_desc *d);
 
 typedef struct {
     const char *suffix;  /* f32, f64, ...: gn_forward_<suffix> */
@@ -26,7 +26,7 @@ typedef struct {
     int stat_size;       /* bytes of one mean/rstd/var value */
     gn_kt_forward forward;  /* gn_forward_var_<suffix> (var may be NULL) */
     gn_kt_normalize normalize;
-    gn_kt_backward backward;
+    gn_kt_backward backward;  /* gn_backward_ex_<suffix> */
 } gn_kernels;
 
 #define GN_KT_WRAP(s, t, f, b, ld, st)                                                      \
@@ -44,9 +44,10 @@ typedef struct {
     }                                                                                       \
     static gn_status gn_kt_backward_##s(void *dx, void *dgamma, void *dbeta, const void *dy, \
                                         const void *x, const void *mean, const void *rstd,  \
-                                        const void *gamma, const gn_desc *d)                \
+                                        const void *gamma, const void *beta,                \
+                                        const gn_desc *d)                                   \
     {                                                                                       \
-        return gn_backward_##s(dx, dgamma, dbeta, dy, x, mean, rstd, gamma, d);             \
+        return gn_backward_ex_##s(dx, dgamma, dbeta, dy, x, mean, rstd, gamma, beta, d);    \
     }
 GN_FOR_EACH_DTYPE(GN_KT_WRAP)
 #undef GN_KT_WRAP
