@@ -85,6 +85,10 @@ class GroupNorm:
     channel_axis : {1, -1}, default 1
         Axis of the channels in the inputs: 1 for (N, C, *spatial), -1 for
         (N, *spatial, C).
+    activation : {None, "silu", "gelu", "gelu_tanh", "relu"}, default None
+        Applied after the affine step, fused into the same pass (as
+        ``F.silu(F.group_norm(...))``); `backward` differentiates through
+        it.  A setting, not state: `state_dict` does not hold it.
 
     Attributes
     ----------
@@ -109,7 +113,7 @@ class GroupNorm:
         If an argument has a bad value (`n_groups` not dividing
         `n_channels`, a non-positive count, `eps` not positive and finite,
         `momentum` outside [0, 1], an unknown `affine_per`, `stats`,
-        `device` or `channel_axis`).
+        `device`, `channel_axis` or `activation`).
 
     See Also
     --------
@@ -138,9 +142,10 @@ class GroupNorm:
 
     def __init__(self, n_groups, n_channels, eps=1e-5, affine=True, *, affine_per="channel",
                  stats="sample", track_running_stats=False, momentum=0.1,
-                 dtype=np.float32, device="cpu", channel_axis=1):
+                 dtype=np.float32, device="cpu", channel_axis=1, activation=None):
         cfg = V.check_layer_config(n_groups, n_channels, eps, affine_per, stats, momentum,
                                    dtype, device, channel_axis)
+        self.activation = None if activation is None else str(V.check_activation(activation))
         g, c = cfg["n_groups"], cfg["n_channels"]
         self.n_groups, self.n_channels = g, c
         self.eps = cfg["eps"]
@@ -278,7 +283,8 @@ class GroupNorm:
         if use_running:
             y, mean, rstd = group_norm_forward(
                 x, self.n_groups, self.gamma, self.beta, self.eps, stats="batch",
-                channel_axis=self.channel_axis, mean=self.running_mean, var=self.running_var)
+                channel_axis=self.channel_axis, mean=self.running_mean, var=self.running_var,
+                activation=self.activation)
             self._save(x, mean, rstd, True)
             return y
         running = {}
@@ -289,7 +295,7 @@ class GroupNorm:
                            momentum=self.momentum if self.momentum is not None else 1.0 / count)
         y, mean, rstd = group_norm_forward(x, self.n_groups, self.gamma, self.beta, self.eps,
                                            stats=self.stats, channel_axis=self.channel_axis,
-                                           **running)
+                                           activation=self.activation, **running)
         self._save(x, mean, rstd, False)
         if running and x.size:   # an empty batch updates nothing
             self.num_batches_tracked += 1
@@ -373,10 +379,12 @@ class GroupNorm:
         x, mean, rstd, frozen, fingerprint = self._saved
         self._check_unchanged(x, fingerprint)
         gamma = self.gamma if self.affine else None
+        beta = self.beta if self.affine and self.activation else None   # z needs beta
         # frozen (eval with running statistics): mean/rstd are constants, per group
-        dx, dgamma, dbeta = group_norm_backward(dy, x, mean, rstd, self.n_groups, gamma,
+        dx, dgamma, dbeta = group_norm_backward(dy, x, mean, rstd, self.n_groups, gamma, beta,
                                                 stats="batch" if frozen else self.stats,
-                                                channel_axis=self.channel_axis, frozen=frozen)
+                                                channel_axis=self.channel_axis, frozen=frozen,
+                                                activation=self.activation)
         if self.affine:
             self.dgamma, self.dbeta = dgamma, dbeta
         return dx
@@ -472,4 +480,5 @@ class GroupNorm:
         return (f"GroupNorm({self.n_groups}, {self.n_channels}, eps={self.eps}, "
                 f"affine={self.affine}, affine_per={self.affine_per!r}, stats={self.stats!r}, "
                 f"track_running_stats={self.track_running_stats}, dtype={self.dtype}, "
-                f"device={self.device!r})")
+                f"device={self.device!r}"
+                + (f", activation={self.activation!r}" if self.activation else "") + ")")

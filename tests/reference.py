@@ -10,6 +10,8 @@ channel_axis=-1; G groups of K = C // G channels; gamma/beta are None, (C,)
 per channel or (G,) per group.  Everything is computed in float64 whatever the
 input dtype, from the input's exact values.
 """
+import math
+
 import numpy as np
 
 
@@ -240,3 +242,60 @@ def stats_tolerance(ref_mean, ref_rstd, stat_dtype):
     ref_mean = np.asarray(ref_mean, np.float64)
     ref_rstd = np.asarray(ref_rstd, np.float64)
     return rtol * (np.abs(ref_mean) + 1.0 / ref_rstd), rtol * np.abs(ref_rstd)
+
+
+# ---- activations after the affine step (issue 13), float64 ----
+
+_SQRT1_2 = 0.7071067811865476
+_SQRT_2_PI = 0.7978845608028654     # sqrt(2 / pi)
+_ERF = np.frompyfunc(math.erf, 1, 1)
+
+
+def _erf(z):
+    return _ERF(np.asarray(z, np.float64)).astype(np.float64)
+
+
+def activation(z, act):
+    """(act(z), act'(z)) in float64, elementwise; act None/"none" is the identity."""
+    z = np.asarray(z, np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if act in (None, "none"):
+            return z, np.ones_like(z)
+        if act == "relu":
+            return np.where(z < 0, 0.0, z), np.where(z > 0, 1.0, 0.0)
+        if act == "silu":
+            s = 1.0 / (1.0 + np.exp(-z))
+            return z * s, s * (1.0 + z * (1.0 - s))
+        if act == "gelu":
+            cdf = 0.5 * (1.0 + _erf(z * _SQRT1_2))
+            pdf = np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
+            return z * cdf, cdf + z * pdf
+        if act == "gelu_tanh":
+            u = _SQRT_2_PI * (z + 0.044715 * z ** 3)
+            t = np.tanh(u)
+            du = _SQRT_2_PI * (1.0 + 3 * 0.044715 * z * z)
+            return 0.5 * z * (1.0 + t), 0.5 * (1.0 + t) + 0.5 * z * (1.0 - t * t) * du
+    raise ValueError(f"unknown activation {act!r}")
+
+
+def forward_act(x, n_groups, gamma=None, beta=None, eps=1e-5, stats="sample", channel_axis=1,
+                act=None, mean=None, var=None):
+    """(y, z, mean, rstd): y = act(z), z the GroupNorm output (forward's y)."""
+    z, mean, rstd = forward(x, n_groups, gamma, beta, eps, stats, channel_axis, mean, var)
+    return activation(z, act)[0], z, mean, rstd
+
+
+def act_grad_in(dy, x, mean, rstd, n_groups, gamma=None, beta=None, stats="sample",
+                channel_axis=1, act=None):
+    """dy * act'(z) with z recomputed from x and the given statistics: the gradient
+    that reaches the GroupNorm output, for backward() and backward_magnitudes()."""
+    x3 = to_ncs(x, channel_axis)
+    n, c, s = x3.shape
+    xhat = ((_grouped(x3, n_groups) - _bcast(mean, stats)) * _bcast(rstd, stats)).reshape(n, c, s)
+    z = xhat
+    if gamma is not None:
+        z = z * per_channel(gamma, c, n_groups)[None, :, None]
+    if beta is not None:
+        z = z + per_channel(beta, c, n_groups)[None, :, None]
+    z = from_ncs(z, np.shape(x), channel_axis)
+    return np.asarray(dy, np.float64) * activation(z, act)[1]
