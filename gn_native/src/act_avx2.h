@@ -187,11 +187,6 @@ static inline __m256 gn_av_nonfinite(__m256 z)
 }
 
 /* ---- SiLU ---- */
-static inline __m256 gn_av_pow2f_floor(__m256i a)
-{
-    return gn_av_pow2f(_mm256_max_epi32(a, _mm256_set1_epi32(GN_SILU_KMIN)));
-}
-
 static inline __m256 gn_av_silu_den(__m256 z, __m256 *q, __m256i *j, __m256 *s, __m256 *c)
 {
     __m256 x = gn_av_clamp(_mm256_xor_ps(z, GN_V8(-0.0f)), -GN_SILU_XMAX, GN_SILU_XMAX);
