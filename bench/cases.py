@@ -24,8 +24,9 @@ CASES = (Case("sd-unet", 1, 320, 64, 64, 32),      # Stable Diffusion UNet block
 TINY = CASES[-1]
 QUICK = ("sd-unet", "b32-14", "tiny")
 CHOICES = {"dtype": ("float32", "bfloat16", "float16", "float64"), "layout": ("nchw", "nhwc"),
-           "stats": ("sample", "batch"), "pass": ("forward", "backward")}
-DEFAULT_DTYPES = ("float32", "bfloat16")
+           "stats": ("sample", "batch"), "pass": ("forward", "backward"),
+           "activation": ("none", "silu", "gelu", "gelu_tanh", "relu")}
+DEFAULTS = {"dtype": ("float32", "bfloat16"), "activation": ("none",)}  # others: all values
 
 
 def select_cases(spec, quick):

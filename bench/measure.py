@@ -19,20 +19,31 @@ ref = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(ref)
 
 
-def references(data, g, stats, passes):
-    """Per pass, {output: (float64 value, the suite's tolerance for data's dtype)},
-    in logical NCHW order."""
+def references(data, g, stats, passes, acts=("none",)):
+    """Per activation ("none" too: the plain call beside a fused one) and pass,
+    {output: (float64 value, the suite's tolerance for data's dtype)}, in logical NCHW
+    order.  With an activation, tests/test_activation.py's policy: y = act(z) may be off
+    by z's tolerance carried through |act'(z)| plus the tolerance of a result of y's size."""
     x, dy, gamma, beta = data["x"], data["dy"], data["gamma"], data["beta"]
-    y, mean, rstd = ref.forward(x, g, gamma, beta, EPS, stats)
-    tol_mean, tol_rstd = ref.stats_tolerance(mean, rstd, np.float64 if x.dtype == np.float64
-                                             else np.float32)
-    out = {"forward": {"y": (y, ref.tolerance(y, x.dtype)), "mean": (mean, tol_mean),
-                       "rstd": (rstd, tol_rstd)}}
-    if "backward" in passes:
-        want = ref.backward(dy, x, mean, rstd, g, gamma, stats)
-        mags = ref.backward_magnitudes(dy, x, mean, rstd, g, gamma, stats)
-        out["backward"] = {k: (w, ref.tolerance(w, x.dtype, "backward", m))
-                           for k, w, m in zip(("dx", "dgamma", "dbeta"), want, mags)}
+    z, mean, rstd = ref.forward(x, g, gamma, beta, EPS, stats)  # forward_act's z, shared
+    tol_z = ref.tolerance(z, x.dtype)
+    stat_tols = ref.stats_tolerance(mean, rstd, np.float64 if x.dtype == np.float64
+                                    else np.float32)
+    out = {}
+    for act in dict.fromkeys(("none", *acts)):
+        if act == "none":
+            y, tol, gin = z, tol_z, dy
+        else:
+            y, slope = ref.activation(z, act)
+            tol = np.abs(slope) * tol_z + ref.tolerance(y, x.dtype)
+            gin = ref.act_grad_in(dy, x, mean, rstd, g, gamma, beta, stats, 1, act)
+        out[act] = {"forward": {"y": (y, tol), "mean": (mean, stat_tols[0]),
+                                "rstd": (rstd, stat_tols[1])}}
+        if "backward" in passes:  # the gradient reaching GroupNorm's output is dy * act'(z)
+            want = ref.backward(gin, x, mean, rstd, g, gamma, stats)
+            mags = ref.backward_magnitudes(gin, x, mean, rstd, g, gamma, stats)
+            out[act]["backward"] = {k: (w, ref.tolerance(w, x.dtype, "backward", m))
+                                    for k, w, m in zip(("dx", "dgamma", "dbeta"), want, mags)}
     return out
 
 
@@ -54,17 +65,21 @@ def compare(got, want):
     return errors
 
 
-def ours(gn, a, g, row):
+def ours(gn, a, g, row, act="none"):
     """(call, out, names): our call for the row, as users make it (out=out writes into
-    a preallocated result, as the floor does), and the names of its results."""
+    a preallocated result, as the floor does), and the names of its results.  With an
+    activation, the fused call (backward takes beta then); act="none" is GN alone."""
     kw = dict(stats=row["stats"], channel_axis=-1 if row["layout"] == "nhwc" else 1)
+    fused = {} if act == "none" else dict(activation=act)  # issue 13's add= would join here
     x, gamma, beta = a["x"], a["gamma"], a["beta"]
     if row["pass"] == "forward":
-        return ((lambda **o: gn.group_norm_forward(x, g, gamma, beta, EPS, **kw, **o)),
+        return ((lambda **o: gn.group_norm_forward(x, g, gamma, beta, EPS, **kw, **fused, **o)),
                 x.copy(), ("y", "mean", "rstd"))
     _, mean, rstd = gn.group_norm_forward(x, g, gamma, beta, EPS, **kw)
-    return ((lambda **o: gn.group_norm_backward(a["dy"], x, mean, rstd, g, gamma, **kw, **o)),
-            x.copy(), ("dx", "dgamma", "dbeta"))
+    if fused:
+        fused["beta"] = beta
+    return ((lambda **o: gn.group_norm_backward(a["dy"], x, mean, rstd, g, gamma, **kw, **fused,
+                                                **o)), x.copy(), ("dx", "dgamma", "dbeta"))
 
 
 def floor(xp, a, pass_):
@@ -81,7 +96,8 @@ def floor(xp, a, pass_):
 def torch_group_norm(torch, a, g, row, device="cpu"):
     """torch.nn.functional.group_norm forward, or its autograd backward (dx, dw, db), on
     host arrays `a` moved to `device` once, here (NHWC: channels_last tensors); or the
-    reason there is nothing to time."""
+    reason there is nothing to time.  With an activation: F.<act>(F.group_norm(x)),
+    the backward through both."""
     if row["stats"] == "batch":
         return "torch has no batch-statistics group_norm"
 
@@ -89,13 +105,15 @@ def torch_group_norm(torch, a, g, row, device="cpu"):
         t = (torch.from_numpy(v.view(np.int16)).view(torch.bfloat16)
              if v.dtype.name == "bfloat16" else torch.from_numpy(v))
         return (t.movedim(-1, 1) if row["layout"] == "nhwc" and t.ndim == 4 else t).to(device)
-    x, w, b = tensor(a["x"]), tensor(a["gamma"]), tensor(a["beta"])
+    F, x, w, b = torch.nn.functional, tensor(a["x"]), tensor(a["gamma"]), tensor(a["beta"])
+    act = {"none": lambda t: t, "silu": F.silu, "gelu": F.gelu, "relu": F.relu,
+           "gelu_tanh": lambda t: F.gelu(t, approximate="tanh")}[row["activation"]]
     try:
         if row["pass"] == "forward":
-            call = lambda: torch.nn.functional.group_norm(x, g, w, b, EPS)  # noqa: E731
+            call = lambda: act(F.group_norm(x, g, w, b, EPS))  # noqa: E731
         else:
             xr, wr, br = (t.detach().requires_grad_(True) for t in (x, w, b))
-            y, dy = torch.nn.functional.group_norm(xr, g, wr, br, EPS), tensor(a["dy"])
+            y, dy = act(F.group_norm(xr, g, wr, br, EPS)), tensor(a["dy"])
             call = lambda: torch.autograd.grad(y, (xr, wr, br), dy, retain_graph=True)  # noqa: E731
         call()
     except (RuntimeError, TypeError, NotImplementedError) as e:
@@ -165,17 +183,18 @@ class Rows:
             self.say(f"note: {reason}")
         return {"na": reason}
 
-    def measure(self, case, dname, layout, stats, pass_, threads, a, want, gpu_too):
-        """One table row: the CPU at `threads` threads, and the GPU when gpu_too."""
+    def measure(self, case, dname, layout, stats, act, pass_, threads, a, refs, gpu_too):
+        """One table row: the CPU at `threads` threads, and the GPU when gpu_too; refs
+        from references(), with "none" and `act`."""
         self.set_threads(threads)
         t0, busy0 = time.perf_counter(), others_busy()
         row = {"case": case.name, "shape": case.label(), "dtype": dname, "layout": layout,
-               "stats": stats, "pass": pass_, "threads": threads,
+               "stats": stats, "activation": act, "pass": pass_, "threads": threads,
                "bytes": (2 if pass_ == "forward" else 3) * a["x"].nbytes}
-        row.update(self._side(row, a, want, case.g, np, self.torch, reps=self.reps))
+        row.update(self._side(row, a, refs, case.g, np, self.torch, reps=self.reps))
         if gpu_too:
             cupy = self.gpu["cupy"]
-            row["gpu"] = self._side(row, a, want, case.g, cupy, self.gpu["torch"], warmup=3,
+            row["gpu"] = self._side(row, a, refs, case.g, cupy, self.gpu["torch"], warmup=3,
                                     timer=cuda_timer(cupy), reps=(10, 20 * self.reps[1]))
         # cores others kept busy meanwhile: an OpenMP barrier waits for a descheduled thread
         busy1 = others_busy()
@@ -184,28 +203,34 @@ class Rows:
         self.rows.append(row)
         return row
 
-    def _side(self, row, a, want, g, xp, torch, **kw):
+    def _side(self, row, a, refs, g, xp, torch, **kw):
         """Check, then time, one side of a row, the CPU (xp NumPy) or the GPU (CuPy):
         ours writing into `out` (against the floor), ours allocating (against torch,
-        which allocates too), the floor and torch, in the same rounds."""
+        which allocates too), the floor and torch, in the same rounds; with an
+        activation also our plain call (GN alone, out=), checked too."""
         device = "cpu" if xp is np else "cuda"
         try:
             d = {k: xp.asarray(v) for k, v in a.items()}
         except Exception as e:  # CuPy refuses dtypes it does not know (bfloat16 in some versions)
             return self.note(f"CuPy cannot hold {a['x'].dtype}: {str(e).splitlines()[0]}")
+        act, errors, calls = row["activation"], [], {}
         try:
-            call, out, names = ours(self.gn, d, g, row)
-            got = dict(zip(names, (getattr(xp, "asnumpy", np.asarray)(v) for v in call())))
-            if row["layout"] == "nhwc":
-                got[names[0]] = np.moveaxis(got[names[0]], -1, 1)
-            errors = compare(got, want)
+            for k in dict.fromkeys((act, "none")):
+                call, out, names = calls[k] = ours(self.gn, d, g, row, k)
+                got = dict(zip(names, (getattr(xp, "asnumpy", np.asarray)(v) for v in call())))
+                if row["layout"] == "nhwc":
+                    got[names[0]] = np.moveaxis(got[names[0]], -1, 1)
+                errors += [f"{'plain ' * (k != act)}{e}" for e in
+                           compare(got, refs[k][row["pass"]])]
         except ImportError as e:  # built without the GPU backend
             return self.note(f"gn_native GPU backend: {e}")
         except Exception as e:
             errors = [f"raised {type(e).__name__}: {e}"]
         if errors:
             return {"status": "wrong", "errors": errors}
+        (call, out, _), (plain, plain_out, _) = calls[act], calls["none"]
         fns = {"ours": lambda: call(out=out), "ours_alloc": call,
+               **({"plain": lambda: plain(out=plain_out)} if act != "none" else {}),
                "floor": floor(xp, d, row["pass"]),
                "torch": torch_group_norm(torch, a, g, row, device) if torch else
                f"no torch{' CUDA' if device == 'cuda' else ''}: x torch is n/a"}
@@ -216,6 +241,8 @@ class Rows:
         return {"status": "ok", "ms": med["ours"] * 1e3, "ms_alloc": med["ours_alloc"] * 1e3,
                 "gbps": row["bytes"] / med["ours"] * 1e-9, "x_floor": med["ours"] / med["floor"],
                 "x_torch": med["ours_alloc"] / med["torch"] if "torch" in med else None,
+                "ms_plain": med["plain"] * 1e3 if "plain" in med else None,
+                "x_plain": med["ours"] / med["plain"] if "plain" in med else None,
                 "reps": len(samples["ours"])}
 
     def overhead(self, data, g):

@@ -12,7 +12,9 @@ from report import noisy  # noqa: E402
 
 
 def _label(r):
-    return f"{r['case']} {r['shape']}  {r['dtype']} {r['layout']} stats={r['stats']}"
+    act = r.get("activation", "none")
+    return (f"{r['case']} {r['shape']}  {r['dtype']} {r['layout']} stats={r['stats']}"
+            + (f" +{act}" if act != "none" else ""))
 
 
 def plot(rows, path, title=""):

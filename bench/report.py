@@ -18,6 +18,10 @@ x floor: that time / the memory floor's (np.copyto y<-x, np.add dy+x->dx: single
   NumPy, preallocated, same rounds); 1.00 = as fast as a copy.  GPU x copy: a device copy/add.
 x torch: our call allocating its outputs / torch group_norm's (autograd backward), same
   threads, same rounds; < 1: ours is faster.  ~: other processes were busy (noisy timings)."""
+LEGEND_ACT = """\
+act: the activation fused after GN (y = act(gamma * xhat + beta)); x torch is then against
+  torch's F.<act>(F.group_norm(x)) (autograd backward through both).
+x plain: our fused call's time / our plain call's (GN alone, out=), same rounds."""
 CPU_COLS = (("case", 13), ("dtype", 8), ("layout", 6), ("stats", 6), ("pass", 8), ("thr", 3),
             ("ms", 9), ("GB/s", 7), ("x floor", 7), ("x torch", 7))
 GPU_COLS = (("GPU ms", 8), ("GB/s", 7), ("x copy", 6), ("x torch", 7))
@@ -41,7 +45,15 @@ def environment(gn, torch, gpu_line, **more):
             "cores": available_cores(), "gpu": gpu_line, "argv": sys.argv[1:], **more}
 
 
-def header_lines(env, with_gpu):
+def columns(with_gpu, with_act):
+    """(the table's columns, how many of them are names): an act column and x plain
+    (CPU, and GPU) when the run has an activation."""
+    act, plain = ((("act", 9),), (("x plain", 7),)) if with_act else ((), ())
+    return (CPU_COLS[:5] + act + CPU_COLS[5:] + plain
+            + (GPU_COLS + plain if with_gpu else ()), 5 + len(act))
+
+
+def header_lines(env, with_gpu, with_act=False):
     return [f"gn_native benchmark  {env['date']}",
             f"gn_native {env['gn_native']} from {env['gn_native_path']}",
             *("  " + ln for ln in env["show_config"].splitlines()),
@@ -50,8 +62,8 @@ def header_lines(env, with_gpu):
             f"CPU: {env['cpu']}, {env['cores']} cores available; threads timed: "
             f"{', '.join(map(str, env['threads']))}", f"GPU: {env['gpu']}",
             f"timing: ~{env['timing']['budget_s']:g} s per row, {env['timing']['reps'][0]}-"
-            f"{env['timing']['reps'][1]} interleaved rounds after warm-up", LEGEND, "",
-            *_table_head(CPU_COLS + (GPU_COLS if with_gpu else ()), 5)]
+            f"{env['timing']['reps'][1]} interleaved rounds after warm-up", LEGEND,
+            *([LEGEND_ACT] if with_act else []), "", *_table_head(*columns(with_gpu, with_act))]
 
 
 def _line(cells, cols, left):
@@ -73,48 +85,56 @@ def noisy(r):
     return (r.get("others_cores") or 0.0) > NOISY_CORES
 
 
-def _cells(d, gbps_fmt):
-    """ms, GB/s, x floor, x torch of one side of a row (CPU or GPU)."""
+def _cells(d, gbps_fmt, with_act):
+    """ms, GB/s, x floor, x torch (and x plain) of one side of a row (CPU or GPU)."""
     if d.get("status") == "ok":
         ms = d["ms"]
         return [_num(ms, ".1f" if ms >= 100 else ".3f" if ms >= 1 else ".4f"),
-                _num(d["gbps"], gbps_fmt), _num(d["x_floor"], ".2f"), _num(d["x_torch"], ".2f")]
-    return ["WRONG" if d.get("status") == "wrong" else "n/a" if d.get("na") else "", "", "", ""]
+                _num(d["gbps"], gbps_fmt), _num(d["x_floor"], ".2f"), _num(d["x_torch"], ".2f"),
+                *([_num(d.get("x_plain"), ".2f")] if with_act else [])]
+    return ["WRONG" if d.get("status") == "wrong" else "n/a" if d.get("na") else ""] + [""] * (
+        3 + with_act)
 
 
-def format_row(r, with_gpu):
-    cells = [r["case"], r["dtype"], r["layout"], r["stats"], r["pass"], r["threads"],
-             *_cells(r, ".1f"), *(_cells(r.get("gpu") or {}, ".0f") if with_gpu else ())]
-    return _line(cells, CPU_COLS + (GPU_COLS if with_gpu else ()), 5) + ("  ~" if noisy(r) else "")
+def format_row(r, with_gpu, with_act=False):
+    cells = [r["case"], r["dtype"], r["layout"], r["stats"], r["pass"],
+             *([r.get("activation", "none")] if with_act else []), r["threads"],
+             *_cells(r, ".1f", with_act),
+             *(_cells(r.get("gpu") or {}, ".0f", with_act) if with_gpu else ())]
+    return _line(cells, *columns(with_gpu, with_act)) + ("  ~" if noisy(r) else "")
 
 
-def _medians(sides, gbps_fmt):
-    """Median GB/s, x floor and x torch over the timed sides of some rows."""
+def _medians(sides, gbps_fmt, with_act):
+    """Median GB/s, x floor and x torch (and x plain) over the timed sides of some rows."""
     out = []
-    for k, fmt in (("gbps", gbps_fmt), ("x_floor", ".2f"), ("x_torch", ".2f")):
-        vals = [d[k] for d in sides if d[k] is not None]
+    for k in ("gbps", "x_floor", "x_torch", "x_plain")[:3 + with_act]:
+        fmt = gbps_fmt if k == "gbps" else ".2f"
+        vals = [d[k] for d in sides if d.get(k) is not None]
         out.append(_num(statistics.median(vals) if vals else None, fmt))
     return out
 
 
-def summary_lines(rows, with_gpu):
-    """Median ratios over cases and stats modes, per pass, dtype, layout and thread count."""
+def summary_lines(rows, with_gpu, with_act=False):
+    """Median ratios over cases and stats modes, per pass, (activation,) dtype, layout and
+    thread count."""
     groups = {}
     for r in rows:
         if r["status"] == "ok":
-            groups.setdefault((r["pass"] != "forward", r["pass"], r["dtype"], r["layout"],
+            act = (r.get("activation", "none"),) if with_act else ()
+            groups.setdefault((r["pass"] != "forward", r["pass"], *act, r["dtype"], r["layout"],
                                r["threads"]), []).append(r)
-    cols = (("pass", 8), ("dtype", 8), ("layout", 6), ("thr", 3), ("rows", 4), ("GB/s", 7),
-            ("x floor", 7), ("x torch", 7))
-    cols += (("GPU GB/s", 8), ("x copy", 6), ("GPU x torch", 11)) if with_gpu else ()
+    act, plain = ((("act", 9),), (("x plain", 7),)) if with_act else ((), ())
+    cols = (("pass", 8), *act, ("dtype", 8), ("layout", 6), ("thr", 3), ("rows", 4),
+            ("GB/s", 7), ("x floor", 7), ("x torch", 7), *plain)
+    cols += (("GPU GB/s", 8), ("x copy", 6), ("GPU x torch", 11), *plain) if with_gpu else ()
     out = ["", "Summary: medians over cases and stats modes (x torch: stats='sample' only; "
-               "torch has no batch mode)", *_table_head(cols, 3)]
+               "torch has no batch mode)", *_table_head(cols, 3 + len(act))]
     for key, rs in sorted(groups.items()):
-        cells = [*key[1:], len(rs), *_medians(rs, ".1f")]
+        cells = [*key[1:], len(rs), *_medians(rs, ".1f", with_act)]
         if with_gpu:
             cells += _medians([r["gpu"] for r in rs if r.get("gpu", {}).get("status") == "ok"],
-                              ".0f")
-        out.append(_line(cells, cols, 3))
+                              ".0f", with_act)
+        out.append(_line(cells, cols, 3 + len(act)))
     return out if groups else []
 
 
@@ -134,6 +154,7 @@ def noise_lines(rows):
 def failures(rows):
     """A line per wrong result, CPU or GPU, naming the row and why."""
     return [" ".join(str(r[k]) for k in ("case", "shape", "dtype", "layout", "stats", "pass"))
+            + ("" if r.get("activation", "none") == "none" else f" activation={r['activation']}")
             + f" threads={r['threads']} ({side}): " + "; ".join(d["errors"])
             for r in rows for side, d in (("CPU", r), ("GPU", r.get("gpu") or {}))
             if d.get("status") == "wrong"]

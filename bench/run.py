@@ -3,6 +3,7 @@
     python bench/run.py                 # every default case; about 2 minutes on 2 cores
     python bench/run.py --quick         # a reduced set, well under a minute
     python bench/run.py --threads 1,2 --cases sd-unet --dtype float32 --pass forward
+    python bench/run.py --activation silu   # fused GN+SiLU, beside GN alone and torch's
 
 Every row is checked against the test suite's float64 reference, with its
 tolerances, before it is timed; a wrong result is reported by name, left
@@ -19,7 +20,7 @@ import time
 import types
 
 import report
-from cases import CHOICES, DEFAULT_DTYPES, QUICK, TINY, in_layout, make_data, select, select_cases
+from cases import CHOICES, DEFAULTS, QUICK, TINY, in_layout, make_data, select, select_cases
 from measure import Rows, references
 
 
@@ -37,10 +38,13 @@ def parse_args(argv):
                    help="CPU thread counts, e.g. 1,2 (default: 1 and all cores)")
     p.add_argument("--quick", action="store_true", help=f"cases {', '.join(QUICK)}, fewer repeats")
     p.add_argument("--cases", help="comma list of case names (or prefixes), or NxCxHxW/G shapes")
+    more = {"activation": "; GN then the activation in one call, timed beside GN alone (x plain)"
+                          " and against torch's act(group_norm(x))"}
     for flag, values in CHOICES.items():
-        default = DEFAULT_DTYPES if flag == "dtype" else values
+        default = DEFAULTS.get(flag, values)
         p.add_argument(f"--{flag}", type=lambda s, f=flag: select(s, f), default=list(default),
-                       help=f"comma list of {', '.join(values)} (default {', '.join(default)})")
+                       help=f"comma list of {', '.join(values)} (default {', '.join(default)})"
+                       + more.get(flag, ""))
     p.add_argument("--json", help="results (default bench/out/bench.json or quick.json; 'none')")
     p.add_argument("--plot", help="PNG plot (default bench/out/bench.png or quick.png; 'none')")
     p.add_argument("--budget", type=float, help="seconds of timing per row (0.4, --quick 0.08)")
@@ -99,25 +103,28 @@ def main(argv=None):
     gpu, gpu_line = detect_gpu(args.no_gpu, torch)
     threads = args.threads or sorted({1, report.available_cores()})
     cases, passes = select_cases(args.cases, args.quick), vars(args)["pass"]
-    configs = list(itertools.product(args.layout, passes, threads))
+    acts = args.activation
+    with_act = acts != ["none"]  # the act and x plain columns
+    configs = list(itertools.product(args.layout, acts, passes, threads))
     timing = {"budget_s": args.budget or (0.08 if args.quick else 0.4),
               "reps": (3, 30) if args.quick else (5, 100)}
     run = Rows(gn, torch, gpu, timing["budget_s"], timing["reps"],
                say=lambda s: bar.write(s, file=sys.stderr))  # bar: made below, after the header
-    env = report.environment(gn, torch, gpu_line, quick=args.quick, threads=threads, timing=timing)
-    print("\n".join(report.header_lines(env, gpu is not None)))
+    env = report.environment(gn, torch, gpu_line, quick=args.quick, threads=threads, timing=timing,
+                             activation=acts)
+    print("\n".join(report.header_lines(env, gpu is not None, with_act)))
     bar = progress(len(cases) * len(args.dtype) * len(args.stats) * len(configs))
     for case, dname in itertools.product(cases, args.dtype):
         data = make_data(case, dname, args.seed)
         arrays = {lay: in_layout(data, lay) for lay in args.layout}
         for st in args.stats:
             bar.set_description_str(f"{case.name} {dname} {st}: reference")
-            refs = references(data, case.g, st, passes)
-            for layout, ps, t in configs:
-                bar.set_description_str(f"{case.name} {dname} {layout} {st} {ps} t={t}")
-                row = run.measure(case, dname, layout, st, ps, t, arrays[layout], refs[ps],
+            refs = references(data, case.g, st, passes, acts)
+            for layout, act, ps, t in configs:
+                bar.set_description_str(f"{case.name} {dname} {layout} {st} {act} {ps} t={t}")
+                row = run.measure(case, dname, layout, st, act, ps, t, arrays[layout], refs,
                                   gpu is not None and t == threads[0])
-                bar.write(report.format_row(row, gpu is not None), file=sys.stdout)
+                bar.write(report.format_row(row, gpu is not None, with_act), file=sys.stdout)
                 bar.update()
     bar.close()
     over = []
@@ -133,7 +140,7 @@ def main(argv=None):
 
     elapsed = time.perf_counter() - t_start
     failures = report.failures(run.rows)
-    print("\n".join(report.summary_lines(run.rows, gpu is not None)
+    print("\n".join(report.summary_lines(run.rows, gpu is not None, with_act)
                     + ["", f"{len(run.rows)} rows in {elapsed:.1f} s"]
                     + report.noise_lines(run.rows)))
     out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out",

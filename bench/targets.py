@@ -4,42 +4,52 @@
 
 One run on a shared machine says little, so the runs are pooled (each row's
 median over the runs) before the targets are checked.  Each target reports
-its worst row, so a "NOT met" names what to look at.
+its worst row, so a "NOT met" names what to look at.  Runs with
+`--activation silu` add issue 13's targets for fused GN+SiLU.
 """
 import json
 import pathlib
 import statistics
 import sys
 
-KEY = ("case", "dtype", "layout", "stats", "pass", "threads")
+KEY = ("case", "dtype", "layout", "stats", "activation", "pass", "threads")
+
+
+def _key(r):
+    return tuple(r.get(k, "none") for k in KEY)  # runs saved before --activation: "none"
 
 
 def pooled(docs):
     """The rows of several saved runs, each with the median of its times and ratios."""
     by = {}
     for r in (r for d in docs for r in d["rows"] if r.get("status") == "ok"):
-        by.setdefault(tuple(r[k] for k in KEY), []).append(r)
+        by.setdefault(_key(r), []).append(r)
     out = []
     for rs in by.values():
-        vals = {k: [r[k] for r in rs if r.get(k) is not None] for k in ("ms", "x_floor", "x_torch")}
+        vals = {k: [r[k] for r in rs if r.get(k) is not None]
+                for k in ("ms", "x_floor", "x_torch", "x_plain")}
         out.append(dict(rs[0], runs=len(rs),
                         **{k: statistics.median(v) if v else None for k, v in vals.items()}))
     return out
 
 
 def checks(rows):
-    """[(target, limit, worst (value, row) or None)]; float32 NCHW sample unless it says."""
-    rows = [r for r in rows if r.get("status") == "ok"]
-    idx = {tuple(r[k] for k in KEY): r for r in rows}
+    """[(target, limit, worst (value, row) or None)]; float32 NCHW sample GN alone unless
+    it says."""
+    rows = [dict(r, activation=r.get("activation", "none")) for r in rows
+            if r.get("status") == "ok"]
+    idx = {_key(r): r for r in rows}
     tmax = max((r["threads"] for r in rows), default=1)
     lab = lambda r: f"{r['case']} {r['pass']} t={r['threads']}"  # noqa: E731
 
-    def base(r, ps=None, stats="sample", layout="nchw", big=False):  # big: x + y >= 2 MiB
-        return ((r["dtype"], r["layout"], r["stats"]) == ("float32", layout, stats)
-                and ps in (None, r["pass"]) and (not big or r["bytes"] >= 2 << 20))
+    def base(r, ps=None, stats="sample", layout="nchw", big=False, act="none"):
+        # layout None: both; big: cases of 1 MiB or more (x; bytes counts x + y or dy + x + dx)
+        return ((r["dtype"], r["stats"], r["activation"]) == ("float32", stats, act)
+                and layout in (None, r["layout"]) and ps in (None, r["pass"])
+                and (not big or r["bytes"] >= (2 if r["pass"] == "forward" else 3) << 20))
 
     def over(r, **other):  # r's time over the time of the same row with `other` changed
-        o = idx.get(tuple({**r, **other}[k] for k in KEY))
+        o = idx.get(_key({**r, **other}))
         return o and (r["ms"] / o["ms"], f"{lab(r)} {r['dtype']} {r['layout']} {r['stats']}")
 
     out = []
@@ -56,7 +66,16 @@ def checks(rows):
              [(r["x_floor"], lab(r)) for r in rows if base(r, "forward", "batch", big=True)]),
             ("16-bit forward time <= float32's (same shape, layout, stats, threads)", 1.0,
              [over(r, dtype="float32") for r in rows
-              if r["pass"] == "forward" and r["dtype"] in ("bfloat16", "float16")])]
+              if r["pass"] == "forward" and r["dtype"] in ("bfloat16", "float16")
+              and r["activation"] == "none"])]
+    if any(r["activation"] == "silu" for r in rows):  # issue 13, item 5
+        big = lambda r, ps: base(r, ps, layout=None, big=True, act="silu")  # noqa: E731
+        lay = lambda r: f"{lab(r)} {r['layout']}"  # noqa: E731
+        for ps, lim in (("forward", 1.15), ("backward", 1.2)):
+            out += [(f"GN+SiLU {ps} time <= {lim}x GN alone's (x plain; NCHW and NHWC, cases of "
+                     "1 MiB or more)", lim, [(r["x_plain"], lay(r)) for r in rows if big(r, ps)]),
+                    (f"GN+SiLU {ps} >= 2.5x faster than torch's silu(group_norm) (x torch <= "
+                     "0.4; same cases)", 0.4, [(r["x_torch"], lay(r)) for r in rows if big(r, ps)])]
     return [(text, lim, max((v for v in vals if v and v[0] is not None and v[0] == v[0]),
                             default=None)) for text, lim, vals in out]
 
