@@ -57,6 +57,7 @@ cdef extern from "kernel_table.h" nogil:
         gn_kt_forward forward
         gn_kt_normalize normalize
         gn_kt_backward backward
+        gn_kt_backward frozen
     const gn_kernels gn_kernel_table[]
     int GN_KERNEL_COUNT
 
@@ -194,19 +195,27 @@ def normalize(p, y, x, mean, rstd, gamma, beta):
 
 def backward(p, dx, dgamma, dbeta, dy, x, mean, rstd, gamma, beta=None, frozen=False):
     """dx, dgamma, dbeta.  frozen: mean and rstd are constants (stats="batch",
-    a layer's running statistics in eval mode), so dx = dy * gamma * rstd, the
-    normalize stage run on dy with a zero mean and no beta; dgamma and dbeta
-    are the same sums as without frozen."""
+    a layer's running statistics in eval mode), so dx = act'(z) * dy * gamma *
+    rstd (gn_backward_frozen); dgamma and dbeta are the same sums as without
+    frozen."""
     cdef gn_desc d = _desc(p)
     if not frozen:
         _run_backward(_code(p.dtype), &d, dx, dgamma, dbeta, dy, x, mean, rstd, gamma, beta)
         return
-    if p.activation != "none":
-        raise NotImplementedError("frozen statistics with an activation: being built (issue 13)")
-    # the sums first: dx may be dy itself (out=dy), which normalize then overwrites
-    _run_backward(_code(p.dtype), &d, np.empty_like(dx), dgamma, dbeta, dy, x, mean, rstd,
-                  gamma)
-    normalize(p, dx, dy, np.zeros_like(mean), rstd, gamma, None)
+    cdef void *pdx = _ptr(dx)
+    cdef void *pdg = _ptr(dgamma)
+    cdef void *pdb = _ptr(dbeta)
+    cdef void *pdy = _ptr(dy)
+    cdef void *px = _ptr(x)
+    cdef void *pm = _ptr(mean)
+    cdef void *pr = _ptr(rstd)
+    cdef void *pg = _ptr(gamma)
+    cdef void *pb = _ptr(beta)
+    cdef int code = _code(p.dtype)
+    cdef gn_status st
+    with nogil:
+        st = _KT[code].frozen(pdx, pdg, pdb, pdy, px, pm, pr, pg, pb, &d)
+    _check(st)
 
 
 def get_num_threads():

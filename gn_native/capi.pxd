@@ -90,6 +90,21 @@ cdef extern from "gn_native.h" nogil:
                                   const uint16_t *dy, const uint16_t *x, const float *mean,
                                   const float *rstd, const uint16_t *gamma, const uint16_t *beta,
                                   const gn_desc *d)
+    gn_status gn_backward_frozen_f32(float *dx, float *dgamma, float *dbeta, const float *dy,
+                                     const float *x, const float *mean, const float *rstd,
+                                     const float *gamma, const float *beta, const gn_desc *d)
+    gn_status gn_backward_frozen_f64(double *dx, double *dgamma, double *dbeta,
+                                     const double *dy, const double *x, const double *mean,
+                                     const double *rstd, const double *gamma,
+                                     const double *beta, const gn_desc *d)
+    gn_status gn_backward_frozen_f16(uint16_t *dx, uint16_t *dgamma, uint16_t *dbeta,
+                                     const uint16_t *dy, const uint16_t *x, const float *mean,
+                                     const float *rstd, const uint16_t *gamma,
+                                     const uint16_t *beta, const gn_desc *d)
+    gn_status gn_backward_frozen_bf16(uint16_t *dx, uint16_t *dgamma, uint16_t *dbeta,
+                                      const uint16_t *dy, const uint16_t *x, const float *mean,
+                                      const float *rstd, const uint16_t *gamma,
+                                      const uint16_t *beta, const gn_desc *d)
     const char *gn_strerror(gn_status s)
     const char *gn_version()
     void gn_set_num_threads(int n)

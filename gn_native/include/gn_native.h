@@ -72,7 +72,9 @@ typedef struct {
     gn_activation activation;        /* after the affine step; 0: none */
 } gn_desc;
 
-/* Forward: y may alias x (in place).  mean/rstd are written. */
+/* Forward: y may alias x (in place).  mean/rstd are written (the statistics
+ * of x; the activation does not change them); y = act(z), z = gamma (x -
+ * mean) rstd + beta. */
 GN_API gn_status gn_forward_f32(float *y, float *mean, float *rstd, const float *x,
                                 const float *gamma, const float *beta, const gn_desc *d);
 GN_API gn_status gn_forward_f64(double *y, double *mean, double *rstd, const double *x,
@@ -97,7 +99,8 @@ GN_API gn_status gn_forward_var_bf16(uint16_t *y, float *mean, float *rstd, floa
                                      const uint16_t *x, const uint16_t *gamma,
                                      const uint16_t *beta, const gn_desc *d);
 
-/* Normalize with given statistics (laid out as d->stats says); no reduction. */
+/* Normalize with given statistics (laid out as d->stats says); no reduction.
+ * y = act(z) as in the forward. */
 GN_API gn_status gn_normalize_f32(float *y, const float *x, const float *mean, const float *rstd,
                                   const float *gamma, const float *beta, const gn_desc *d);
 GN_API gn_status gn_normalize_f64(double *y, const double *x, const double *mean, const double *rstd,
@@ -107,7 +110,8 @@ GN_API gn_status gn_normalize_f16(uint16_t *y, const uint16_t *x, const float *m
 GN_API gn_status gn_normalize_bf16(uint16_t *y, const uint16_t *x, const float *mean, const float *rstd,
                                    const uint16_t *gamma, const uint16_t *beta, const gn_desc *d);
 
-/* Backward: dx may alias dy.  dgamma/dbeta may be NULL. */
+/* Backward: dx may alias dy.  dgamma/dbeta may be NULL.  With an activation,
+ * beta counts as zeros here: use gn_backward_ex. */
 GN_API gn_status gn_backward_f32(float *dx, float *dgamma, float *dbeta,
                                  const float *dy, const float *x, const float *mean,
                                  const float *rstd, const float *gamma, const gn_desc *d);
@@ -121,8 +125,11 @@ GN_API gn_status gn_backward_bf16(uint16_t *dx, uint16_t *dgamma, uint16_t *dbet
                                   const uint16_t *dy, const uint16_t *x, const float *mean,
                                   const float *rstd, const uint16_t *gamma, const gn_desc *d);
 
-/* Backward with the forward's beta, which an activation needs (the value it
- * was applied to is recomputed); beta NULL means zeros.  dx may alias dy. */
+/* Backward with the forward's beta, which an activation needs: z is
+ * recomputed from x, mean, rstd, gamma and beta exactly as the forward
+ * computed it, g = dy * act'(z) takes dy's place in the GroupNorm backward,
+ * and nothing extra is stored.  beta NULL means zeros; without an activation
+ * beta is not read.  dx may alias dy. */
 GN_API gn_status gn_backward_ex_f32(float *dx, float *dgamma, float *dbeta,
                                     const float *dy, const float *x, const float *mean,
                                     const float *rstd, const float *gamma, const float *beta,
@@ -139,6 +146,31 @@ GN_API gn_status gn_backward_ex_bf16(uint16_t *dx, uint16_t *dgamma, uint16_t *d
                                      const uint16_t *dy, const uint16_t *x, const float *mean,
                                      const float *rstd, const uint16_t *gamma,
                                      const uint16_t *beta, const gn_desc *d);
+
+/* Backward for constant statistics: mean and rstd are not functions of x (a
+ * layer's running statistics in eval mode), so dx = act'(z) * dy * gamma *
+ * rstd, and dgamma/dbeta are the sums of gn_backward_ex.  Without an
+ * activation dx = dy * (gamma * rstd) rounded once (the bits of
+ * gn_normalize run on dy with a zero mean and no beta).  With one, an
+ * infinite x gives a NaN dx.  dx may alias dy. */
+GN_API gn_status gn_backward_frozen_f32(float *dx, float *dgamma, float *dbeta,
+                                        const float *dy, const float *x, const float *mean,
+                                        const float *rstd, const float *gamma,
+                                        const float *beta, const gn_desc *d);
+GN_API gn_status gn_backward_frozen_f64(double *dx, double *dgamma, double *dbeta,
+                                        const double *dy, const double *x, const double *mean,
+                                        const double *rstd, const double *gamma,
+                                        const double *beta, const gn_desc *d);
+GN_API gn_status gn_backward_frozen_f16(uint16_t *dx, uint16_t *dgamma, uint16_t *dbeta,
+                                        const uint16_t *dy, const uint16_t *x,
+                                        const float *mean, const float *rstd,
+                                        const uint16_t *gamma, const uint16_t *beta,
+                                        const gn_desc *d);
+GN_API gn_status gn_backward_frozen_bf16(uint16_t *dx, uint16_t *dgamma, uint16_t *dbeta,
+                                         const uint16_t *dy, const uint16_t *x,
+                                         const float *mean, const float *rstd,
+                                         const uint16_t *gamma, const uint16_t *beta,
+                                         const gn_desc *d);
 
 GN_API const char *gn_strerror(gn_status s);
 GN_API const char *gn_version(void);

@@ -11,6 +11,7 @@
 #include <math.h>
 #include "gn_native.h"
 #include "dtypes.h"
+#include "act.h"
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -74,6 +75,52 @@ static inline int gn_overlap(const void *a, int64_t na, const void *b, int64_t n
 
 /* a * b + c rounded once, in the compute type of a */
 #define GN_FMA(a, b, c) _Generic((a), float: fmaf, default: fma)((a), (b), (c))
+
+/* ---- the epilogue of one value ----
+ * z = fma(x - mh, sc, sh) in the compute type F, then the activation
+ * (act.h: computed from the float z for F = float, in double for F = double;
+ * GN_ACT_NONE: z itself).  Backward: g = dy act'(z), rounded once in F (dy
+ * itself for GN_ACT_NONE), replaces dy.  The scalar prims, the drivers'
+ * per-value fallbacks and (as their twins) the AVX2 prims compute exactly
+ * these, so every path gives the same bits. */
+#define GN_ACT(act, z) _Generic((z), float: gn_act_apply_f, default: gn_act_apply_d)((act), (z))
+#define GN_DACT(act, z) _Generic((z), float: gn_act_grad_f, default: gn_act_grad_d)((act), (z))
+/* y of x */
+#define GN_Y1(act, x, mh, sc, sh) GN_ACT((act), GN_FMA((x) - (mh), (sc), (sh)))
+/* g of dy at x - mh = dev */
+#define GN_G1(act, dy, dev, sc, sh) \
+    ((act) == GN_ACT_NONE ? (dy) : (dy) * GN_DACT((act), GN_FMA((dev), (sc), (sh))))
+/* dx of dy and x: fma(g, k1, fma(x - mh, c2, c3)) */
+#define GN_DX1(act, dy, x, k1, mh, c2, c3, sc, sh)                                    \
+    _Generic((dy), float: gn_dx1_f, default: gn_dx1_d)((act), (dy), (x), (k1), (mh),   \
+                                                        (c2), (c3), (sc), (sh))
+static inline float gn_dx1_f(int act, float dy, float x, float k1, float mh, float c2, float c3,
+                             float sc, float sh)
+{
+    float dev = x - mh;
+    return fmaf(GN_G1(act, dy, dev, sc, sh), k1, fmaf(dev, c2, c3));
+}
+static inline double gn_dx1_d(int act, double dy, double x, double k1, double mh, double c2,
+                              double c3, double sc, double sh)
+{
+    double dev = x - mh;
+    return fma(GN_G1(act, dy, dev, sc, sh), k1, fma(dev, c2, c3));
+}
+
+/* Call f(args..., act) with act a constant for each activation: f is an
+ * always-inline body, so the compiler emits one loop per activation, and the
+ * GN_ACT_NONE loop is the plain one. */
+#define GN_INLINE static inline __attribute__((always_inline))
+#define GN_BY_ACT(act, f, ...)                                                        \
+    do {                                                                              \
+        switch (act) {                                                                \
+        case GN_ACT_SILU: f(__VA_ARGS__, GN_ACT_SILU); break;                         \
+        case GN_ACT_GELU: f(__VA_ARGS__, GN_ACT_GELU); break;                         \
+        case GN_ACT_GELU_TANH: f(__VA_ARGS__, GN_ACT_GELU_TANH); break;               \
+        case GN_ACT_RELU: f(__VA_ARGS__, GN_ACT_RELU); break;                         \
+        default: f(__VA_ARGS__, GN_ACT_NONE); break;                                  \
+        }                                                                             \
+    } while (0)
 
 /* ---- extreme magnitudes ----
  * The fast paths sum squares in the compute type F and normalize with F
@@ -200,29 +247,36 @@ static inline uint16_t gn_f32_to_f16(float f)
     typedef struct {                                                                  \
         /* one chunk (len <= GN_CHUNK): sum of d and d*d, d = x - shift */           \
         void (*sums)(const T *x, int64_t len, double shift, double *s, double *q);    \
-        /* y = fma(x - mh, sc, sh) over a contiguous run; pfd > 0: also prefetch    \
-         * x[i + pfd] (the next group, read while this one is written) */            \
-        void (*norm)(T *y, const T *x, int64_t len, F mh, F sc, F sh, int64_t pfd);   \
+        /* y = act(fma(x - mh, sc, sh)) over a contiguous run; pfd > 0: also        \
+         * prefetch x[i + pfd] (the next group, read while this one is written) */   \
+        void (*norm)(T *y, const T *x, int64_t len, F mh, F sc, F sh, int act,        \
+                     int64_t pfd);                                                    \
         /* the same with streaming stores, for outputs too big to stay in cache */   \
-        void (*norm_nt)(T *y, const T *x, int64_t len, F mh, F sc, F sh, int64_t pfd);\
+        void (*norm_nt)(T *y, const T *x, int64_t len, F mh, F sc, F sh, int act,     \
+                        int64_t pfd);                                                 \
         /* per column c: s[c] += x - shift[c], q[c] += (x - shift[c])^2; rows in      \
          * blocks of GN_RBLOCK summed in F, then added in double; tmp: 3*c doubles */ \
         void (*colsums)(const T *x, int64_t rows, int64_t c, const double *shift,     \
                         double *s, double *q, double *tmp);                           \
         void (*norm_rows)(T *y, const T *x, int64_t rows, int64_t c, const F *mh,     \
-                          const F *sc, const F *sh);                                  \
-        /* one chunk: a = sum dy, b = sum dy * (x - mh) */                            \
-        void (*dsums)(const T *dy, const T *x, int64_t len, double mh, double *a,     \
-                      double *b);                                                     \
-        /* dx = fma(dy, k1, fma(x - mh, c2, c3)); pfd > 0: prefetch dy, x [i + pfd] */\
+                          const F *sc, const F *sh, int act);                         \
+        /* one chunk: a = sum g, b = sum g * (x - mh), g = dy act'(fma(x - mh, sc,    \
+         * sh)) (GN_G1; g = dy without an activation) */                              \
+        void (*dsums)(const T *dy, const T *x, int64_t len, F mh, F sc, F sh, int act, \
+                      double *a, double *b);                                          \
+        /* dx = fma(g, k1, fma(x - mh, c2, c3)) (GN_DX1); pfd > 0: prefetch dy, x    \
+         * [i + pfd] */                                                               \
         void (*dnorm)(T *dx, const T *dy, const T *x, int64_t len, F k1, F mh, F c2,  \
-                      F c3, int64_t pfd);                                             \
+                      F c3, F sc, F sh, int act, int64_t pfd);                        \
         void (*dnorm_nt)(T *dx, const T *dy, const T *x, int64_t len, F k1, F mh,     \
-                         F c2, F c3, int64_t pfd);                                    \
+                         F c2, F c3, F sc, F sh, int act, int64_t pfd);               \
+        /* per column: dsums over rows; tmp: 2*c values of F */                       \
         void (*dcolsums)(const T *dy, const T *x, int64_t rows, int64_t c,            \
-                         const double *mh, double *a, double *b, double *tmp);        \
+                         const F *mh, const F *sc, const F *sh, int act, double *a,   \
+                         double *b, double *tmp);                                     \
         void (*dnorm_rows)(T *dx, const T *dy, const T *x, int64_t rows, int64_t c,   \
-                           const F *k1, const F *mh, const F *c2, const F *c3);       \
+                           const F *k1, const F *mh, const F *c2, const F *c3,        \
+                           const F *sc, const F *sh, int act);                        \
     } gn_prims_##SFX;
 
 GN_FOR_EACH_DTYPE(GN_DECLARE_PRIMS)

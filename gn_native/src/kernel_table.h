@@ -27,6 +27,7 @@ typedef struct {
     gn_kt_forward forward;  /* gn_forward_var_<suffix> (var may be NULL) */
     gn_kt_normalize normalize;
     gn_kt_backward backward;  /* gn_backward_ex_<suffix> */
+    gn_kt_backward frozen;    /* gn_backward_frozen_<suffix> */
 } gn_kernels;
 
 #define GN_KT_WRAP(s, t, f, b, ld, st)                                                      \
@@ -48,12 +49,20 @@ typedef struct {
                                         const gn_desc *d)                                   \
     {                                                                                       \
         return gn_backward_ex_##s(dx, dgamma, dbeta, dy, x, mean, rstd, gamma, beta, d);    \
+    }                                                                                       \
+    static gn_status gn_kt_frozen_##s(void *dx, void *dgamma, void *dbeta, const void *dy,   \
+                                      const void *x, const void *mean, const void *rstd,    \
+                                      const void *gamma, const void *beta,                  \
+                                      const gn_desc *d)                                     \
+    {                                                                                       \
+        return gn_backward_frozen_##s(dx, dgamma, dbeta, dy, x, mean, rstd, gamma, beta, d); \
     }
 GN_FOR_EACH_DTYPE(GN_KT_WRAP)
 #undef GN_KT_WRAP
 
 #define GN_KT_ENTRY(s, t, f, b, ld, st) \
-    {#s, (int)sizeof(t), (int)sizeof(f), gn_kt_forward_##s, gn_kt_normalize_##s, gn_kt_backward_##s},
+    {#s, (int)sizeof(t), (int)sizeof(f), gn_kt_forward_##s, gn_kt_normalize_##s,          \
+     gn_kt_backward_##s, gn_kt_frozen_##s},
 static const gn_kernels gn_kernel_table[] = {GN_FOR_EACH_DTYPE(GN_KT_ENTRY)};
 #undef GN_KT_ENTRY
 enum { GN_KERNEL_COUNT = (int)(sizeof gn_kernel_table / sizeof gn_kernel_table[0]) };

@@ -3,6 +3,7 @@
  * template, which the compiler vectorizes as far as exactness allows. */
 #include <immintrin.h>
 #include "internal.h"
+#include "act_avx2.h"
 
 #define GN_PF_HINT _MM_HINT_T0
 

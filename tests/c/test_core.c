@@ -974,6 +974,406 @@ static void test_threads(void)
     free(hy);
 }
 
+/* ---- activations: forward, normalize, backward and frozen backward ---- */
+
+static const char *const ACT_NAME[] = {"none", "silu", "gelu", "gelu_tanh", "relu"};
+
+static gn_status call_backward_ex(dtype t, void *dx, void *dgamma, void *dbeta, const void *dy,
+                                  const void *x, const void *mean, const void *rstd,
+                                  const void *gamma, const void *beta, const gn_desc *d)
+{
+    switch (t) {
+    case F32: return gn_backward_ex_f32(dx, dgamma, dbeta, dy, x, mean, rstd, gamma, beta, d);
+    case F64: return gn_backward_ex_f64(dx, dgamma, dbeta, dy, x, mean, rstd, gamma, beta, d);
+    case F16: return gn_backward_ex_f16(dx, dgamma, dbeta, dy, x, mean, rstd, gamma, beta, d);
+    default: return gn_backward_ex_bf16(dx, dgamma, dbeta, dy, x, mean, rstd, gamma, beta, d);
+    }
+}
+
+static gn_status call_frozen(dtype t, void *dx, void *dgamma, void *dbeta, const void *dy,
+                             const void *x, const void *mean, const void *rstd,
+                             const void *gamma, const void *beta, const gn_desc *d)
+{
+    switch (t) {
+    case F32: return gn_backward_frozen_f32(dx, dgamma, dbeta, dy, x, mean, rstd, gamma, beta, d);
+    case F64: return gn_backward_frozen_f64(dx, dgamma, dbeta, dy, x, mean, rstd, gamma, beta, d);
+    case F16: return gn_backward_frozen_f16(dx, dgamma, dbeta, dy, x, mean, rstd, gamma, beta, d);
+    default: return gn_backward_frozen_bf16(dx, dgamma, dbeta, dy, x, mean, rstd, gamma, beta, d);
+    }
+}
+
+/* the activation and its derivative, in long double from the definitions */
+static long double ref_act(int act, long double z, int grad)
+{
+    const long double k = 0.797884560802865355879892119868763737L;   /* sqrt(2 / pi) */
+    switch (act) {
+    case GN_ACT_SILU: {
+        long double s = 1.0L / (1.0L + expl(-z));
+        return grad ? s * (1.0L + z * (1.0L - s)) : z * s;
+    }
+    case GN_ACT_GELU: {
+        long double P = 0.5L * erfcl(-z * 0.707106781186547524400844362104849039L);
+        return grad ? P + z * expl(-0.5L * z * z) * 0.398942280401432677939946059934381868L
+                    : z * P;
+    }
+    case GN_ACT_GELU_TANH: {
+        long double th = tanhl(k * (z + 0.044715L * z * z * z));
+        return grad ? 0.5L * (1.0L + th) +
+                          0.5L * z * (1.0L - th * th) * k * (1.0L + 3.0L * 0.044715L * z * z)
+                    : 0.5L * z * (1.0L + th);
+    }
+    case GN_ACT_RELU: return grad ? (z > 0 ? 1.0L : 0.0L) : (z < 0 ? 0.0L : z);
+    default: return grad ? 1.0L : z;
+    }
+}
+
+/* statistics in long double, from values scaled by a power of two (exact),
+ * so that no square leaves the range (valgrind computes long double in
+ * double) */
+static void ref_stats_ld(double *mean, double *rstd, dtype t, const void *x, const gn_desc *d)
+{
+    int64_t K = d->c / d->groups;
+    for (int64_t i = 0; i < nstat_of(d); i++) {
+        int64_t g = d->stats == GN_STATS_BATCH ? i : i % d->groups;
+        int64_t n0 = d->stats == GN_STATS_BATCH ? 0 : i / d->groups;
+        int64_t n1 = d->stats == GN_STATS_BATCH ? d->n : n0 + 1;
+        long double s = 0, q = 0, m = (long double)(n1 - n0) * K * d->spatial, amax = 0;
+        for (int pass = 0; pass < 3; pass++) {
+            int e;
+            frexp((double)amax, &e);
+            for (int64_t n = n0; n < n1; n++)
+                for (int64_t c = g * K; c < (g + 1) * K; c++)
+                    for (int64_t p = 0; p < d->spatial; p++) {
+                        long double v = ldexpl(get(t, x, at(d, n, c, p)), -e);
+                        if (pass == 0)
+                            amax = fmaxl(amax, fabsl(v));
+                        else if (pass == 1)
+                            s += v;
+                        else
+                            q += (v - s / m) * (v - s / m);
+                    }
+            if (pass == 2) {
+                mean[i] = (double)ldexpl(s / m, e);
+                rstd[i] = (double)(1.0L / sqrtl(ldexpl(q / m, 2 * e) + d->eps));
+            }
+        }
+    }
+}
+
+/* y = act(z) from the given statistics; the largest |z| into *zmax */
+static void ref_act_forward(double *y, double *zmax, dtype t, const void *x, const double *mean,
+                            const double *rstd, const void *gamma, const void *beta,
+                            const gn_desc *d)
+{
+    int64_t K = d->c / d->groups;
+    *zmax = 0.0;
+    for (int64_t n = 0; n < d->n; n++)
+        for (int64_t c = 0; c < d->c; c++) {
+            int64_t i = sidx(d, n, c / K);
+            long double ga = param(t, d, gamma, c, 1.0), be = param(t, d, beta, c, 0.0);
+            for (int64_t p = 0; p < d->spatial; p++) {
+                size_t k = at(d, n, c, p);
+                long double z = ((long double)get(t, x, k) - mean[i]) * rstd[i] * ga + be;
+                *zmax = fmax(*zmax, fabs((double)z));
+                y[k] = (double)ref_act(d->activation, z, 0);
+            }
+        }
+}
+
+/* The chain rule: g = dy act'(z), then GroupNorm's backward with g for dy
+ * (frozen: mean and rstd constants, dx = r gamma g); dx, dgamma, dbeta and
+ * the sizes of their terms, as ref_backward. */
+static void ref_act_backward(double *dx, double *dxmag, double *dg, double *dgmag, double *db,
+                             double *dbmag, dtype t, const void *dy, const void *x,
+                             const double *mean, const double *rstd, const void *gamma,
+                             const void *beta, const gn_desc *d, int frozen)
+{
+    int64_t K = d->c / d->groups;
+    for (int64_t c = 0; c < d->c; c++)
+        dg[c] = dgmag[c] = db[c] = dbmag[c] = 0.0;
+    for (int64_t i = 0; i < nstat_of(d); i++) {
+        int64_t g = d->stats == GN_STATS_BATCH ? i : i % d->groups;
+        int64_t n0 = d->stats == GN_STATS_BATCH ? 0 : i / d->groups;
+        int64_t n1 = d->stats == GN_STATS_BATCH ? d->n : n0 + 1;
+        long double m = (long double)(n1 - n0) * K * d->spatial, r = rstd[i];
+        long double a = 0, b = 0, am = 0, bm = 0;
+        for (int pass = 0; pass < 2; pass++)
+            for (int64_t n = n0; n < n1; n++)
+                for (int64_t c = g * K; c < (g + 1) * K; c++) {
+                    long double ga = param(t, d, gamma, c, 1.0), be = param(t, d, beta, c, 0.0);
+                    for (int64_t p = 0; p < d->spatial; p++) {
+                        size_t k = at(d, n, c, p);
+                        long double xh = ((long double)get(t, x, k) - mean[i]) * r;
+                        long double dyk = get(t, dy, k);
+                        long double gr = dyk * ref_act(d->activation, xh * ga + be, 1);
+                        /* the sizes: of dy's terms (act' <= 1.13, and near its zeros
+                         * the error of z counts, not act' itself) */
+                        long double gy = gr * ga, gm = fabsl(dyk * ga);
+                        if (pass == 0) {
+                            a += gy;
+                            b += gy * xh;
+                            am += gm;
+                            bm += gm * fabsl(xh);
+                            continue;
+                        }
+                        if (frozen) {
+                            dx[k] = (double)(r * gy);
+                            dxmag[k] = (double)fabsl(r * gm);
+                        } else {
+                            dx[k] = (double)(r * (gy - a / m - xh * b / m));
+                            dxmag[k] = (double)(fabsl(r) * (gm + am / m + fabsl(xh) * bm / m));
+                        }
+                        dg[c] += (double)(gr * xh);
+                        dgmag[c] += (double)fabsl(dyk * xh);
+                        db[c] += (double)gr;
+                        dbmag[c] += (double)fabsl(dyk);
+                    }
+                }
+    }
+    if (d->affine == GN_AFFINE_GROUP)
+        for (int64_t g = 0; g < d->groups; g++) {
+            double s[4] = {0, 0, 0, 0};
+            for (int64_t c = g * K; c < (g + 1) * K; c++) {
+                s[0] += dg[c];
+                s[1] += dgmag[c];
+                s[2] += db[c];
+                s[3] += dbmag[c];
+            }
+            dg[g] = s[0];
+            dgmag[g] = s[1];
+            db[g] = s[2];
+            dbmag[g] = s[3];
+        }
+}
+
+/* the outputs of one configuration: forward (y, mean, rstd), normalize with
+ * given statistics (ny), backward_ex from the forward's statistics (dx, dg,
+ * db) and the frozen backward from the given ones (fdx, fdg, fdb) */
+struct act_outputs {
+    struct outputs o;
+    void *fdx, *fdg, *fdb;
+};
+
+static int act_run(struct act_outputs *r, dtype t, const struct inputs *in, const gn_desc *d)
+{
+    struct outputs *o = &r->o;
+    gn_status s[4] = {
+        call_forward(t, o->y, o->mean, o->rstd, in->x, in->gamma, in->beta, d),
+        call_normalize(t, o->ny, in->x, in->nmean, in->nrstd, in->gamma, in->beta, d),
+        call_backward_ex(t, o->dx, o->dg, o->db, in->dy, in->x, o->mean, o->rstd, in->gamma,
+                         in->beta, d),
+        call_frozen(t, r->fdx, r->fdg, r->fdb, in->dy, in->x, in->nmean, in->nrstd, in->gamma,
+                    in->beta, d)};
+    int ok = s[0] == GN_OK && s[1] == GN_OK && s[2] == GN_OK && s[3] == GN_OK;
+    CHECK(ok, "status %d %d %d %d", s[0], s[1], s[2], s[3]);
+    return ok;
+}
+
+static int act_same_bits(const struct act_outputs *a, const struct act_outputs *b, dtype t,
+                         const gn_desc *d)
+{
+    size_t total = total_of(d) * dt_size(t), np = (size_t)nparam(d) * dt_size(t);
+    return same_bits(&a->o, &b->o, t, d) && !memcmp(a->fdx, b->fdx, total) &&
+           !memcmp(a->fdg, b->fdg, np) && !memcmp(a->fdb, b->fdb, np);
+}
+
+static void act_alloc(struct act_outputs *r, dtype t, const gn_desc *d)
+{
+    alloc_outputs(&r->o, t, d);
+    r->fdx = xmalloc(total_of(d) * dt_size(t));
+    r->fdg = xmalloc((size_t)d->c * dt_size(t));
+    r->fdb = xmalloc((size_t)d->c * dt_size(t));
+}
+
+static void act_free(struct act_outputs *r)
+{
+    free_outputs(&r->o);
+    free(r->fdx);
+    free(r->fdg);
+    free(r->fdb);
+}
+
+/* how many of n values are off their reference */
+static int act_off(dtype t, const void *got, const double *want, const double *mag, size_t n,
+                   double scale, int backward)
+{
+    int bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        double v = get(t, got, i);
+        /* an absolute floor: results that are subnormal in the dtype */
+        bad += !close_enough(t, v, want[i], mag ? mag[i] : scale, backward) &&
+               !(fabs(v - want[i]) <= 2.0 * ulp(t, 0.0));
+    }
+    return bad;
+}
+
+/* One case with an activation: the scalar path on one thread against the
+ * long double reference, and every ISA with 1 and 2 threads against its
+ * bits.  x = loc + spread * normal; the given statistics of normalize and
+ * the frozen backward are near x's. */
+static void test_act_case(dtype t, gn_layout layout, gn_stats stats, gn_affine affine,
+                          gn_activation act, int64_t N, int64_t C, int64_t S, int64_t G,
+                          double loc, double spread)
+{
+    gn_desc d = {N, C, S, G, 1e-5, layout, stats, affine, act};
+    char name[200];
+    snprintf(name, sizeof name, "act=%s %s %s %s affine=%s N=%lld C=%lld S=%lld G=%lld x~%g",
+             ACT_NAME[act], DT_NAME[t], LAYOUT_NAME[layout], STATS_NAME[stats],
+             AFFINE_NAME[affine], (long long)N, (long long)C, (long long)S, (long long)G, spread);
+    size_t total = total_of(&d), ns = (size_t)nstat_of(&d), np = (size_t)nparam(&d);
+    size_t es = dt_size(t);
+    struct inputs in = {xmalloc(total * es), xmalloc(total * es), NULL, NULL,
+                        xmalloc(ns * stat_size(t)), xmalloc(ns * stat_size(t))};
+    for (size_t i = 0; i < total; i++) {
+        put(t, in.x, i, loc + spread * normal());
+        put(t, in.dy, i, normal());
+    }
+    if (affine != GN_AFFINE_NONE) {
+        in.gamma = xmalloc(np * es);
+        in.beta = xmalloc(np * es);
+        for (size_t i = 0; i < np; i++) {
+            put(t, in.gamma, i, (i % 3 ? 0.5 : -0.5) - uniform());
+            put(t, in.beta, i, 0.5 * normal());
+        }
+    }
+    for (size_t i = 0; i < ns; i++) {
+        put_stat(t, in.nmean, i, loc + 0.3 * spread * normal());
+        put_stat(t, in.nrstd, i, (0.5 + uniform()) / spread);
+    }
+    struct act_outputs base, o;
+    act_alloc(&base, t, &d);
+    act_alloc(&o, t, &d);
+    double *rm = xmalloc(ns * sizeof(double)), *rr = xmalloc(ns * sizeof(double));
+    double *ry = xmalloc(total * sizeof(double)), *mag = xmalloc(total * sizeof(double));
+    double *rg = xmalloc((size_t)C * sizeof(double) * 4), *rgm = rg + C, *rb = rg + 2 * C,
+           *rbm = rg + 3 * C;
+    gn_set_isa("scalar");
+    gn_set_num_threads(1);
+    if (!act_run(&base, t, &in, &d)) {
+        fprintf(stderr, "  in %s\n", name);
+        goto done;
+    }
+
+    /* forward: the statistics, and y against act(z) of the reference z */
+    double zmax;
+    int bad = 0;
+    ref_stats_ld(rm, rr, t, in.x, &d);
+    for (size_t i = 0; i < ns; i++) {
+        double m = get_stat(t, base.o.mean, i), r = get_stat(t, base.o.rstd, i);
+        double rtol = t == F64 ? 1e-12 : 1e-6;
+        bad += !(fabs(m - rm[i]) <= rtol * (fabs(rm[i]) + 1.0 / rr[i]));
+        bad += !(fabs(r - rr[i]) <= rtol * rr[i]);
+    }
+    CHECK(!bad, "%s: %d mean/rstd values off", name, bad);
+    ref_act_forward(ry, &zmax, t, in.x, rm, rr, in.gamma, in.beta, &d);
+    bad = act_off(t, base.o.y, ry, NULL, total, zmax, 0);
+    CHECK(!bad, "%s: forward, %d/%zu values off", name, bad, total);
+
+    /* normalize with the given statistics */
+    for (size_t i = 0; i < ns; i++) {
+        rm[i] = get_stat(t, in.nmean, i);
+        rr[i] = get_stat(t, in.nrstd, i);
+    }
+    ref_act_forward(ry, &zmax, t, in.x, rm, rr, in.gamma, in.beta, &d);
+    bad = act_off(t, base.o.ny, ry, NULL, total, zmax, 0);
+    CHECK(!bad, "%s: normalize, %d/%zu values off", name, bad, total);
+
+    /* frozen backward, from the given statistics */
+    ref_act_backward(ry, mag, rg, rgm, rb, rbm, t, in.dy, in.x, rm, rr, in.gamma, in.beta, &d, 1);
+    bad = act_off(t, base.fdx, ry, mag, total, 0, 1);
+    CHECK(!bad, "%s: frozen dx, %d/%zu values off", name, bad, total);
+    bad = act_off(t, base.fdg, rg, rgm, np, 0, 1) + act_off(t, base.fdb, rb, rbm, np, 0, 1);
+    CHECK(!bad, "%s: frozen dgamma/dbeta, %d values off", name, bad);
+    if (act == GN_ACT_NONE) {   /* the normalize stage on dy with a zero mean, bit for bit */
+        void *zero = calloc(ns, stat_size(t));
+        CHECK(zero && call_normalize(t, o.o.ny, in.dy, zero, in.nrstd, in.gamma, NULL, &d) ==
+                              GN_OK && !memcmp(o.o.ny, base.fdx, total * es),
+              "%s: frozen dx differs from normalize(dy, mean 0)", name);
+        free(zero);
+    }
+
+    /* backward, from the statistics forward returned */
+    for (size_t i = 0; i < ns; i++) {
+        rm[i] = get_stat(t, base.o.mean, i);
+        rr[i] = get_stat(t, base.o.rstd, i);
+    }
+    ref_act_backward(ry, mag, rg, rgm, rb, rbm, t, in.dy, in.x, rm, rr, in.gamma, in.beta, &d, 0);
+    bad = act_off(t, base.o.dx, ry, mag, total, 0, 1);
+    CHECK(!bad, "%s: dx, %d/%zu values off", name, bad, total);
+    bad = act_off(t, base.o.dg, rg, rgm, np, 0, 1) + act_off(t, base.o.db, rb, rbm, np, 0, 1);
+    CHECK(!bad, "%s: dgamma/dbeta, %d values off", name, bad);
+
+    /* every ISA with 1 and 2 threads: the baseline's bits */
+    static const char *const isas[] = {"scalar", "avx2"};
+    for (int k = 0; k < 2; k++)
+        for (int nt = 1; nt <= 2; nt++) {
+            if ((k == 1 && !have_avx2) || (k == 0 && nt == 1))
+                continue;
+            gn_set_isa(isas[k]);
+            gn_set_num_threads(nt);
+            if (act_run(&o, t, &in, &d))
+                CHECK(act_same_bits(&o, &base, t, &d), "%s: %s with %d threads differs", name,
+                      isas[k], nt);
+        }
+    /* in place (dx = dy), and beta = NULL means zeros */
+    gn_set_isa("auto");
+    gn_set_num_threads(2);
+    memcpy(o.fdx, in.dy, total * es);
+    CHECK(call_frozen(t, o.fdx, NULL, NULL, o.fdx, in.x, in.nmean, in.nrstd, in.gamma, in.beta,
+                      &d) == GN_OK && !memcmp(o.fdx, base.fdx, total * es),
+          "%s: frozen in place differs", name);
+    if (affine == GN_AFFINE_NONE)
+        CHECK(call_backward(t, o.o.dx, o.o.dg, o.o.db, in.dy, in.x, base.o.mean, base.o.rstd,
+                            NULL, &d) == GN_OK && !memcmp(o.o.dx, base.o.dx, total * es),
+              "%s: gn_backward differs from gn_backward_ex", name);
+done:
+    act_free(&base);
+    act_free(&o);
+    free(rm);
+    free(rr);
+    free(ry);
+    free(mag);
+    free(rg);
+    free(in.x);
+    free(in.dy);
+    free(in.gamma);
+    free(in.beta);
+    free(in.nmean);
+    free(in.nrstd);
+    gn_set_isa("auto");
+    gn_set_num_threads(0);
+}
+
+static void test_activations(int quick)
+{
+    /* small (every affine kind), then a size that 2 threads share (fused
+     * paths for sample statistics, phased for batch ones), whose NCHW groups
+     * cross the 4096-value chunk and NHWC samples the 256-row unit */
+    static const int64_t shapes[][4] = {{2, 6, 37, 3}, {2, 8, 2100, 4}};
+    int nshapes = quick ? 1 : 2;
+    for (int s = 0; s < nshapes; s++)
+        for (int act = 0; act < 5; act++)
+            for (int t = 0; t < 4; t++)
+                for (int layout = 0; layout < 2; layout++)
+                    for (int stats = 0; stats < 2; stats++)
+                        for (int affine = s ? 1 : 0; affine < (s ? 2 : 3); affine++)
+                            test_act_case((dtype)t, (gn_layout)layout, (gn_stats)stats,
+                                          (gn_affine)affine, (gn_activation)act, shapes[s][0],
+                                          shapes[s][1], shapes[s][2], shapes[s][3],
+                                          s % 2 ? 3.0 : -0.5, 2.0);
+    /* extreme magnitudes: the double paths (squares beyond float, rstd below
+     * the coefficients' rmin) for the dtypes that can hold such data (float64
+     * cannot: its var, beyond double's range there, makes rstd 0) */
+    for (int act = 0; act < 5; act++)
+        for (int layout = 0; layout < 2; layout++)
+            for (int stats = 0; stats < 2; stats++) {
+                test_act_case(F32, (gn_layout)layout, (gn_stats)stats, GN_AFFINE_CHANNEL,
+                              (gn_activation)act, 2, 4, 300, 2, 0.0, 1e37);
+                test_act_case(BF16, (gn_layout)layout, (gn_stats)stats, GN_AFFINE_CHANNEL,
+                              (gn_activation)act, 2, 4, 300, 2, 0.0, 1e37);
+            }
+}
+
 int main(int argc, char **argv)
 {
     int quick = argc > 1 && !strcmp(argv[1], "--quick");   /* smaller sizes only */
@@ -1014,6 +1414,7 @@ int main(int argc, char **argv)
                 if ((dtype)t != F64)   /* float64 never streams */
                     test_streaming_alignment((dtype)t, (gn_stats)stats,
                                              ((int64_t)16 << 20) / (8 * (int64_t)dt_size((dtype)t)) + 3);
+    test_activations(quick);
     test_invalid();
     test_edges();
     test_threads();
