@@ -28,16 +28,6 @@ def _row(case, layout="nchw", ps="forward", threads=1, dtype="float32", stats="s
             "x_torch": x_torch, "x_plain": x_plain, "bytes": nbytes, "gbps": 1.0}
 
 
-def _silu_unsupported():
-    """True while the C core refuses activation= (issue 13: the interface landed first)."""
-    try:
-        import gn_native
-        gn_native.group_norm(np.ones((1, 2, 2), np.float32), 1, activation="silu")
-    except (ImportError, RuntimeError):
-        return True
-    return False
-
-
 def test_targets_report_the_worst_row():
     t = _load("targets")
     rows = [_row("a", x_floor=1.2), _row("b", x_floor=1.5),
@@ -154,8 +144,6 @@ def test_bench_uses_the_activation_tolerances():
     assert m.compare({"y": (y + 10 * tol).astype(np.float32)}, want)[0].startswith("y: ")
 
 
-@pytest.mark.skipif(_silu_unsupported(), reason="the C core does not apply activation= yet "
-                    "(RuntimeError: unsupported operation); issue 13")
 def test_bench_quick_run_with_activation(tmp_path):
     """--activation none,silu: every row checked (the fused call and the plain one beside
     it), an act and an x plain column, x plain in the JSON, torch's silu(group_norm)."""
