@@ -209,9 +209,8 @@ def group_norm_forward(x, n_groups, gamma=None, beta=None, eps=1e-5, *, stats="s
     >>> rm, rv
     (array([0.75, 2.75], dtype=float32), array([1.3333334, 1.3333334], dtype=float32))
     """
-    if (mean is None and var is None and running_mean is None and running_var is None
-            and activation is None):
-        r = _cpu.forward_fast(x, n_groups, gamma, beta, eps, stats, channel_axis, out)
+    if mean is None and var is None and running_mean is None and running_var is None:
+        r = _cpu.forward_fast(x, n_groups, gamma, beta, eps, stats, channel_axis, out, activation)
         if r is not None:
             return r
     return forward_general(x, n_groups, gamma, beta, eps, stats=stats, channel_axis=channel_axis,
@@ -341,8 +340,8 @@ def group_norm(x, n_groups, gamma=None, beta=None, eps=1e-5, *, stats="sample",
     ...
     ValueError: ...
     """
-    if mean is None and var is None and activation is None:
-        r = _cpu.forward_fast(x, n_groups, gamma, beta, eps, stats, channel_axis, out)
+    if mean is None and var is None:
+        r = _cpu.forward_fast(x, n_groups, gamma, beta, eps, stats, channel_axis, out, activation)
         if r is not None:
             return r[0]
     return forward_general(x, n_groups, gamma, beta, eps, stats=stats, channel_axis=channel_axis,
@@ -419,8 +418,9 @@ def group_norm_backward(dy, x, mean, rstd, n_groups, gamma=None, beta=None, *, s
     >>> dbeta
     array([2., 2., 2., 2.], dtype=float32)
     """
-    if frozen is False and beta is None and activation is None:
-        r = _cpu.backward_fast(dy, x, mean, rstd, n_groups, gamma, stats, channel_axis, out)
+    if frozen is False:
+        r = _cpu.backward_fast(dy, x, mean, rstd, n_groups, gamma, stats, channel_axis, out,
+                               beta, activation)
         if r is not None:
             return r
     return backward_general(dy, x, mean, rstd, n_groups, gamma, beta, stats=stats,

@@ -379,7 +379,25 @@ cdef object _fast_output(out, cnp.ndarray xa, int code, object other, tuple para
     return o
 
 
-def forward_fast(x, n_groups, gamma, beta, eps, stats, channel_axis, out):
+_ACT_CODES = {"none": <int>GN_ACT_NONE, "silu": <int>GN_ACT_SILU, "gelu": <int>GN_ACT_GELU,
+              "gelu_tanh": <int>GN_ACT_GELU_TANH, "relu": <int>GN_ACT_RELU}
+
+
+cdef bint _fast_act(activation, gn_desc *d):
+    """None or an activation's exact name (a str, not a subclass) into d."""
+    if activation is None:
+        d.activation = GN_ACT_NONE
+        return True
+    if type(activation) is not str:
+        return False
+    code = _ACT_CODES.get(activation)
+    if code is None:
+        return False
+    d.activation = <gn_activation><int>code
+    return True
+
+
+def forward_fast(x, n_groups, gamma, beta, eps, stats, channel_axis, out, activation=None):
     """(y, mean, rstd) for a plainly valid common call, else None."""
     if not cnp.PyArray_CheckExact(x):
         return None
@@ -389,7 +407,7 @@ def forward_fast(x, n_groups, gamma, beta, eps, stats, channel_axis, out):
     cdef int kg, kb
     if code < 0 or not _fast_desc(xa, n_groups, eps, stats, channel_axis, &d):
         return None
-    if not (_fast_param(gamma, code, d.c, d.groups, &kg) and
+    if not (_fast_act(activation, &d) and _fast_param(gamma, code, d.c, d.groups, &kg) and
             _fast_param(beta, code, d.c, d.groups, &kb)):
         return None
     if kg and kb and kg != kb:
@@ -420,30 +438,35 @@ cdef bint _fast_stat(a, gn_desc *d, int code):
             and cnp.PyArray_DIM(s, 1) == d.groups)
 
 
-def backward_fast(dy, x, mean, rstd, n_groups, gamma, stats, channel_axis, out):
-    """(dx, dgamma, dbeta) for a plainly valid common call, else None."""
+def backward_fast(dy, x, mean, rstd, n_groups, gamma, stats, channel_axis, out, beta=None,
+                  activation=None):
+    """(dx, dgamma, dbeta) for a plainly valid common call, else None.  beta (used with an
+    activation) must be None or of gamma's kind, or per channel without gamma."""
     if not (cnp.PyArray_CheckExact(x) and cnp.PyArray_CheckExact(dy)):
         return None
     cdef cnp.ndarray xa = <cnp.ndarray>x
     cdef cnp.ndarray ga = <cnp.ndarray>dy
     cdef int code = _fast_code(xa)
     cdef gn_desc d
-    cdef int kg
+    cdef int kg, kb
     if code < 0 or _fast_code(ga) != code or not cnp.PyArray_SAMESHAPE(ga, xa):
         return None
     if not _fast_desc(xa, n_groups, 1.0, stats, channel_axis, &d):
         return None
-    if not (_fast_param(gamma, code, d.c, d.groups, &kg) and _fast_stat(mean, &d, code)
+    if not (_fast_act(activation, &d) and _fast_param(gamma, code, d.c, d.groups, &kg)
+            and _fast_param(beta, code, d.c, d.groups, &kb) and _fast_stat(mean, &d, code)
             and _fast_stat(rstd, &d, code)):
         return None
-    d.affine = GN_AFFINE_NONE if kg == 0 else (
-        GN_AFFINE_CHANNEL if kg == 1 or d.c == d.groups else GN_AFFINE_GROUP)
-    dxa_obj = _fast_output(out, xa, code, ga, (mean, rstd, gamma))
+    if kb and kb != (kg or 1) and d.c != d.groups:
+        return None
+    d.affine = GN_AFFINE_NONE if not (kg or kb) else (
+        GN_AFFINE_CHANNEL if (kg or kb) == 1 or d.c == d.groups else GN_AFFINE_GROUP)
+    dxa_obj = _fast_output(out, xa, code, ga, (mean, rstd, gamma, beta))
     if dxa_obj is None:
         return None
     cdef cnp.ndarray dxa = <cnp.ndarray>dxa_obj
     cdef cnp.npy_intp plen = d.groups if kg == 2 else d.c
     dgamma = _empty_like_1d(plen, xa)
     dbeta = _empty_like_1d(plen, xa)
-    _run_backward(code, &d, dxa, dgamma, dbeta, ga, xa, mean, rstd, gamma)
+    _run_backward(code, &d, dxa, dgamma, dbeta, ga, xa, mean, rstd, gamma, beta)
     return dxa, dgamma, dbeta

@@ -419,6 +419,10 @@ def backward_call(dy, x, mean, rstd, n_groups, gamma, stats, channel_axis, out, 
     kind, x, gamma, beta, (dy, mean, rstd) = _arrays(x, gamma, beta, out, (dy, mean, rstd),
                                                      ("dy", "mean", "rstd"))
     p = plan(x, n_groups, gamma, beta, 1.0, stats, channel_axis, activation=activation)
+    if gamma is None and p.affine == "group":
+        # beta alone, per group: the kernel runs per channel, so that dgamma and dbeta
+        # come per channel as without beta (the caller expands beta, see expand_affine)
+        p = dataclasses.replace(p, affine=AFFINES["channel"])
     if frozen and p.stats != "batch":
         raise ValueError("frozen=True needs stats='batch' (one mean/rstd per group)")
     if out is not None:

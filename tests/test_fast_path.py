@@ -33,6 +33,7 @@ MEMORY = ["contiguous", "contiguous", "strided", "fortran", "list", "swapped", "
 PARAMS = [None, None, "channel", "group", "short", "float64", "list", "strided"]
 OUTS = [None, None, "fresh", "x", "float64", "readonly", "shape", "overlap", "list"]
 DTYPES = [np.float32, np.float64, np.float16]
+ACTS = [None, None, None, "silu", "gelu", "gelu_tanh", "relu", "none", "SiLU", 1]
 
 
 @st.composite
@@ -44,7 +45,8 @@ def calls(draw):
         groups=draw(st.sampled_from(GROUPS)), eps=draw(st.sampled_from(EPS)),
         stats=draw(st.sampled_from(STATS)), axis=draw(st.sampled_from(AXES)),
         gamma=draw(st.sampled_from(PARAMS)), beta=draw(st.sampled_from(PARAMS)),
-        out=draw(st.sampled_from(OUTS)), seed=draw(st.integers(0, 2 ** 16)))
+        out=draw(st.sampled_from(OUTS)), activation=draw(st.sampled_from(ACTS)),
+        seed=draw(st.integers(0, 2 ** 16)))
 
 
 def _build(case):
@@ -103,7 +105,8 @@ def _build(case):
         x = big[:-1].reshape(arr.shape)
         out = big[1:].reshape(arr.shape)
     return dict(x=x, n_groups=groups, gamma=param(case["gamma"]), beta=param(case["beta"]),
-                eps=case["eps"], stats=case["stats"], channel_axis=ax, out=out, rng=rng)
+                eps=case["eps"], stats=case["stats"], channel_axis=ax, out=out,
+                activation=case["activation"], rng=rng)
 
 
 def _outcome(f):
@@ -169,7 +172,7 @@ def test_backward_fast_and_general_paths_agree(case, extra):
             mean = mean.astype(np.float64 if sdt == np.float32 else np.float32)
         elif extra == "stat_none":
             rstd = None
-        del d["beta"], d["eps"]
+        del d["eps"]    # backward takes beta (for the activation) but no eps
         args.append(dict(dy=dy, mean=mean, rstd=rstd, **d))
     a, b = args
     fast = _outcome(lambda: gn.group_norm_backward(**a))
