@@ -14,6 +14,13 @@ Paths (chosen by gn_native._gpu_geometry from the shape alone):
   fixed order, and CuPy ElementwiseKernels normalize or compute dx.
 normalize() (statistics given) is one ElementwiseKernel.
 
+Activation (plan.activation, issue 13): every kernel that writes y or dx,
+or sums for dgamma/dbeta, applies it.  y = act(z), z = gamma * xhat + beta;
+the backward recomputes z from x, mean, rstd, gamma and beta and uses
+g = dy * act'(z) for dy (the forward stores nothing extra).  RawKernels
+take it as a template parameter (one RawModule per activation), the CuPy
+Elementwise kernels as an argument; see gn_kernels.cuh and _gpu_kernels.
+
 Aliasing: y may be x, and dx may be dy or x (the same array object, as
 _api passes for out=x); the kernels read each value before writing it, and
 the tests run every path that way (tests/test_gpu_host.py).  Any other
@@ -68,13 +75,16 @@ def dtype_name(dtype):
 # Kernels, built once (CuPy also caches the compiled binaries on disk).
 
 @functools.lru_cache(maxsize=None)
-def _raw_module(dtype, layout):
-    return cupy.RawModule(code=K.raw_source(), options=K.raw_options(), name_expressions=K.raw_names(dtype, layout))
+def _raw_module(dtype, layout, act):
+    """One module per activation: a process compiles only the activations it uses."""
+    return cupy.RawModule(code=K.raw_source(), options=K.raw_options(),
+                          name_expressions=K.raw_names(dtype, layout, act))
 
 
 @functools.lru_cache(maxsize=None)
-def _raw_kernel(kind, dtype, layout, affine):
-    return _raw_module(dtype, layout).get_function(K.raw_name(kind, dtype, layout, affine))
+def _raw_kernel(kind, dtype, layout, affine, act="none"):
+    return _raw_module(dtype, layout, K.raw_module_act(kind, act)).get_function(
+        K.raw_name(kind, dtype, layout, affine, act))
 
 
 # key -> spec; per-dtype specs take the dtype name (see spec_for)
@@ -106,8 +116,8 @@ class _CupyExec:
     def empty(self, shape, dtype):
         return cupy.empty(shape, dtype)
 
-    def raw(self, kind, dtype, layout, affine, launch, args):
-        k = _raw_kernel(kind, dtype, layout, affine)
+    def raw(self, kind, dtype, layout, affine, launch, args, act="none"):
+        k = _raw_kernel(kind, dtype, layout, affine, act)
         k((launch.grid,), (launch.block,), tuple(_NULL if a is None else a for a in args),
           shared_mem=launch.smem)
 
@@ -130,20 +140,24 @@ _EXEC = _CupyExec()
 # The backend contract.
 
 def forward(plan, y, mean, rstd, x, gamma, beta):
-    """Statistics of x into mean/rstd (plan.stat_shape), y = normalized x."""
+    """Statistics of x into mean/rstd (plan.stat_shape), y = act(normalized x) (plan.activation)."""
     run_forward(_EXEC, plan, y, mean, rstd, x, gamma, beta)
 
 
 def normalize(plan, y, x, mean, rstd, gamma, beta):
-    """y = normalized x with the given mean/rstd (plan.stat_shape, plan.stat_dtype)."""
+    """y = act(normalized x) with the given mean/rstd (plan.stat_shape, plan.stat_dtype)."""
     run_normalize(_EXEC, plan, y, x, mean, rstd, gamma, beta)
 
 
 def backward(plan, dx, dgamma, dbeta, dy, x, mean, rstd, gamma, beta=None, frozen=False):
     """dx, and dgamma/dbeta (shape (C,) or gamma's) in x's dtype.
 
+    With an activation (plan.activation), dy is the gradient of act(z),
+    z = gamma * xhat + beta recomputed from x, mean, rstd, gamma and beta:
+    every kernel below uses g = dy * act'(z) in place of dy.
+
     frozen=True: mean and rstd are constants, not x's statistics (a layer's
-    running statistics in eval mode): dx = dy * gamma * rstd.  The plan then
+    running statistics in eval mode): dx = g * gamma * rstd.  The plan then
     has stats="batch", mean and rstd shape (G,)."""
     run_backward(_EXEC, plan, dx, dgamma, dbeta, dy, x, mean, rstd, gamma, frozen, beta)
 
@@ -199,19 +213,21 @@ def _sizes(plan):
     return _i64(plan.n), _i64(plan.c), _i64(plan.spatial), _i64(plan.groups)
 
 
-def _no_activation_yet(plan):
-    if plan.activation != "none":
-        raise NotImplementedError("activation= on the GPU: being built (issue 13)")
+def _act(plan):
+    """The plan's activation name ("none", "silu", ...) and id (gn_act.cuh, = plan.activation.code)."""
+    name = str(plan.activation)
+    code = K.ACTIVATIONS[name]
+    assert code == plan.activation.code, (name, plan.activation.code)
+    return name, code
 
 
 def run_forward(ex, plan, y, mean, rstd, x, gamma, beta):
-    _no_activation_yet(plan)
     dt = dtype_name(plan.dtype)
     geo = G.forward_geometry(plan.n, plan.c, plan.spatial, plan.groups, plan.stats)
     affine = _affine_of(gamma, beta, plan.c)
     if geo.path == "fused":
         ex.raw("fwd_fused", dt, plan.layout, affine, geo.launch,
-               (y, mean, rstd, x, gamma, beta) + _sizes(plan) + (np.float64(plan.eps),))
+               (y, mean, rstd, x, gamma, beta) + _sizes(plan) + (np.float64(plan.eps),), act=_act(plan)[0])
         return
     q, r = geo.merge_shape
     parts = ex.empty((3, q * r), np.float64)
@@ -226,7 +242,6 @@ def run_forward(ex, plan, y, mean, rstd, x, gamma, beta):
 
 
 def run_normalize(ex, plan, y, x, mean, rstd, gamma, beta):
-    _no_activation_yet(plan)
     """y from x and given per-group statistics."""
     coef = ex.empty((K.NORM_COEFS, mean.size), plan.stat_dtype)
     ex.elementwise("norm_coef", None, mean.reshape(-1), rstd.reshape(-1), *coef)
@@ -241,23 +256,27 @@ def _run_normalize(ex, plan, y, x, coef, gamma, beta):
     ex.elementwise("normalize", dtype_name(plan.dtype), xf, coef, _i64(coef.shape[1]),
                    dummy if gamma is None else _io(gamma), dummy if beta is None else _io(beta),
                    *_flat_args(plan), np.int32(K.AFFINE_CODE[affine]),
-                   np.int32(gamma is not None), np.int32(beta is not None), yf)
+                   np.int32(gamma is not None), np.int32(beta is not None), np.int32(_act(plan)[1]), yf)
 
 
 def run_backward(ex, plan, dx, dgamma, dbeta, dy, x, mean, rstd, gamma, frozen=False,
                  beta=None):
-    _no_activation_yet(plan)
     dt = dtype_name(plan.dtype)
     acc = plan.stat_dtype   # the sums accumulate in the statistics dtype
-    affine = _affine_of(gamma, None, plan.c)
+    act, act_code = _act(plan)
+    if not act_code:
+        beta = None          # without an activation nothing reads beta
+    affine = _affine_of(gamma, None, plan.c)       # gamma's (dgamma's sums, bwd_coef)
+    affine_z = _affine_of(gamma, beta, plan.c)     # z's: gamma's or, without gamma, beta's
     geo = G.backward_geometry(plan.n, plan.c, plan.spatial, plan.groups, plan.stats, plan.layout)
     assert not frozen or (plan.stats == "batch" and geo.path == "split"), "frozen statistics: per group"
     n, c = plan.n, plan.c
     if geo.path == "fused":
         pdb = ex.empty((n, c), acc)
         pdg = ex.empty((n, c), acc)
-        ex.raw("bwd_fused", dt, plan.layout, affine, geo.launch,
-               (dx, pdb, pdg, dy, x, mean, rstd, gamma) + _sizes(plan) + (np.int32(geo.tx_len),))
+        ex.raw("bwd_fused", dt, plan.layout, affine_z, geo.launch,
+               (dx, pdb, pdg, dy, x, mean, rstd, gamma, beta) + _sizes(plan) + (np.int32(geo.tx_len),),
+               act=act)
         rows_db, rows_dg = pdb, pdg
     else:
         q, r = geo.sum_shape
@@ -265,8 +284,8 @@ def run_backward(ex, plan, dx, dgamma, dbeta, dy, x, mean, rstd, gamma, frozen=F
         pdg = ex.empty((q, r), acc)
         gn = plan.groups if plan.stats == "sample" else 0
         ex.raw("bwd_partial", dt, plan.layout, "none", geo.launch,
-               (pdb, pdg, dy, x, mean, rstd) + _sizes(plan)
-               + (_i64(gn), _i64(geo.parts), _i64(geo.chunk), np.int32(geo.tx_len)))
+               (pdb, pdg, dy, x, mean, rstd, gamma, beta, np.int32(K.AFFINE_CODE[affine_z])) + _sizes(plan)
+               + (_i64(gn), _i64(geo.parts), _i64(geo.chunk), np.int32(geo.tx_len)), act=act)
         sdb = ex.empty((r,), np.float64)        # per (n, c) ("sample") or per c ("batch")
         sdg = ex.empty((r,), np.float64)
         ex.reduce("sum2", pdb, pdg, sdb, sdg)
@@ -274,13 +293,15 @@ def run_backward(ex, plan, dx, dgamma, dbeta, dy, x, mean, rstd, gamma, frozen=F
         xf = _io(x.reshape(-1))
         m = plan.k * plan.spatial * (n if plan.stats == "batch" else 1)    # values per statistics group
         gam = xf[:1] if gamma is None else _io(gamma)      # a small stand-in when there is no gamma
+        bet = xf[:1] if beta is None else _io(beta)
         ex.elementwise("bwd_coef", dt, sdb, sdg, mean.reshape(-1), rstd.reshape(-1), gam,
                        _i64(c), _i64(plan.k), _i64(plan.groups), np.float64(m),
                        np.int32(K.AFFINE_CODE[affine]), np.int32(frozen), *coef)
         dyf = _io(dy.reshape(-1))
         dxf = dyf if dx is dy else (xf if dx is x else _io(dx.reshape(-1)))   # in place, as in _run_normalize
-        ex.elementwise("dx", dt, dyf, xf, coef, _i64(coef.shape[1]), gam, *_flat_args(plan),
-                       np.int32(K.AFFINE_CODE[affine]), dxf)
+        ex.elementwise("dx", dt, dyf, xf, coef, _i64(coef.shape[1]), gam, bet, *_flat_args(plan),
+                       np.int32(K.AFFINE_CODE[affine_z]), np.int32(gamma is not None),
+                       np.int32(beta is not None), np.int32(act_code), dxf)
         rows_db, rows_dg = sdb.reshape(-1, c), sdg.reshape(-1, c)
     if rows_db.shape[0] == 1 and rows_db.dtype == np.float64:
         tdb, tdg = rows_db.reshape(-1), rows_dg.reshape(-1)       # stats="batch": already per channel

@@ -23,6 +23,8 @@ RAW_CTYPE = {d.name: d.gpu_ctype for d in _dtypes.DTYPES}
 DTYPES = tuple(d.name for d in _dtypes.DTYPES)
 LAYOUTS = {"nchw": 0, "nhwc": 1}
 AFFINES = {"none": 0, "channel": 1, "group": 2}
+# the activation ids of gn_act.cuh (= gn_native.h's GN_ACT_*, Plan.activation.code)
+ACTIVATIONS = {"none": 0, "silu": 1, "gelu": 2, "gelu_tanh": 3, "relu": 4}
 ARCHS = ("sm_75", "sm_80", "sm_86", "sm_89", "sm_90", "sm_100", "sm_120")
 
 
@@ -59,34 +61,47 @@ def read_source(name, _seen=None):
 
 
 # ---------------------------------------------------------------------------
-# RawKernels: one RawModule per (dtype, layout), all passes and affine kinds.
+# RawKernels: one RawModule per (dtype, layout, activation), all passes and
+# affine kinds.  The activation is a template parameter (see gn_kernels.cuh);
+# the statistics pass does not depend on it and lives in the "none" module
+# only (raw_module_act).
 
 RAW_KINDS = G.RAW_KINDS
+ACT_KINDS = ("fwd_fused", "bwd_fused", "bwd_partial")    # the kernels that apply the activation
 
 
-def raw_name(kind, dtype, layout, affine="none"):
+def raw_module_act(kind, act):
+    """The activation of the module that holds `kind` for activation `act`."""
+    return act if kind in ACT_KINDS else "none"
+
+
+def raw_name(kind, dtype, layout, affine="none", act="none"):
     """C++ name expression of one RawKernel instantiation."""
-    ct, lay = RAW_CTYPE[dtype], LAYOUTS[layout]
+    ct, lay, a = RAW_CTYPE[dtype], LAYOUTS[layout], ACTIVATIONS[act]
     if kind in ("fwd_fused", "bwd_fused"):
-        return f"gn_{kind}<{ct}, {lay}, {AFFINES[affine]}>"
-    if kind in ("stats_partial", "bwd_partial"):
+        return f"gn_{kind}<{ct}, {lay}, {AFFINES[affine]}, {a}>"
+    if kind == "bwd_partial":
+        return f"gn_{kind}<{ct}, {lay}, {a}>"
+    if kind == "stats_partial":
         return f"gn_{kind}<{ct}, {lay}>"
     raise ValueError(f"unknown raw kernel kind {kind!r}")
 
 
-def raw_kinds(dtype, layout):
+def raw_kinds(dtype, layout, act="none"):
     """[(kind, name expression)] of every RawKernel of one module."""
     out = []
     for kind in RAW_KINDS:
+        if raw_module_act(kind, act) != act:
+            continue
         if kind.endswith("fused"):
-            out += [(kind, raw_name(kind, dtype, layout, a)) for a in AFFINES]
+            out += [(kind, raw_name(kind, dtype, layout, a, act)) for a in AFFINES]
         else:
-            out.append((kind, raw_name(kind, dtype, layout)))
+            out.append((kind, raw_name(kind, dtype, layout, act=act)))
     return out
 
 
-def raw_names(dtype, layout):
-    return tuple(name for _, name in raw_kinds(dtype, layout))
+def raw_names(dtype, layout, act="none"):
+    return tuple(name for _, name in raw_kinds(dtype, layout, act))
 
 
 def raw_source():
@@ -144,8 +159,14 @@ def _storage(dtype):
     return f"\n    typedef {RAW_CTYPE[dtype]} D_;"
 
 
+# The elementwise kernels take the activation at run time too (act: the id of
+# gn_act.cuh, a uniform switch): unlike the RawKernels they are far from any
+# register limit (about 32 per thread at 128 threads, where 255 are allowed),
+# and one kernel per dtype keeps what a process compiles, and gpu_check's
+# variants, as they were.
+
 def normalize_spec(dtype):
-    """y = (x - mean) * rstd * gamma + beta from per-group coefficients (any layout, stats mode, affine)."""
+    """y = act((x - mean) * rstd * gamma + beta) from per-group coefficients (any layout, stats mode, affine)."""
     op = _storage(dtype) + FLAT_LOCATE + """
     typedef typename gn_traits<D_>::acc A_;
     A_ k_[4];
@@ -156,11 +177,11 @@ def normalize_spec(dtype):
         if (has_gamma) gam_ = gn_ld<D_>(gamma[ix_]);
         if (has_beta) bet_ = gn_ld<D_>(beta[ix_]);
     }
-    y = gn_st<D_>(gn_normalize<A_>(gn_ld<D_>(x), k_, gam_, bet_));
+    y = gn_st<D_>(gn_act_value<A_>(act, gn_normalize<A_>(gn_ld<D_>(x), k_, gam_, bet_)));
 """
     return Elementwise(f"gn_normalize_{dtype}",
                        f"T x, raw S coef, int64 ns, raw T gamma, raw T beta, {FLAT_PARAMS}, "
-                       "int32 aff, int32 has_gamma, int32 has_beta",
+                       "int32 aff, int32 has_gamma, int32 has_beta, int32 act",
                        "T y", op)
 
 
@@ -175,16 +196,23 @@ def norm_coef_spec():
 
 
 def dx_spec(dtype):
-    """dx = rstd * gamma_c * dy + c2 * (x - mean) + c3, per statistics group (gn_dx)."""
+    """dx = rstd * gamma_c * g + c2 * (x - mean) + c3, per statistics group (gn_dx), g = dy * act'(z)
+    (gn_dx_act_rt; beta is read only with an activation)."""
     op = _storage(dtype) + FLAT_LOCATE + """
     typedef typename gn_traits<D_>::acc A_;
     A_ k_[5];
     for (int q_ = 0; q_ < 5; ++q_) k_[q_] = (A_)coef[q_ * ns + st_];
-    const A_ gam_ = aff ? gn_ld<D_>(gamma[aff == 1 ? c_ : g_]) : (A_)1;
-    dx = gn_st<D_>(gn_dx<A_>(gn_ld<D_>(dy), gn_ld<D_>(x), k_, gam_));
+    A_ gam_ = (A_)1, bet_ = (A_)0;
+    if (aff) {
+        const long long ix_ = aff == 1 ? c_ : g_;
+        if (has_gamma) gam_ = gn_ld<D_>(gamma[ix_]);
+        if (act && has_beta) bet_ = gn_ld<D_>(beta[ix_]);
+    }
+    dx = gn_st<D_>(gn_dx_act_rt<A_>(act, gn_ld<D_>(dy), gn_ld<D_>(x), k_, gam_, bet_));
 """
     return Elementwise(f"gn_dx_{dtype}",
-                       f"T dy, T x, raw S coef, int64 ns, raw T gamma, {FLAT_PARAMS}, int32 aff",
+                       f"T dy, T x, raw S coef, int64 ns, raw T gamma, raw T beta, {FLAT_PARAMS}, int32 aff, "
+                       "int32 has_gamma, int32 has_beta, int32 act",
                        "T dx", op)
 
 
@@ -264,10 +292,12 @@ class RawVariant:
     names: tuple
     kinds: tuple = ()        # the geometry's kernel kind of each name (max_block, max_dynamic_smem)
     source: str = ""         # "" : the RawModule's own source (raw_source())
+    act: str = "none"        # the module's activation
 
     @property
     def label(self):
-        return f"RawModule[{self.dtype},{self.layout}]"
+        tail = "" if self.act == "none" else f",{self.act}"
+        return f"RawModule[{self.dtype},{self.layout}{tail}]"
 
     def code(self):
         return self.source or raw_source()
@@ -334,10 +364,11 @@ def variants(dtypes=DTYPES):
     16-bit arrays reach the CuPy kernels as uint16 (io_dtype).
     """
     out = []
-    for dt in dtypes:
-        for lay in LAYOUTS:
-            kinds = raw_kinds(dt, lay)
-            out.append(RawVariant(dt, lay, tuple(n for _, n in kinds), tuple(k for k, _ in kinds)))
+    for act in ACTIVATIONS:
+        for dt in dtypes:
+            for lay in LAYOUTS:
+                kinds = raw_kinds(dt, lay, act)
+                out.append(RawVariant(dt, lay, tuple(n for _, n in kinds), tuple(k for k, _ in kinds), act=act))
     for dt in dtypes:
         tmap = {"T": io_dtype(dt), "S": stat_dtype(dt)}
         for spec in (normalize_spec(dt), dx_spec(dt)):

@@ -157,3 +157,27 @@ def test_block_registers_follow_the_allocation_unit(regs, block, fits):
     assert (G.block_registers(regs, block) <= G.REGISTERS_PER_BLOCK) is fits
     why = gpu_check.violations({"regs": regs, "spill": 0, "smem": 0}, block, 0)
     assert (not why) is fits
+
+
+def test_variants_cover_every_activation():
+    """One RawModule per (dtype, layout, activation); the statistics pass only in the "none" one
+    (it does not depend on the activation), the others' kernels carry their activation's id."""
+    raw = [v for v in K.variants() if isinstance(v, K.RawVariant)]
+    assert len(raw) == len(K.DTYPES) * len(K.LAYOUTS) * len(K.ACTIVATIONS)
+    assert len({v.label for v in raw}) == len(raw)
+    for v in raw:
+        assert ("stats_partial" in v.kinds) == (v.act == "none")
+        assert set(v.kinds) == set(K.RAW_KINDS if v.act == "none" else K.ACT_KINDS)
+        code = K.ACTIVATIONS[v.act]
+        for kind, name in zip(v.kinds, v.names):
+            if kind in K.ACT_KINDS:
+                assert name.endswith(f", {code}>"), name
+    assert "RawModule[float16,nchw]" in [v.label for v in raw if v.act == "none"]   # labels as before
+
+
+def test_an_activation_module_passes(capsys):
+    """SiLU's float32 kernels compile and fit their launches (the full run covers all of them)."""
+    rc = gpu_check.main(["--only", "RawModule[float32,nhwc,silu]", "--arch", "sm_90", "--no-cache", "--jobs", "1"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "gn_bwd_fused<float, 1, 1, 1>" in out and "7 kernels x 1 archs" in out

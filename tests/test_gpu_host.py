@@ -763,3 +763,393 @@ def test_backward_with_frozen_statistics(ex, path, dtype, layout, affine):
         tol = 1e-10 if dtype == np.float64 else (1e-5 if dtype == np.float32 else 1e-2)
         assert np.allclose(got.astype(np.float64), ref, rtol=tol, atol=tol * np.abs(ref).max())
     assert "bwd_fused" not in [k for k, _ in ex.launches]
+
+
+# ---------------------------------------------------------------------------
+# Activations (issue 13): y = act(z), z = gamma * xhat + beta; backward with
+# g = dy * act'(z), z recomputed from x, mean, rstd, gamma and beta.
+
+ACTS = ["silu", "gelu", "gelu_tanh", "relu"]
+ACT_ID = {"none": 0, "silu": 1, "gelu": 2, "gelu_tanh": 3, "relu": 4}
+_SQRT_2_PI = np.sqrt(2.0 / np.pi)
+_erfc = np.vectorize(__import__("math").erfc, otypes=[np.float64])
+
+
+def _sigmoid2(w):
+    """(sigmoid(w), 1 - sigmoid(w)), each without cancellation."""
+    e = np.exp(-np.abs(w))
+    a, b = 1 / (1 + e), e / (1 + e)
+    return np.where(w >= 0, a, b), np.where(w >= 0, b, a)
+
+
+def act_ref(name, z):
+    """act(z) in float64 (torch's definitions)."""
+    z = np.asarray(z, np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if name == "silu":
+            return np.where(z >= 0, z / (1 + np.exp(-np.abs(z))), z * np.exp(-np.abs(z)) / (1 + np.exp(-np.abs(z))))
+        if name == "gelu":
+            return 0.5 * z * _erfc(-z / np.sqrt(2.0))
+        if name == "gelu_tanh":    # 0.5 z (1 + tanh(u)) = z sigmoid(2u): no cancellation for z < 0
+            return z * _sigmoid2(2 * _SQRT_2_PI * (z + 0.044715 * z ** 3))[0]
+        if name == "relu":
+            return np.where(z < 0, 0.0, z)
+    return z
+
+
+def act_grad_ref(name, z):
+    """act'(z) in float64."""
+    z = np.asarray(z, np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if name == "silu":
+            s = np.where(z >= 0, 1 / (1 + np.exp(-np.abs(z))), np.exp(-np.abs(z)) / (1 + np.exp(-np.abs(z))))
+            return s * (1 + z * (1 - s))
+        if name == "gelu":
+            return 0.5 * _erfc(-z / np.sqrt(2.0)) + z * np.exp(-0.5 * z * z) / np.sqrt(2 * np.pi)
+        if name == "gelu_tanh":    # s + z s (1 - s) 2u'
+            sg, one_minus = _sigmoid2(2 * _SQRT_2_PI * (z + 0.044715 * z ** 3))
+            return sg + z * sg * one_minus * 2 * _SQRT_2_PI * (1 + 3 * 0.044715 * z * z)
+        if name == "relu":
+            return (z > 0).astype(np.float64)
+    return np.ones_like(z)
+
+
+def _act_plan(x, g, gamma, beta, eps, stats, layout, act):
+    p = V.plan(x, g, gamma, beta, eps, stats, 1, activation=act)
+    return V.with_layout(p, layout if x.ndim > 2 else "nchw")
+
+
+def _h_act(lib, name, z, grad=False):
+    """gn_act.cuh's act (or act') of z, float32 or float64, as the kernels compute it."""
+    z = np.ascontiguousarray(z)
+    out = np.empty_like(z)
+    fn = lib.h_act_f32 if z.dtype == np.float32 else lib.h_act_f64
+    fn(ctypes.c_int(ACT_ID[name]), ctypes.c_int(int(grad)), _p(z), _p(out), ctypes.c_longlong(z.size))
+    return out
+
+
+def _ulp32(a):
+    a = np.abs(np.asarray(a, np.float64)).astype(np.float32)
+    return (np.nextafter(a, np.float32(np.inf)) - a).astype(np.float64)
+
+
+@pytest.mark.parametrize("name", ACTS)
+def test_activation_values_within_2_ulp_of_float32(lib, name):
+    """SiLU, GELU, GELU-tanh in float within ~2 ulp of the float64 value (derivatives: within
+    4.1 ulp where |a'| >= 2**-6, absolute 4e-9 below), over the range GroupNorm outputs reach."""
+    rng = np.random.default_rng(31)
+    z = np.concatenate([rng.uniform(-12, 12, 200000), rng.standard_normal(100000),
+                        np.linspace(-30, 30, 20001)]).astype(np.float32)
+    y = _h_act(lib, name, z).astype(np.float64)
+    ref = act_ref(name, z.astype(np.float64))
+    normal = np.abs(ref) >= np.finfo(np.float32).tiny
+    err = np.abs(y - ref)[normal] / _ulp32(ref[normal])
+    assert err.max() <= (2.0 if name != "relu" else 0.0), err.max()
+    d = _h_act(lib, name, z, grad=True).astype(np.float64)
+    dref = act_grad_ref(name, z.astype(np.float64))
+    big = np.abs(dref) >= 2.0**-6
+    assert (np.abs(d - dref)[big] / _ulp32(dref[big])).max() <= 4.1     # act.h: silu' 4.04 at most
+    assert np.abs(d - dref)[~big].max(initial=0) <= 4e-9
+
+
+@pytest.mark.parametrize("name", ACTS)
+def test_activation_values_float64(lib, name):
+    """(Within [-10, 10]: beyond, the plain float64 formulas of the reference lose more than the
+    kernels' (act.h's) compensated ones, hundreds of ulps in GELU's tail.)"""
+    rng = np.random.default_rng(32)
+    z = np.concatenate([rng.uniform(-10, 10, 50000), rng.standard_normal(50000)])
+    y, d = _h_act(lib, name, z), _h_act(lib, name, z, grad=True)
+    ref, dref = act_ref(name, z), act_grad_ref(name, z)
+    assert np.allclose(y, ref, rtol=1e-12, atol=1e-300)
+    assert np.allclose(d, dref, rtol=1e-12, atol=1e-15)
+
+
+SPECIAL = np.array([np.inf, -np.inf, np.nan, 0.0, -0.0, 1e-30, -1e-30, 1e30, -1e30, 100.0, -100.0, 3.0, -3.0])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=str)
+@pytest.mark.parametrize("name", ACTS)
+def test_activation_special_values_as_torch(lib, name, dtype):
+    """torch 2.13's values for +-inf, NaN, signed zeros and huge arguments (gn_act.cuh's header)."""
+    z = SPECIAL.astype(dtype)
+    y, d = _h_act(lib, name, z), _h_act(lib, name, z, grad=True)
+    inf, nan = np.inf, np.nan
+    want_y = {"relu": [inf, 0.0, nan, 0.0, -0.0], "other": [inf, nan, nan, 0.0, -0.0]}
+    want_d = {"relu": [1.0, 0.0, 1.0, 0.0, 0.0], "other": [nan, nan, nan]}
+    wy = want_y["relu" if name == "relu" else "other"]
+    wd = want_d["relu" if name == "relu" else "other"]
+    np.testing.assert_array_equal(y[:len(wy)], np.array(wy, dtype))
+    assert np.array_equal(np.signbit(y[3:5]), [False, True])
+    np.testing.assert_array_equal(d[:len(wd)], np.array(wd, dtype))
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    fn = {"silu": F.silu, "gelu": F.gelu, "relu": F.relu,
+          "gelu_tanh": lambda t: F.gelu(t, approximate="tanh")}[name]
+    t = torch.tensor(z.astype(np.float64), requires_grad=True)     # float64: torch's exact limits
+    ty = fn(t)
+    ty.backward(torch.ones_like(ty))
+    ty, td = ty.detach().numpy(), t.grad.numpy()
+    tiny = 1e-37 if dtype == np.float32 else 1e-300      # float32: the device flushes subnormals
+    np.testing.assert_allclose(y.astype(np.float64), ty, rtol=3e-7, atol=tiny)
+    np.testing.assert_allclose(d.astype(np.float64), td, rtol=2e-6, atol=tiny)
+
+
+def test_activation_port_matches_the_cpu_core_bit_for_bit(lib, tmp_path):
+    """gn_act.cuh is a port of the C core's gn_native/src/act.h: the same bits for every float
+    (the device's flush-to-zero aside) and every double (the same libm on the host)."""
+    from gn_native import _gpu_kernels as K
+    act_h = os.path.join(os.path.dirname(K.CUDA_DIR), "src", "act.h")
+    if not os.path.exists(act_h) or H.compiler() is None:
+        pytest.skip("act.h or g++ not available")
+    src = tmp_path / "ref.cpp"
+    src.write_text('#include "act.h"\nextern "C" {\n'
+                   "void r_f32(int a, int g, const float* z, float* o, long long n) {\n"
+                   "  for (long long i = 0; i < n; ++i)\n"
+                   "    o[i] = g ? gn_act_grad_f(a, z[i]) : gn_act_apply_f(a, z[i]); }\n"
+                   "void r_f64(int a, int g, const double* z, double* o, long long n) {\n"
+                   "  for (long long i = 0; i < n; ++i)\n"
+                   "    o[i] = g ? gn_act_grad_d(a, z[i]) : gn_act_apply_d(a, z[i]); }\n"
+                   "}\n")
+    so = tmp_path / "ref.so"
+    import subprocess
+    r = subprocess.run([H.compiler(), "-O1", "-shared", "-fPIC", "-ffp-contract=off", "-I", os.path.dirname(act_h),
+                        str(src), "-o", str(so)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    ref = ctypes.CDLL(str(so))
+    rng = np.random.default_rng(33)
+    bits = rng.integers(0, 2**32, 300000, dtype=np.uint64).astype(np.uint32)
+    z32 = np.concatenate([bits.view(np.float32), np.linspace(-120, 120, 100001, dtype=np.float32),
+                          SPECIAL.astype(np.float32)])
+    z32 = z32[~(np.abs(z32) < np.finfo(np.float32).tiny) | (z32 == 0)]      # subnormal inputs read as 0 on the device
+    z64 = np.concatenate([rng.uniform(-800, 800, 100000), rng.standard_normal(100000), SPECIAL])
+    for name in ACTS:
+        for grad in (0, 1):
+            for z, fn in ((z32, ref.r_f32), (z64, ref.r_f64)):
+                want = np.empty_like(z)
+                fn(ctypes.c_int(ACT_ID[name]), ctypes.c_int(grad), _p(z), _p(want), ctypes.c_longlong(z.size))
+                got = _h_act(lib, name, z, bool(grad))
+                if z.dtype == np.float32:   # flush act.h's subnormal results, as the device does
+                    sub = (np.abs(want) < np.finfo(np.float32).tiny) & (want != 0)
+                    want[sub] = np.copysign(np.float32(0), want[sub])
+                same = (got.view(np.uint8).reshape(z.size, -1) == want.view(np.uint8).reshape(z.size, -1)).all(1)
+                same |= np.isnan(got) & np.isnan(want)
+                assert same.all(), (name, grad, z.dtype, z[~same][:5], got[~same][:5], want[~same][:5])
+
+
+ACT_CASES = [((2, 6, 5, 7), 3), ((2, 6, 3, 2), 6), ((3, 8), 4)]
+
+
+def _act_data(rng, shape, dtype):
+    return (0.5 + 1.5 * rng.standard_normal(shape)).astype(dtype)
+
+
+def _check_act_y(y, ref, dtype):
+    y64 = y.astype(np.float64)
+    if dtype == np.float64:
+        assert np.allclose(y64, ref, rtol=1e-12, atol=1e-12)
+    elif dtype == np.float32:   # GN's 2e-6 through act' (<= 1.13), plus the activation's 2 ulp
+        assert np.all(np.abs(y64 - ref) <= 2.3e-6 + 2 * _ulp32(ref)), np.abs(y64 - ref).max()
+    else:
+        _check_y(y, ref, dtype)
+
+
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("case", ACT_CASES, ids=lambda c: f"{c[0]}g{c[1]}")
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+@pytest.mark.parametrize("stats", ["sample", "batch"])
+def test_forward_activation(ex, path, act, dtype, case, layout, stats):
+    shape, g = case
+    rng = np.random.default_rng(40)
+    x = _act_data(rng, shape, dtype)
+    affine = ["channel", "group", "beta_only"][ACTS.index(act) % 3]
+    gamma, beta = _params(rng, affine, shape[1], g, dtype)
+    p = _act_plan(x, g, gamma, beta, 1e-5, stats, layout, act)
+    xk = _to_kernel(x, p.layout).copy()
+    y = ex.empty(xk.shape, xk.dtype)
+    mean, rstd = ex.empty(p.stat_shape, p.stat_dtype), ex.empty(p.stat_shape, p.stat_dtype)
+    _gpu.run_forward(ex, p, y, mean, rstd, xk, gamma, beta)
+    f64 = (lambda a: None if a is None else a.astype(np.float64))
+    zr, mr, rr = R.forward(x.astype(np.float64), g, f64(gamma), f64(beta), 1e-5, stats)
+    _check_act_y(_from_kernel(y, p.layout), act_ref(act, zr), dtype)
+    tol = 1e-12 if dtype == np.float64 else 1e-6
+    assert np.allclose(mean, mr, rtol=tol, atol=tol) and np.allclose(rstd, rr, rtol=tol)
+    assert {a for k, a in ex.acts if k == "fwd_fused"} <= {act}
+    if path == "fused" and stats == "sample":
+        assert ex.launches[0][0] == "fwd_fused"
+
+
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+@pytest.mark.parametrize("stats", ["sample", "batch"])
+@pytest.mark.parametrize("inplace", [False, True])
+def test_normalize_activation(ex, act, dtype, layout, stats, inplace):
+    shape, g = (2, 6, 5, 3), 3
+    rng = np.random.default_rng(41)
+    x = _act_data(rng, shape, dtype)
+    gamma, beta = _params(rng, "channel", 6, g, dtype)
+    p = _act_plan(x, g, gamma, beta, 1e-3, stats, layout, act)
+    mean = rng.standard_normal(p.stat_shape).astype(p.stat_dtype)
+    var = rng.uniform(0.5, 2, p.stat_shape).astype(p.stat_dtype)
+    rstd = (1 / np.sqrt(var.astype(np.float64) + 1e-3)).astype(p.stat_dtype)
+    xk = _to_kernel(x, p.layout).copy()
+    y = xk if inplace else ex.empty(xk.shape, xk.dtype)
+    _gpu.run_normalize(ex, p, y, xk, mean, rstd, gamma, beta)
+    zr = R.forward(x.astype(np.float64), g, gamma.astype(np.float64), beta.astype(np.float64), 1e-3, stats,
+                   mean=mean, var=var)[0]
+    _check_act_y(_from_kernel(y, p.layout), act_ref(act, zr), dtype)
+
+
+def _act_backward_ref(act, dy, x, mean, rstd, g, gamma, beta, stats, frozen=False):
+    """(dx, dgamma, dbeta) and their magnitudes in float64: the GN backward of g = dy * act'(z)."""
+    c = x.shape[1]
+    f64 = (lambda a: None if a is None else a.astype(np.float64))
+    z = R.forward(x.astype(np.float64), g, f64(gamma), f64(beta), 0.0, stats,
+                  mean=mean, var=1.0 / np.asarray(rstd, np.float64) ** 2)[0]
+    gg = dy.astype(np.float64) * act_grad_ref(act, z)
+    if not frozen:
+        return (R.backward(gg, x, mean, rstd, g, f64(gamma), stats),
+                R.backward_magnitudes(gg, x, mean, rstd, g, f64(gamma), stats))
+    gam = np.ones(c) if gamma is None else R.per_channel(gamma.astype(np.float64), c, g)
+    bshape = (1, c) + (1,) * (x.ndim - 2)
+    r_c = np.repeat(np.asarray(rstd, np.float64), c // g).reshape(bshape)
+    m_c = np.repeat(np.asarray(mean, np.float64), c // g).reshape(bshape)
+    axes = (0,) + tuple(range(2, x.ndim))
+    xh = (x.astype(np.float64) - m_c) * r_c
+    dx = gg * gam.reshape(bshape) * r_c
+    dgam, dbet = (gg * xh).sum(axis=axes), gg.sum(axis=axes)
+    mdx = np.abs(dx)
+    mg, mb = np.abs(gg * xh).sum(axis=axes), np.abs(gg).sum(axis=axes)
+    if gamma is not None and gamma.shape[0] == g:
+        dgam, dbet = dgam.reshape(g, -1).sum(1), dbet.reshape(g, -1).sum(1)
+        mg, mb = mg.reshape(g, -1).sum(1), mb.reshape(g, -1).sum(1)
+    return (dx, dgam, dbet), (mdx, mg, mb)
+
+
+def _check_act_backward(got, ref, mag, dtype):
+    rel, slack = {np.dtype(np.float64): (1e-10, 1e-10), np.dtype(np.float32): (1e-4, 1e-5)}.get(
+        np.dtype(dtype), (0.0, 1e-5))
+    for what, gv, r, m in zip(("dx", "dgamma", "dbeta"), got, ref, mag):
+        gv = np.asarray(gv).astype(np.float64)
+        err = np.abs(gv - r)
+        if dtype in (np.float16, BF16):
+            err = err - 1.5 * _ulp(r, dtype)
+        assert np.all(err <= rel * np.abs(r) + slack * m), (what, np.max(err - rel * np.abs(r) - slack * m))
+
+
+def _run_act_backward(ex, act, x, dy, g, gamma, beta, mean, rstd, stats, layout, frozen=False, over=None):
+    p = _act_plan(x, g, gamma, beta, 1e-5, stats, layout, act)
+    xk, dyk = _to_kernel(x, p.layout).copy(), _to_kernel(dy, p.layout).copy()
+    dx = {None: None, "dy": dyk, "x": xk}[over]
+    dx = ex.empty(xk.shape, xk.dtype) if dx is None else dx
+    pshape = gamma.shape if gamma is not None else (beta.shape if beta is not None else (p.c,))
+    dgamma, dbeta = ex.empty(pshape, x.dtype), ex.empty(pshape, x.dtype)
+    _gpu.run_backward(ex, p, dx, dgamma, dbeta, dyk, xk, mean, rstd, gamma, frozen=frozen, beta=beta)
+    return _from_kernel(dx, p.layout), dgamma, dbeta
+
+
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("case", ACT_CASES, ids=lambda c: f"{c[0]}g{c[1]}")
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+@pytest.mark.parametrize("stats", ["sample", "batch"])
+def test_backward_activation(ex, path, act, dtype, case, layout, stats):
+    shape, g = case
+    rng = np.random.default_rng(42)
+    x = _act_data(rng, shape, dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    affine = ["channel", "group", "beta_only", "gamma_only"][ACTS.index(act)]
+    gamma, beta = _params(rng, affine, shape[1], g, dtype)
+    mr, rr = _ref_stats(x.astype(np.float64), g, 1e-5, stats)
+    sd = V.stat_dtype_for(dtype)
+    mean, rstd = mr.astype(sd), rr.astype(sd)
+    got = _run_act_backward(ex, act, x, dy, g, gamma, beta, mean, rstd, stats, layout)
+    ref, mag = _act_backward_ref(act, dy, x, mean, rstd, g, gamma, beta, stats)
+    _check_act_backward(got, ref, mag, dtype)
+    kinds = {k for k, _ in ex.acts}
+    assert kinds and {a for _, a in ex.acts} == {act}
+    if path == "fused" and stats == "sample":
+        assert kinds == {"bwd_fused"}
+    elif path == "split":
+        assert kinds == {"bwd_partial"}
+
+
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+@pytest.mark.parametrize("affine", ["channel", "group", "beta_only"])
+def test_backward_activation_frozen(ex, path, act, dtype, layout, affine):
+    """Eval mode: dx = act'(z) dy gamma rstd with constant per-group statistics."""
+    rng = np.random.default_rng(43)
+    shape, g = (3, 6, 5, 4), 3
+    x = _act_data(rng, shape, dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    gamma, beta = _params(rng, affine, 6, g, dtype)
+    sd = V.stat_dtype_for(dtype)
+    mean = (0.3 * rng.standard_normal(g)).astype(sd)
+    rstd = rng.uniform(0.5, 1.5, g).astype(sd)
+    got = _run_act_backward(ex, act, x, dy, g, gamma, beta, mean, rstd, "batch", layout, frozen=True)
+    ref, mag = _act_backward_ref(act, dy, x, mean, rstd, g, gamma, beta, "batch", frozen=True)
+    _check_act_backward(got, ref, mag, dtype)
+    assert "bwd_fused" not in [k for k, _ in ex.launches]
+
+
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("stats", ["sample", "batch"])
+@pytest.mark.parametrize("over", ["dy", "x"])
+def test_backward_activation_in_place(ex, path, act, stats, over):
+    """dx over dy or x: the same bits as out of place (z is recomputed from x before dx is written)."""
+    rng = np.random.default_rng(44)
+    shape, g = (2, 6, 5, 3), 3
+    x = _act_data(rng, shape, np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    gamma, beta = _params(rng, "channel", 6, g, np.float32)
+    mr, rr = _ref_stats(x.astype(np.float64), g, 1e-5, stats)
+    mean, rstd = mr.astype(np.float32), rr.astype(np.float32)
+    want = _run_act_backward(ex, act, x, dy, g, gamma, beta, mean, rstd, stats, "nhwc")
+    got = _run_act_backward(ex, act, x, dy, g, gamma, beta, mean, rstd, stats, "nhwc", over=over)
+    for a, b in zip(got, want):
+        assert np.array_equal(np.ascontiguousarray(a).view(np.uint8), np.ascontiguousarray(b).view(np.uint8))
+
+
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("stats", ["sample", "batch"])
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+def test_backward_activation_matches_finite_differences(ex, path, act, stats, layout):
+    """float64 gradients of L = sum(w * act(group_norm(x))) against central differences."""
+    rng = np.random.default_rng(45)
+    shape, g = (2, 4, 3, 2), 2
+    x = rng.standard_normal(shape)
+    w = rng.standard_normal(shape)
+    gamma, beta = _params(rng, "channel", 4, g, np.float64)
+
+    def loss(xv, gv, bv):
+        return float((w * act_ref(act, R.forward(xv, g, gv, bv, 1e-5, stats)[0])).sum())
+
+    mean, rstd = _ref_stats(x, g, 1e-5, stats)
+    dx, dgamma, dbeta = _run_act_backward(ex, act, x, w, g, gamma, beta, mean, rstd, stats, layout)
+    h = 1e-6
+    num = np.zeros_like(x)
+    for i in np.ndindex(shape):
+        e = np.zeros_like(x)
+        e[i] = h
+        num[i] = (loss(x + e, gamma, beta) - loss(x - e, gamma, beta)) / (2 * h)
+    assert np.allclose(dx, num, rtol=1e-5, atol=1e-7)
+    eye = np.eye(4)
+    ng = np.array([(loss(x, gamma + h * eye[c], beta) - loss(x, gamma - h * eye[c], beta)) / (2 * h) for c in range(4)])
+    nb = np.array([(loss(x, gamma, beta + h * eye[c]) - loss(x, gamma, beta - h * eye[c])) / (2 * h) for c in range(4)])
+    assert np.allclose(dgamma, ng, rtol=1e-5, atol=1e-7) and np.allclose(dbeta, nb, rtol=1e-5, atol=1e-7)
+
+
+def test_activation_none_runs_the_plain_kernels(ex):
+    """activation=None: the ACT = 0 instances (the kernels as they were), beta unread by backward."""
+    from gn_native import _gpu_kernels as K
+    assert K.raw_name("fwd_fused", "float32", "nchw", "channel") == "gn_fwd_fused<float, 0, 1, 0>"
+    assert K.raw_name("bwd_partial", "float16", "nhwc", act="silu") == "gn_bwd_partial<gn_half, 1, 1>"
+    assert all(k == "stats_partial" or k in K.ACT_KINDS for k in K.RAW_KINDS)
+    assert [k for k, _ in K.raw_kinds("float32", "nchw", "gelu")].count("stats_partial") == 0
+    rng = np.random.default_rng(46)
+    x = rng.standard_normal((2, 6, 5, 3)).astype(np.float32)
+    _run_forward(ex, x, 3, None, None, 1e-5, "sample", "nchw")
+    assert {a for _, a in ex.acts} == {"none"}

@@ -1,7 +1,18 @@
 // gn_kernels.cuh -- the RawKernels of the GPU backend (templates).
 //
 // T is the storage type (gn_half, gn_bfloat, float, double), L the memory
-// layout (GN_NCHW: x[n][c][s], GN_NHWC: x[n][s][c]), AFF the affine kind.
+// layout (GN_NCHW: x[n][c][s], GN_NHWC: x[n][s][c]), AFF the affine kind,
+// ACT the activation applied after the affine step (gn_act.cuh's ids).
+//
+// ACT is a template parameter, not a kernel argument: the fused kernels run
+// at the register limit their __launch_bounds__ set (up to 128 per thread
+// for the 16-bit backward on sm_100/sm_120), and a run-time switch would
+// make every instance carry the costliest activation's registers and code in
+// its unrolled loops, the plain (ACT = 0) kernel included.  As a template,
+// ACT = 0 compiles to the kernel without activation, unchanged, and each
+// activation is checked on its own by gn_native.gpu_check.  The backend
+// builds one RawModule per (dtype, layout, activation), so a process
+// compiles only the activations it uses.
 // A = gn_traits<T>::acc is the compute type, S = gn_traits<T>::stat the
 // type of mean/rstd.  Launch geometry (grid, block, shared memory, chunks)
 // comes from gn_native/_gpu_geometry.py; blockDim.x is a power of two.
@@ -40,6 +51,15 @@
 // Values each thread loads per loop iteration: 16 bytes in flight per thread
 // whatever the dtype (8 halves, 4 floats, 2 doubles).
 template <typename T> struct gn_unroll { enum { value = sizeof(T) >= 8 ? 2 : (sizeof(T) >= 4 ? 4 : 8) }; };
+
+// The same for the loops that apply activation ACT: half as many values for
+// GELU and GELU-tanh, whose float versions compute in double (gn_act.cuh):
+// eight inlined copies of that arithmetic made the 16-bit backward spill on
+// sm_100/sm_120 at its 128-register cap, and took long to compile.
+template <typename T, int ACT> struct gn_unroll_act {
+    enum { value = (ACT == GN_ACT_ID_GELU || ACT == GN_ACT_ID_GELU_TANH) && gn_unroll<T>::value > 1
+                       ? gn_unroll<T>::value / 2 : gn_unroll<T>::value };
+};
 
 
 // ---------------------------------------------------------------------------
@@ -132,22 +152,26 @@ struct gn_tile {
     }
 };
 
-// sum(dy) and sum(dy * xhat) over positions s0 + rpos, s0 + rpos + rlen, ...
+// sum(g) and sum(g * xhat) over positions s0 + rpos, s0 + rpos + rlen, ...
 // < s1 of channel c of one sample (xb, dyb point at the sample), xhat as
-// gn_xhat (of order 1 whatever the data's spread).  Chunks of gn_unroll
+// gn_xhat (of order 1 whatever the data's spread), g = dy * a'(z) with
+// z = gam * xhat + bet (the channel's gamma and beta; g = dy for ACT = 0).  Chunks of gn_unroll
 // values are summed in the compute type, then in double; a chunk whose
 // float sums overflowed (dy near float's limit, or NaN/Inf in the data) is
 // summed again in double.  s1 - s0 < 2^30: int counters, as in
 // gn_block_moments_in.
-template <typename T>
+template <typename T, int ACT>
 GN_DEV void gn_chunk_sums_double(const T* dyb, const T* xb, long long cbase, long long cstride, long long s,
-                                 long long s1, int rlen, int u, double mu, double r, double& sdy, double& sdyx) {
+                                 long long s1, int rlen, int u, double mu, double r,
+                                 const gn_xhat<typename gn_traits<T>::acc>& h, typename gn_traits<T>::acc gam,
+                                 typename gn_traits<T>::acc bet, double& sdy, double& sdyx) {
     double da = 0.0, db = 0.0;
     for (int q = 0; q < u; ++q) {
         const long long sq = s + (long long)q * rlen;
         if (sq < s1) {
             const long long off = cbase + sq * cstride;
-            const double d = (double)gn_to_acc(dyb[off]);
+            double d = (double)gn_to_acc(dyb[off]);
+            if (ACT) d *= (double)gn_act<ACT>::grad(gn_fma(gam, h.of(gn_to_acc(xb[off])), bet));
             da += d;
             db = gn_fma(d, ((double)gn_to_acc(xb[off]) - mu) * r, db);
         }
@@ -156,13 +180,14 @@ GN_DEV void gn_chunk_sums_double(const T* dyb, const T* xb, long long cbase, lon
     sdyx += db;
 }
 
-template <typename T, int L>
+template <typename T, int L, int ACT>
 GN_DEV void gn_channel_sums(const T* dyb, const T* xb, long long c, long long s0, long long s1,
                             long long C, long long Sp, int rpos, int rlen,
                             const gn_xhat<typename gn_traits<T>::acc>& h, double mu, double r,
+                            typename gn_traits<T>::acc gam, typename gn_traits<T>::acc bet,
                             double& sdy, double& sdyx) {
     typedef typename gn_traits<T>::acc A;
-    const int U = gn_unroll<T>::value;
+    const int U = gn_unroll_act<T, ACT>::value;
     sdy = 0.0; sdyx = 0.0;
     const long long cstride = L == GN_NCHW ? 1 : C;    // distance between positions
     const long long cbase = L == GN_NCHW ? c * Sp : c;
@@ -175,12 +200,15 @@ GN_DEV void gn_channel_sums(const T* dyb, const T* xb, long long c, long long s0
             if (sq < sn) {
                 long long off = cbase + (s0 + sq) * cstride;
                 A d = gn_to_acc(dyb[off]);
+                const A xh = h.of(gn_to_acc(xb[off]));
+                if (ACT) d = d * gn_act<ACT>::grad(gn_fma(gam, xh, bet));
                 a += d;
-                b = gn_fma(d, h.of(gn_to_acc(xb[off])), b);
+                b = gn_fma(d, xh, b);
             }
         }
         if (sizeof(A) < sizeof(double) && !(gn_finite(a) && gn_finite(b))) {
-            gn_chunk_sums_double<T>(dyb, xb, cbase, cstride, s0 + s, s1, rlen, U, mu, r, sdy, sdyx);
+            gn_chunk_sums_double<T, ACT>(dyb, xb, cbase, cstride, s0 + s, s1, rlen, U, mu, r, h, gam, bet,
+                                         sdy, sdyx);
         } else {
             sdy += (double)a;
             sdyx += (double)b;
@@ -208,7 +236,7 @@ GN_DEV void gn_affine_load(const T* gamma, const T* beta, long long c, long long
 // flight per thread, also when y aliases x), and walks the group twice
 // (a copy of the walk for the stores) instead of keeping U offsets and
 // channels in registers: two 64-bit values fewer per unrolled value.
-template <typename T, int L, int AFF>
+template <typename T, int L, int AFF, int ACT>
 __global__ void GN_BOUNDS(GN_FUSED_BLOCK_MAX, GN_FUSED_MIN_BLOCKS)
 gn_fwd_fused(T* y, typename gn_traits<T>::stat* mean, typename gn_traits<T>::stat* rstd,
              const T* x, const T* gamma, const T* beta,
@@ -229,7 +257,7 @@ gn_fwd_fused(T* y, typename gn_traits<T>::stat* mean, typename gn_traits<T>::sta
         if (tid == 0) { mean[grp] = (S)mu; rstd[grp] = (S)r; }
         A coef[4];
         gn_norm_coef<A>(mu, r, coef);
-        const int U = gn_unroll<T>::value;
+        const int U = gn_unroll_act<T, ACT>::value;
         gn_walk w;
         w.init(tid, nt, len, stride);
         const int Mi = (int)M;
@@ -248,7 +276,7 @@ gn_fwd_fused(T* y, typename gn_traits<T>::stat* mean, typename gn_traits<T>::sta
                 if (j + q * nt < Mi) {
                     A gam, bet;
                     gn_affine_load<AFF, T>(gamma, beta, g * K + ws.channel(L), g, gam, bet);
-                    y[base + ws.offset()] = gn_from_acc<T>(gn_normalize<A>(v[q], coef, gam, bet));
+                    y[base + ws.offset()] = gn_from_acc<T>(gn_act<ACT>::value(gn_normalize<A>(v[q], coef, gam, bet)));
                     ws.advance();
                 }
             }
@@ -281,14 +309,15 @@ gn_stats_partial(double* pn, double* pmean, double* pm2, const T* x,
 }
 
 // Backward, stats="sample", one block per group (n, g).  Pass 1: per channel
-// sum(dy) and sum(dy * xhat), written to pdb/pdg[n * C + c] (pdg: the
-// sample's share of dgamma).  Pass 2: dx.  dx may alias dy
+// sum(g) and sum(g * xhat), g = dy * a'(z) (dy for ACT = 0), written to
+// pdb/pdg[n * C + c] (pdg: the sample's share of dgamma).  Pass 2: dx.
+// beta is read only with an activation (z needs it).  dx may alias dy
 // or x.  Shared memory: 2 * (blockDim + K) doubles.  tx_len: see gn_tile.
-template <typename T, int L, int AFF>
+template <typename T, int L, int AFF, int ACT>
 __global__ void GN_BOUNDS(GN_FUSED_BLOCK_MAX, GN_FUSED_MIN_BLOCKS)
 gn_bwd_fused(T* dx, typename gn_traits<T>::acc* pdb, typename gn_traits<T>::acc* pdg,
              const T* dy, const T* x, const typename gn_traits<T>::stat* mean,
-             const typename gn_traits<T>::stat* rstd, const T* gamma,
+             const typename gn_traits<T>::stat* rstd, const T* gamma, const T* beta,
              long long N, long long C, long long Sp, long long G, int tx_len) {
     typedef typename gn_traits<T>::acc A;
     GN_DYN_SMEM(smem_raw);
@@ -310,9 +339,12 @@ gn_bwd_fused(T* dx, typename gn_traits<T>::acc* pdb, typename gn_traits<T>::acc*
         for (long long k0 = 0; k0 < K; k0 += t.clen) {
             const long long k = k0 + t.cpos;
             double sdy = 0.0, sdyx = 0.0;
-            if (k < K)
-                gn_channel_sums<T, L>(dy + nbase, x + nbase, g * K + k, 0, Sp, C, Sp, t.rpos, t.rlen, h, (double)mu, r,
-                                      sdy, sdyx);
+            if (k < K) {
+                A gam = (A)1, bet = (A)0;
+                if (ACT) gn_affine_load<AFF, T>(gamma, beta, g * K + k, g, gam, bet);
+                gn_channel_sums<T, L, ACT>(dy + nbase, x + nbase, g * K + k, 0, Sp, C, Sp, t.rpos, t.rlen, h,
+                                           (double)mu, r, gam, bet, sdy, sdyx);
+            }
             ra[tid] = sdy; rb[tid] = sdyx;
             GN_SYNC();
             gn_block_sum2(ra, rb, tid, t.rpos, t.rlen, t.rstride);
@@ -335,7 +367,7 @@ gn_bwd_fused(T* dx, typename gn_traits<T>::acc* pdb, typename gn_traits<T>::acc*
         A coef[5];
         gn_bwd_coef<A>(ra[0], rb[0], (double)mu, r, (double)M, coef);
         GN_SYNC();
-        const int U = gn_unroll<T>::value;
+        const int U = gn_unroll_act<T, ACT>::value;
         gn_walk w;
         w.init(tid, nt, len, stride);
         const long long gbase = L == GN_NCHW ? (n * C + g * K) * Sp : n * Sp * C + g * K;
@@ -356,8 +388,8 @@ gn_bwd_fused(T* dx, typename gn_traits<T>::acc* pdb, typename gn_traits<T>::acc*
             for (int q = 0; q < U; ++q) {
                 if (j + q * nt < Mi) {
                     A gam, bet;
-                    gn_affine_load<AFF, T>(gamma, (const T*)0, g * K + ws.channel(L), g, gam, bet);
-                    dx[gbase + ws.offset()] = gn_from_acc<T>(gn_dx<A>(dv[q], xv[q], coef, gam));
+                    gn_affine_load<AFF, T>(gamma, ACT ? beta : (const T*)0, g * K + ws.channel(L), g, gam, bet);
+                    dx[gbase + ws.offset()] = gn_from_acc<T>(gn_dx_act<ACT, A>(dv[q], xv[q], coef, gam, bet));
                     ws.advance();
                 }
             }
@@ -367,14 +399,16 @@ gn_bwd_fused(T* dx, typename gn_traits<T>::acc* pdb, typename gn_traits<T>::acc*
 
 // Backward, split path, stage 1: per channel sums over positions
 // [p*chunk, (p+1)*chunk) of sample n, for a tile of channels; written to
-// pdb/pdg[(p * N + n) * C + c] (sum(dy), sum(dy * xhat)).  gn is G for
-// stats="sample" (statistics index n*G + g), 0 for "batch" (index g).
+// pdb/pdg[(p * N + n) * C + c] (sum(g), sum(g * xhat), g = dy * a'(z)).
+// gn is G for stats="sample" (statistics index n*G + g), 0 for "batch"
+// (index g).  gamma, beta (null when absent) and aff (GN_AFFINE_*) are
+// read only with an activation, once per work item.
 // Shared memory: 2 * blockDim doubles.
-template <typename T, int L>
+template <typename T, int L, int ACT>
 __global__ void GN_BOUNDS(GN_SPLIT_BLOCK, GN_SPLIT_MIN_BLOCKS)
 gn_bwd_partial(typename gn_traits<T>::acc* pdb, typename gn_traits<T>::acc* pdg,
                const T* dy, const T* x, const typename gn_traits<T>::stat* mean,
-               const typename gn_traits<T>::stat* rstd,
+               const typename gn_traits<T>::stat* rstd, const T* gamma, const T* beta, int aff,
                long long N, long long C, long long Sp, long long G, long long gn,
                long long P, long long chunk, int tx_len) {
     typedef typename gn_traits<T>::acc A;
@@ -398,8 +432,14 @@ gn_bwd_partial(typename gn_traits<T>::acc* pdb, typename gn_traits<T>::acc* pdg,
             const long long st = n * gn + c / K;
             r = (double)rstd[st];
             const double mu = (double)(A)mean[st];
-            gn_channel_sums<T, L>(dy + nbase, x + nbase, c, s0, s1, C, Sp, t.rpos, t.rlen,
-                                  gn_xhat_make<A>(mu, r), mu, r, sdy, sdyx);
+            A gam = (A)1, bet = (A)0;
+            if (ACT && aff != GN_AFFINE_NONE) {
+                const long long ix = aff == GN_AFFINE_CHANNEL ? c : c / K;
+                if (gamma) gam = gn_to_acc(gamma[ix]);
+                if (beta) bet = gn_to_acc(beta[ix]);
+            }
+            gn_channel_sums<T, L, ACT>(dy + nbase, x + nbase, c, s0, s1, C, Sp, t.rpos, t.rlen,
+                                       gn_xhat_make<A>(mu, r), mu, r, gam, bet, sdy, sdyx);
         }
         ra[tid] = sdy; rb[tid] = sdyx;
         GN_SYNC();

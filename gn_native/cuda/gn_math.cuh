@@ -486,4 +486,8 @@ GN_HD gn_flat gn_flat_make(long long c, long long sp, long long k, long long gn,
     return f;
 }
 
+// The activations (gn_act.cuh needs the helpers above; it includes this file
+// itself, so either may be included first).
+#include "gn_act.cuh"
+
 #endif  // GN_MATH_CUH

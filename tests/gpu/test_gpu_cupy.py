@@ -278,9 +278,10 @@ def test_every_kernel_fits_every_launch():
     for dt in DTYPES:
         name = _gpu.dtype_name(dt)
         for layout in ("nchw", "nhwc"):
-            for kind, kname in K.raw_kinds(name, layout):
-                fn = _gpu._raw_module(name, layout).get_function(kname)
-                assert fn.max_threads_per_block >= G.max_block(kind), (kname, fn.max_threads_per_block)
+            for act in K.ACTIVATIONS:
+                for kind, kname in K.raw_kinds(name, layout, act):
+                    fn = _gpu._raw_module(name, layout, act).get_function(kname)
+                    assert fn.max_threads_per_block >= G.max_block(kind), (kname, fn.max_threads_per_block)
     for (shape, g) in CASES + [((1, 320, 64, 64), 32)]:
         n, c, sp = shape[0], shape[1], int(np.prod(shape[2:]))
         for stats in ("sample", "batch"):
@@ -361,8 +362,9 @@ def test_every_raw_kernel_loads_on_this_device():
     for dt in DTYPES:
         for layout in ("nchw", "nhwc"):
             name = _gpu.dtype_name(dt)
-            for kname in K.raw_names(name, layout):
-                assert _gpu._raw_module(name, layout).get_function(kname) is not None
+            for act in K.ACTIVATIONS:
+                for kname in K.raw_names(name, layout, act):
+                    assert _gpu._raw_module(name, layout, act).get_function(kname) is not None
 
 
 @pytest.mark.slow
@@ -402,3 +404,105 @@ def test_more_than_2_31_elements(stats):
               * (r[:, -1, None] if stats == "sample" else rf)).sum()
     assert abs(float(dg[7]) - float(dg_ref)) <= 1e-2 * abs(float(dg_ref)) + 1.0
     assert abs(float(db[7]) - float(dy[:, 7].astype(cupy.float64).sum())) <= 1e-2 * float(cupy.abs(dy[:, 7]).astype(cupy.float64).sum()) ** 0.5 + 1.0
+
+
+# ---------------------------------------------------------------------------
+# Activations (issue 13): the same comparisons as tests/test_gpu_host.py runs
+# on the CPU harness, here on the device through the public API.
+
+import test_gpu_host as HOST   # noqa: E402  (its float64 activation references: act_ref, act_grad_ref)
+
+ACTS = ["silu", "gelu", "gelu_tanh", "relu"]
+
+
+def _cpu_or_none(fn, *a, **k):
+    """The CPU result, or None where the CPU path does not take the call (yet)."""
+    if not HAVE_CPU:
+        return None
+    try:
+        return fn(*a, **k)
+    except (NotImplementedError, ValueError, RuntimeError):
+        return None
+
+
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("case", CASES[:2] + CASES[6:7], ids=lambda c: f"{c[0]}g{c[1]}")
+@pytest.mark.parametrize("channel_axis", [1, -1])
+@pytest.mark.parametrize("stats", ["sample", "batch"])
+def test_forward_activation(path, act, dtype, case, channel_axis, stats):
+    shape, g = case
+    rng = np.random.default_rng(20)
+    x = (0.5 + 1.5 * rng.standard_normal(shape)).astype(dtype)
+    gamma, beta = _params(rng, "channel", shape[1], g, dtype)
+    xd = np.ascontiguousarray(np.moveaxis(x, 1, -1)) if channel_axis == -1 else x
+    y, mean, rstd = gn.group_norm_forward(_dev(xd), g, _dev(gamma), _dev(beta), stats=stats,
+                                          channel_axis=channel_axis, activation=act)
+    yg = cupy.asnumpy(y)
+    yg = np.moveaxis(yg, -1, 1) if channel_axis == -1 else yg
+    zr = R.forward(x.astype(np.float64), g, gamma.astype(np.float64), beta.astype(np.float64), 1e-5, stats)[0]
+    HOST._check_act_y(yg, HOST.act_ref(act, zr), np.dtype(dtype))
+    yc = _cpu_or_none(gn.group_norm_forward, xd, g, gamma, beta, stats=stats, channel_axis=channel_axis,
+                      activation=act)
+    if yc is not None:
+        atol = {np.dtype(np.float32): 5e-6, np.dtype(np.float64): 1e-12}.get(np.dtype(dtype), 1e-2)
+        np.testing.assert_allclose(cupy.asnumpy(y).astype(np.float64), yc[0].astype(np.float64), rtol=0, atol=atol)
+    y2 = gn.group_norm(_dev(xd), g, _dev(gamma), _dev(beta), stats=stats, channel_axis=channel_axis,
+                       mean=mean, var=(1 / rstd.astype(cupy.float64) ** 2 - 1e-5).astype(mean.dtype), activation=act)
+    assert np.abs(cupy.asnumpy(y2).astype(np.float64) - cupy.asnumpy(y).astype(np.float64)).max() <= (
+        1e-5 if dtype in (np.float32, np.float64) else 2e-2)
+
+
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("case", CASES[:2] + CASES[6:7], ids=lambda c: f"{c[0]}g{c[1]}")
+@pytest.mark.parametrize("channel_axis", [1, -1])
+@pytest.mark.parametrize("stats", ["sample", "batch"])
+def test_backward_activation(path, act, dtype, case, channel_axis, stats):
+    shape, g = case
+    rng = np.random.default_rng(21)
+    x = (0.5 + 1.5 * rng.standard_normal(shape)).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    gamma, beta = _params(rng, "channel", shape[1], g, dtype)
+    to_d = (lambda a: np.ascontiguousarray(np.moveaxis(a, 1, -1))) if channel_axis == -1 else (lambda a: a)
+    _, mean, rstd = gn.group_norm_forward(_dev(to_d(x)), g, _dev(gamma), _dev(beta), stats=stats,
+                                          channel_axis=channel_axis, activation=act)
+    dx, dgamma, dbeta = gn.group_norm_backward(_dev(to_d(dy)), _dev(to_d(x)), mean, rstd, g, _dev(gamma),
+                                               _dev(beta), stats=stats, channel_axis=channel_axis,
+                                               activation=act)
+    dxg = cupy.asnumpy(dx)
+    dxg = np.moveaxis(dxg, -1, 1) if channel_axis == -1 else dxg
+    m, r = cupy.asnumpy(mean), cupy.asnumpy(rstd)
+    ref, mag = HOST._act_backward_ref(act, dy, x, m, r, g, gamma, beta, stats)
+    HOST._check_act_backward((dxg, cupy.asnumpy(dgamma), cupy.asnumpy(dbeta)), ref, mag, np.dtype(dtype))
+
+
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_backward_activation_frozen(act, dtype):
+    """Eval mode (frozen running statistics): dx = act'(z) dy gamma rstd."""
+    rng = np.random.default_rng(22)
+    shape, g = (3, 6, 5, 4), 3
+    x = (0.5 + 1.5 * rng.standard_normal(shape)).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    gamma, beta = _params(rng, "channel", 6, g, dtype)
+    sd = np.float64 if dtype == np.float64 else np.float32
+    mean = (0.3 * rng.standard_normal(g)).astype(sd)
+    rstd = rng.uniform(0.5, 1.5, g).astype(sd)
+    dx, dgamma, dbeta = gn.group_norm_backward(_dev(dy), _dev(x), _dev(mean), _dev(rstd), g, _dev(gamma),
+                                               _dev(beta), stats="batch", frozen=True, activation=act)
+    ref, mag = HOST._act_backward_ref(act, dy, x, mean, rstd, g, gamma, beta, "batch", frozen=True)
+    HOST._check_act_backward((cupy.asnumpy(dx), cupy.asnumpy(dgamma), cupy.asnumpy(dbeta)), ref, mag,
+                             np.dtype(dtype))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=str)
+@pytest.mark.parametrize("act", ACTS)
+def test_activation_special_values_on_the_device(act, dtype):
+    """torch's values at +-inf, NaN and signed zeros, through the kernels (gamma = 1, beta = the value,
+    so z is exactly the special value wherever x equals its group's mean)."""
+    z = HOST.SPECIAL.astype(dtype)
+    x = np.zeros((1, z.size, 4), dtype)
+    y = cupy.asnumpy(gn.group_norm(cupy.asarray(x), z.size, None, cupy.asarray(z), activation=act))
+    want = HOST.act_ref(act, z.astype(np.float64))
+    np.testing.assert_allclose(y[:, :, 0].reshape(-1).astype(np.float64)[:5], want[:5], rtol=0, atol=0)

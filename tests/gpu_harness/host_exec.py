@@ -26,6 +26,7 @@ arrays, so gn_native._gpu.run_forward/run_backward run the same sequence of
 kernels, with the same geometry and arguments, as on a GPU.
 """
 import ctypes
+import hashlib
 import os
 import shutil
 import subprocess
@@ -194,21 +195,52 @@ def compiler():
     return shutil.which(os.environ.get("CXX", "g++")) or shutil.which("g++")
 
 
+def _build_key(cxx, cmd, inc):
+    """A digest of everything the harness library is built from (sources, options, compiler)."""
+    h = hashlib.sha256()
+    version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout
+    h.update("\0".join([version, " ".join(cmd[1:]), inc]).encode())
+    names = sorted(os.listdir(K.CUDA_DIR))
+    for path in [os.path.join(K.CUDA_DIR, n) for n in names] + [os.path.join(HERE, n) for n in
+                                                                 ("raw_harness.cpp", "host_shim.h")]:
+        with open(path, "rb") as f:
+            h.update(path.encode() + b"\0" + f.read())
+    return h.hexdigest()
+
+
 def build(outdir):
-    """Compile the harness into outdir; returns the ctypes library."""
+    """Compile the harness into outdir; returns (the ctypes library, the compiler's messages).
+
+    The library (minutes of g++: every kernel template for 4 dtypes, 2 layouts,
+    3 affine kinds and 5 activations) is kept in $XDG_CACHE_HOME/gn_native/
+    gpu_harness, keyed by a digest of its sources, options and compiler, and
+    reused while none of them changes (GN_HARNESS_NO_CACHE=1: always build)."""
     cxx = compiler()
     if cxx is None:
         raise RuntimeError("no C++ compiler (g++) found")
+    inc = generate_inc()
     with open(os.path.join(outdir, "elementwise.inc"), "w") as f:
-        f.write(generate_inc())
+        f.write(inc)
     lib = os.path.join(outdir, "gn_gpu_harness.so")
     cmd = [cxx, "-std=c++20", "-O1", "-g0", "-shared", "-fPIC", "-pthread", "-ffp-contract=off",
            "-Wall", "-Wextra", "-Wno-unknown-pragmas", "-Wno-unused-parameter", "-Wno-maybe-uninitialized", "-Wno-unused-local-typedefs",
            "-I", K.CUDA_DIR, "-I", HERE, "-I", outdir, *G.raw_defines(),
            os.path.join(HERE, "raw_harness.cpp"), "-o", lib]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    cached = os.path.join(base, "gn_native", "gpu_harness", _build_key(cxx, [c.replace(outdir, "<out>") for c in cmd], inc) + ".so")
+    if os.path.exists(cached) and not os.environ.get("GN_HARNESS_NO_CACHE"):
+        shutil.copyfile(cached, lib)
+        return ctypes.CDLL(lib), ""
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError("building the GPU host harness failed:\n" + " ".join(cmd) + "\n" + r.stderr[-6000:])
+    try:
+        os.makedirs(os.path.dirname(cached), exist_ok=True)
+        tmp = f"{cached}.{os.getpid()}.tmp"
+        shutil.copyfile(lib, tmp)
+        os.replace(tmp, cached)        # atomic: a concurrent run sees all of it or nothing
+    except OSError:
+        pass
     return ctypes.CDLL(lib), r.stderr
 
 
@@ -229,6 +261,7 @@ class HostExec:
     def __init__(self, lib):
         self.lib = lib
         self.launches = []      # (kind or spec key, launch geometry or None), in order
+        self.acts = []          # (raw kernel kind, activation), in order
         self.reductions = []    # (key, Q, R, block_size, block_stride) of each reduction
         self._fns = {}
 
@@ -237,12 +270,16 @@ class HostExec:
         a.view(np.uint8)[...] = 0xFF    # NaN bit patterns: unwritten outputs show up
         return a
 
-    def raw(self, kind, dtype, layout, affine, launch, args):
+    def raw(self, kind, dtype, layout, affine, launch, args, act="none"):
         assert launch.block & (launch.block - 1) == 0 and launch.block <= G.max_block(kind)
+        assert act == "none" or kind in K.ACT_KINDS, (kind, act)
         self.launches.append((kind, launch))
+        self.acts.append((kind, act))
         head = [ctypes.c_int(DTYPE_CODE[dtype]), ctypes.c_int(LAYOUT_CODE[layout])]
         if kind.endswith("fused"):
             head.append(ctypes.c_int(K.AFFINES[affine]))
+        if kind in K.ACT_KINDS:
+            head.append(ctypes.c_int(K.ACTIVATIONS[act]))
         conv = [_ptr(a) if a is None or isinstance(a, np.ndarray) else _scalar(a) for a in args]
         tail = [ctypes.c_longlong(launch.grid), ctypes.c_int(launch.block), ctypes.c_longlong(launch.smem)]
         rc = getattr(self.lib, "h_" + kind)(*head, *conv, *tail)

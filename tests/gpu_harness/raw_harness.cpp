@@ -26,16 +26,27 @@
     else if (aff == 1) { const int AF = 1; CALL; }               \
     else { const int AF = 2; CALL; }
 
+// activation ids of gn_act.cuh
+#define GN_DISPATCH_ACT(act, CALL)                               \
+    switch (act) {                                               \
+        case 0: { const int AC = 0; CALL; break; }               \
+        case 1: { const int AC = 1; CALL; break; }               \
+        case 2: { const int AC = 2; CALL; break; }               \
+        case 3: { const int AC = 3; CALL; break; }               \
+        case 4: { const int AC = 4; CALL; break; }               \
+        default: return -1;                                      \
+    }
+
 // The entry points return 0, or -2 for a block larger than the kernel's
 // __launch_bounds__ (see gn_host_launch).
 
-template <typename T, int L, int AF>
+template <typename T, int L, int AF, int AC>
 static int run_fwd_fused(void* y, void* mean, void* rstd, const void* x, const void* gamma, const void* beta,
                          long long N, long long C, long long Sp, long long G, double eps,
                          long long grid, int block, long long smem) {
     typedef typename gn_traits<T>::stat S;
     return gn_host_launch(grid, block, GN_FUSED_BLOCK_MAX, (size_t)smem, [=] {
-        gn_fwd_fused<T, L, AF>((T*)y, (S*)mean, (S*)rstd, (const T*)x, (const T*)gamma, (const T*)beta,
+        gn_fwd_fused<T, L, AF, AC>((T*)y, (S*)mean, (S*)rstd, (const T*)x, (const T*)gamma, (const T*)beta,
                                N, C, Sp, G, eps);
     });
 }
@@ -49,39 +60,40 @@ static int run_stats_partial(double* pn, double* pmean, double* pm2, const void*
     });
 }
 
-template <typename T, int L, int AF>
+template <typename T, int L, int AF, int AC>
 static int run_bwd_fused(void* dx, void* pdb, void* pdg, const void* dy, const void* x, const void* mean,
-                         const void* rstd, const void* gamma, long long N, long long C, long long Sp,
+                         const void* rstd, const void* gamma, const void* beta, long long N, long long C, long long Sp,
                          long long G, int tx_len, long long grid, int block, long long smem) {
     typedef typename gn_traits<T>::stat S;
     typedef typename gn_traits<T>::acc A;
     return gn_host_launch(grid, block, GN_FUSED_BLOCK_MAX, (size_t)smem, [=] {
-        gn_bwd_fused<T, L, AF>((T*)dx, (A*)pdb, (A*)pdg, (const T*)dy, (const T*)x, (const S*)mean,
-                               (const S*)rstd, (const T*)gamma, N, C, Sp, G, tx_len);
+        gn_bwd_fused<T, L, AF, AC>((T*)dx, (A*)pdb, (A*)pdg, (const T*)dy, (const T*)x, (const S*)mean,
+                                   (const S*)rstd, (const T*)gamma, (const T*)beta, N, C, Sp, G, tx_len);
     });
 }
 
-template <typename T, int L>
+template <typename T, int L, int AC>
 static int run_bwd_partial(void* pdb, void* pdg, const void* dy, const void* x, const void* mean,
-                           const void* rstd, long long N, long long C, long long Sp, long long G,
+                           const void* rstd, const void* gamma, const void* beta, int aff, long long N, long long C,
+                           long long Sp, long long G,
                            long long gn, long long P, long long chunk, int tx_len,
                            long long grid, int block, long long smem) {
     typedef typename gn_traits<T>::stat S;
     typedef typename gn_traits<T>::acc A;
     return gn_host_launch(grid, block, GN_SPLIT_BLOCK, (size_t)smem, [=] {
-        gn_bwd_partial<T, L>((A*)pdb, (A*)pdg, (const T*)dy, (const T*)x, (const S*)mean, (const S*)rstd,
-                             N, C, Sp, G, gn, P, chunk, tx_len);
+        gn_bwd_partial<T, L, AC>((A*)pdb, (A*)pdg, (const T*)dy, (const T*)x, (const S*)mean, (const S*)rstd,
+                                 (const T*)gamma, (const T*)beta, aff, N, C, Sp, G, gn, P, chunk, tx_len);
     });
 }
 
 extern "C" {
 
-int h_fwd_fused(int dtype, int layout, int aff, void* y, void* mean, void* rstd, const void* x,
+int h_fwd_fused(int dtype, int layout, int aff, int act, void* y, void* mean, void* rstd, const void* x,
                 const void* gamma, const void* beta, long long N, long long C, long long Sp, long long G,
                 double eps, long long grid, int block, long long smem) {
     int rc = -1;
-    GN_DISPATCH_T(dtype, GN_DISPATCH_L(layout, GN_DISPATCH_A(aff, (rc = run_fwd_fused<T, L, AF>(
-        y, mean, rstd, x, gamma, beta, N, C, Sp, G, eps, grid, block, smem)))));
+    GN_DISPATCH_T(dtype, GN_DISPATCH_L(layout, GN_DISPATCH_A(aff, GN_DISPATCH_ACT(act, (rc = run_fwd_fused<T, L, AF, AC>(
+        y, mean, rstd, x, gamma, beta, N, C, Sp, G, eps, grid, block, smem))))));
     return rc;
 }
 
@@ -94,23 +106,35 @@ int h_stats_partial(int dtype, int layout, double* pn, double* pmean, double* pm
     return rc;
 }
 
-int h_bwd_fused(int dtype, int layout, int aff, void* dx, void* pdb, void* pdg, const void* dy, const void* x,
-                const void* mean, const void* rstd, const void* gamma, long long N, long long C,
+int h_bwd_fused(int dtype, int layout, int aff, int act, void* dx, void* pdb, void* pdg, const void* dy,
+                const void* x, const void* mean, const void* rstd, const void* gamma, const void* beta, long long N, long long C,
                 long long Sp, long long G, int tx_len, long long grid, int block, long long smem) {
     int rc = -1;
-    GN_DISPATCH_T(dtype, GN_DISPATCH_L(layout, GN_DISPATCH_A(aff, (rc = run_bwd_fused<T, L, AF>(
-        dx, pdb, pdg, dy, x, mean, rstd, gamma, N, C, Sp, G, tx_len, grid, block, smem)))));
+    GN_DISPATCH_T(dtype, GN_DISPATCH_L(layout, GN_DISPATCH_A(aff, GN_DISPATCH_ACT(act, (rc = run_bwd_fused<T, L, AF, AC>(
+        dx, pdb, pdg, dy, x, mean, rstd, gamma, beta, N, C, Sp, G, tx_len, grid, block, smem))))));
     return rc;
 }
 
-int h_bwd_partial(int dtype, int layout, void* pdb, void* pdg, const void* dy, const void* x,
-                  const void* mean, const void* rstd, long long N, long long C, long long Sp, long long G,
+int h_bwd_partial(int dtype, int layout, int act, void* pdb, void* pdg, const void* dy, const void* x,
+                  const void* mean, const void* rstd, const void* gamma, const void* beta, int aff, long long N,
+                  long long C, long long Sp, long long G,
                   long long gn, long long P, long long chunk, int tx_len,
                   long long grid, int block, long long smem) {
     int rc = -1;
-    GN_DISPATCH_T(dtype, GN_DISPATCH_L(layout, (rc = run_bwd_partial<T, L>(
-        pdb, pdg, dy, x, mean, rstd, N, C, Sp, G, gn, P, chunk, tx_len, grid, block, smem))));
+    GN_DISPATCH_T(dtype, GN_DISPATCH_L(layout, GN_DISPATCH_ACT(act, (rc = run_bwd_partial<T, L, AC>(
+        pdb, pdg, dy, x, mean, rstd, gamma, beta, aff, N, C, Sp, G, gn, P, chunk, tx_len, grid, block, smem)))));
     return rc;
+}
+
+// The activations of gn_act.cuh and their derivatives, value by value, as
+// the kernels compute them (float for float data, double for float64), under
+// the device's flush-to-zero for float.
+void h_act_f32(int act, int grad, const float* z, float* out, long long n) {
+    GnHostFtz ftz;
+    for (long long i = 0; i < n; ++i) out[i] = grad ? gn_act_grad<float>(act, z[i]) : gn_act_value<float>(act, z[i]);
+}
+void h_act_f64(int act, int grad, const double* z, double* out, long long n) {
+    for (long long i = 0; i < n; ++i) out[i] = grad ? gn_act_grad<double>(act, z[i]) : gn_act_value<double>(act, z[i]);
 }
 
 // Conversions, element by element.
