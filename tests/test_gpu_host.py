@@ -18,6 +18,7 @@ import pytest
 from gn_native import _gpu, _gpu_geometry as G, _validate as V
 import reference as R   # tests/reference.py (pytest puts tests/ on sys.path)
 from gpu_harness import host_exec as H
+from allpairs import pairwise_params
 
 try:
     import ml_dtypes
@@ -953,11 +954,14 @@ def _check_act_y(y, ref, dtype):
         _check_y(y, ref, dtype)
 
 
-@pytest.mark.parametrize("act", ACTS)
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("case", ACT_CASES, ids=lambda c: f"{c[0]}g{c[1]}")
-@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
-@pytest.mark.parametrize("stats", ["sample", "batch"])
+# every activation x dtype x layout x stats; shapes and forced paths pairwise with them
+_ACT_GRID = dict(path=["auto", "fused", "split"], act=ACTS, dtype=DTYPES,
+                 case=[pytest.param(c, id=f"{c[0]}g{c[1]}") for c in ACT_CASES],
+                 layout=["nchw", "nhwc"], stats=["sample", "batch"])
+
+
+@pytest.mark.parametrize("path,act,dtype,case,layout,stats", pairwise_params(
+    _ACT_GRID, full=("act", "dtype", "layout", "stats")), indirect=["path"])
 def test_forward_activation(ex, path, act, dtype, case, layout, stats):
     shape, g = case
     rng = np.random.default_rng(40)
@@ -1049,11 +1053,8 @@ def _run_act_backward(ex, act, x, dy, g, gamma, beta, mean, rstd, stats, layout,
     return _from_kernel(dx, p.layout), dgamma, dbeta
 
 
-@pytest.mark.parametrize("act", ACTS)
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("case", ACT_CASES, ids=lambda c: f"{c[0]}g{c[1]}")
-@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
-@pytest.mark.parametrize("stats", ["sample", "batch"])
+@pytest.mark.parametrize("path,act,dtype,case,layout,stats", pairwise_params(
+    _ACT_GRID, full=("act", "dtype", "layout", "stats")), indirect=["path"])
 def test_backward_activation(ex, path, act, dtype, case, layout, stats):
     shape, g = case
     rng = np.random.default_rng(42)
@@ -1075,10 +1076,9 @@ def test_backward_activation(ex, path, act, dtype, case, layout, stats):
         assert kinds == {"bwd_partial"}
 
 
-@pytest.mark.parametrize("act", ACTS)
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
-@pytest.mark.parametrize("affine", ["channel", "group", "beta_only"])
+@pytest.mark.parametrize("path,act,dtype,layout,affine", pairwise_params(
+    dict(path=["auto", "fused", "split"], act=ACTS, dtype=DTYPES, layout=["nchw", "nhwc"],
+         affine=["channel", "group", "beta_only"]), full=("act", "dtype")), indirect=["path"])
 def test_backward_activation_frozen(ex, path, act, dtype, layout, affine):
     """Eval mode: dx = act'(z) dy gamma rstd with constant per-group statistics."""
     rng = np.random.default_rng(43)
@@ -1113,9 +1113,9 @@ def test_backward_activation_in_place(ex, path, act, stats, over):
         assert np.array_equal(np.ascontiguousarray(a).view(np.uint8), np.ascontiguousarray(b).view(np.uint8))
 
 
-@pytest.mark.parametrize("act", ACTS)
-@pytest.mark.parametrize("stats", ["sample", "batch"])
-@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+@pytest.mark.parametrize("path,act,stats,layout", pairwise_params(
+    dict(path=["auto", "fused", "split"], act=ACTS, stats=["sample", "batch"],
+         layout=["nchw", "nhwc"]), full=("act", "stats")), indirect=["path"])
 def test_backward_activation_matches_finite_differences(ex, path, act, stats, layout):
     """float64 gradients of L = sum(w * act(group_norm(x))) against central differences."""
     rng = np.random.default_rng(45)
