@@ -148,7 +148,9 @@ cdef _run_forward(int code, gn_desc *d, y, mean, rstd, var, x, gamma, beta,
 
 
 cdef _run_backward(int code, gn_desc *d, dx, dgamma, dbeta, dy, x, mean, rstd, gamma,
-                   beta=None):
+                   beta=None, bint frozen=False):
+    """The table's backward (or frozen backward) on the arrays' pointers, without the GIL."""
+    cdef gn_kt_backward fn = _KT[code].frozen if frozen else _KT[code].backward
     cdef void *pdx = _ptr(dx)
     cdef void *pdg = _ptr(dgamma)
     cdef void *pdb = _ptr(dbeta)
@@ -160,7 +162,7 @@ cdef _run_backward(int code, gn_desc *d, dx, dgamma, dbeta, dy, x, mean, rstd, g
     cdef void *pb = _ptr(beta)
     cdef gn_status st
     with nogil:
-        st = _KT[code].backward(pdx, pdg, pdb, pdy, px, pm, pr, pg, pb, d)
+        st = fn(pdx, pdg, pdb, pdy, px, pm, pr, pg, pb, d)
     _check(st)
 
 
@@ -199,23 +201,7 @@ def backward(p, dx, dgamma, dbeta, dy, x, mean, rstd, gamma, beta=None, frozen=F
     rstd (gn_backward_frozen); dgamma and dbeta are the same sums as without
     frozen."""
     cdef gn_desc d = _desc(p)
-    if not frozen:
-        _run_backward(_code(p.dtype), &d, dx, dgamma, dbeta, dy, x, mean, rstd, gamma, beta)
-        return
-    cdef void *pdx = _ptr(dx)
-    cdef void *pdg = _ptr(dgamma)
-    cdef void *pdb = _ptr(dbeta)
-    cdef void *pdy = _ptr(dy)
-    cdef void *px = _ptr(x)
-    cdef void *pm = _ptr(mean)
-    cdef void *pr = _ptr(rstd)
-    cdef void *pg = _ptr(gamma)
-    cdef void *pb = _ptr(beta)
-    cdef int code = _code(p.dtype)
-    cdef gn_status st
-    with nogil:
-        st = _KT[code].frozen(pdx, pdg, pdb, pdy, px, pm, pr, pg, pb, &d)
-    _check(st)
+    _run_backward(_code(p.dtype), &d, dx, dgamma, dbeta, dy, x, mean, rstd, gamma, beta, frozen)
 
 
 def get_num_threads():
