@@ -122,6 +122,7 @@ def test_safety_c_level(tmp_path):
                         cflags=["-O2", "-Wall", "-Wextra"], libs=cb.gn_flags(), openmp=True))
 
 
+@pytest.mark.slow   # a second build configuration of the core, as the sanitizer builds
 @needs_cc
 def test_core_builds_and_passes_without_openmp(tmp_path):
     """A compiler without OpenMP still builds the core, warning-free, single-threaded;
