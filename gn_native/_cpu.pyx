@@ -29,11 +29,6 @@ STATS_BATCH = <int>GN_STATS_BATCH
 AFFINE_NONE = <int>GN_AFFINE_NONE
 AFFINE_CHANNEL = <int>GN_AFFINE_CHANNEL
 AFFINE_GROUP = <int>GN_AFFINE_GROUP
-ACT_NONE = <int>GN_ACT_NONE
-ACT_SILU = <int>GN_ACT_SILU
-ACT_GELU = <int>GN_ACT_GELU
-ACT_GELU_TANH = <int>GN_ACT_GELU_TANH
-ACT_RELU = <int>GN_ACT_RELU
 
 
 # ---- the dtype dispatch: one table -------------------------------------------
@@ -365,8 +360,9 @@ cdef object _fast_output(out, cnp.ndarray xa, int code, object other, tuple para
     return o
 
 
-_ACT_CODES = {"none": <int>GN_ACT_NONE, "silu": <int>GN_ACT_SILU, "gelu": <int>GN_ACT_GELU,
-              "gelu_tanh": <int>GN_ACT_GELU_TANH, "relu": <int>GN_ACT_RELU}
+# activation= names and gn_native.h's values: the one list (_validate builds its Codes from it)
+ACT_CODES = {"none": <int>GN_ACT_NONE, "silu": <int>GN_ACT_SILU, "gelu": <int>GN_ACT_GELU,
+             "gelu_tanh": <int>GN_ACT_GELU_TANH, "relu": <int>GN_ACT_RELU}
 
 
 cdef bint _fast_act(activation, gn_desc *d):
@@ -376,7 +372,7 @@ cdef bint _fast_act(activation, gn_desc *d):
         return True
     if type(activation) is not str:
         return False
-    code = _ACT_CODES.get(activation)
+    code = ACT_CODES.get(activation)
     if code is None:
         return False
     d.activation = <gn_activation><int>code

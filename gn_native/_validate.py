@@ -62,10 +62,7 @@ AFFINES = {c: c for c in (Code("none", _cpu.AFFINE_NONE),
                           Code("channel", _cpu.AFFINE_CHANNEL),
                           Code("group", _cpu.AFFINE_GROUP))}
 # activation= names (None is "none"), with gn_native.h's gn_activation values
-ACTIVATIONS = {c: c for c in (Code("none", _cpu.ACT_NONE), Code("silu", _cpu.ACT_SILU),
-                              Code("gelu", _cpu.ACT_GELU),
-                              Code("gelu_tanh", _cpu.ACT_GELU_TANH),
-                              Code("relu", _cpu.ACT_RELU))}
+ACTIVATIONS = {c: c for c in (Code(name, v) for name, v in _cpu.ACT_CODES.items())}
 
 
 @dataclasses.dataclass(frozen=True)
