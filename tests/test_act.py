@@ -62,10 +62,16 @@ def _run(exe, *args, timeout=300):
     return res.stdout
 
 
-def test_ulp_table_and_scalar_avx2_identity(builds):
-    """The full check of test_act.c: the default stride, with AVX2 where built."""
+@pytest.mark.parametrize("mode", [
+    pytest.param("--quick", id="quick"),
+    pytest.param("default", id="default_stride", marks=pytest.mark.slow),   # 8 s: CI's slow pass
+])
+def test_ulp_table_and_scalar_avx2_identity(builds, mode):
+    """test_act.c's ulp table and scalar/AVX2 identity, with AVX2 where built: the
+    coarse pass (every 65521st float32) in the quick suite, the default stride
+    (every 2003rd, every 101st for the identity) with -m slow."""
     exe, with_avx2 = builds["avx2"]
-    out = _run(exe)
+    out = _run(exe) if mode == "default" else _run(exe, mode)
     assert " 0 failures" in out, out
     if with_avx2 and "checked against scalar" not in out:
         pytest.skip("built with AVX2, but this CPU lacks AVX2/FMA: the scalar path was checked")
