@@ -45,7 +45,17 @@ out : ndarray, optional
     `x` itself (in place).
 mean, var : array_like, optional
     Given together, shaped as the statistics below: used instead of
-    the statistics of `x` (`var` is the variance, non-negative)."""
+    the statistics of `x` (`var` is the variance, non-negative).
+activation : {None, "silu", "gelu", "gelu_tanh", "relu"}, default None
+    Applied to every value after the affine step, in the same pass
+    (``torch.nn.functional.silu`` etc. of the GroupNorm output).
+add : array_like, optional
+    Added to `x` before everything else, as ONNX Runtime's
+    SkipGroupNorm: of `x`'s shape (a residual), (N, C) (a per-sample
+    bias such as a time embedding) or (C,), broadcast over space; `x`'s
+    dtype.  Each sum is computed in float32 (float64 for float64 data)
+    and rounded to `x`'s dtype, as ``x + add`` in NumPy or torch, and
+    the call gives the bits of the same call on that sum."""
 
 
 def _shared_doc(f):
@@ -111,14 +121,23 @@ def _contig(xp, a):
     return a if a.flags.c_contiguous else xp.ascontiguousarray(a)
 
 
-def _param(xp, a, target):
+def _param(xp, a, *targets):
     """A small input (gamma, beta, mean, rstd) as the kernel reads it: contiguous,
-    and copied when it shares memory with `target`, the array the kernel writes
-    (it reads them while writing, so an overlap would change them under it)."""
+    and copied when it shares memory with one of `targets`, the arrays the kernel
+    writes (it reads them while writing, so an overlap would change them under it)."""
     if a is None:
         return None
     a = _contig(xp, a)
-    return a.copy() if xp.may_share_memory(a, target) else a
+    return a.copy() if any(t is not None and xp.may_share_memory(a, t) for t in targets) else a
+
+
+def _add_view(addk, add_shape, p):
+    """add= in the kernel layout, broadcastable against x there."""
+    if add_shape == "full":
+        return addk
+    ones = (1,) * (len(p.shape) - 2)
+    n = (p.n,) if add_shape == "nc" else ((1,) if p.layout == "nhwc" else ())
+    return addk.reshape(n + ones + (p.c,) if p.layout == "nhwc" else n + (p.c,) + ones)
 
 
 def _output(xp, out, to_k, like_k, sources):
@@ -147,7 +166,8 @@ def _stat_in(xp, a, p, target):
 @_shared_doc
 def group_norm_forward(x, n_groups, gamma=None, beta=None, eps=1e-5, *, stats="sample",
                        channel_axis=1, out=None, mean=None, var=None, running_mean=None,
-                       running_var=None, momentum=0.1, activation=None):
+                       running_var=None, momentum=0.1, activation=None, add=None,
+                       sum_out=None):
     """Group-normalize `x` and return the statistics used.
 
     Computes ``y = (x - mean) / sqrt(var + eps) * gamma + beta`` as
@@ -163,6 +183,11 @@ def group_norm_forward(x, n_groups, gamma=None, beta=None, eps=1e-5, *, stats="s
         their average over the samples).  Not with `mean`/`var`.
     momentum : float, default 0.1
         In [0, 1]; used with `running_mean` and `running_var`.
+    sum_out : ndarray, optional
+        With `add`: array of `x`'s shape and dtype that receives ``x +
+        add`` (the residual stream, and the `x` that
+        `group_norm_backward` takes), written in the same pass.  It may
+        be `x` or `add` itself, not `out`.
 
     Returns
     -------
@@ -171,6 +196,8 @@ def group_norm_forward(x, n_groups, gamma=None, beta=None, eps=1e-5, *, stats="s
     mean, rstd : ndarray
         Shape (N, G) for ``stats="sample"``, (G,) for ``stats="batch"``;
         float64 for float64 `x`, float32 otherwise.
+    sum_out : ndarray
+        Only when `sum_out` is given: that array, holding ``x + add``.
 
     Raises
     ------
@@ -208,42 +235,54 @@ def group_norm_forward(x, n_groups, gamma=None, beta=None, eps=1e-5, *, stats="s
     >>> _ = gn.group_norm_forward(x, 2, running_mean=rm, running_var=rv, momentum=0.5)
     >>> rm, rv
     (array([0.75, 2.75], dtype=float32), array([1.3333334, 1.3333334], dtype=float32))
+    >>> temb = np.array([[0, 0, 1, 1]], np.float32)     # (N, C): per sample and channel
+    >>> y, mean, rstd, h = gn.group_norm_forward(x, 2, add=temb, sum_out=np.empty_like(x))
+    >>> h[0, :, 0], mean
+    (array([0., 2., 5., 7.], dtype=float32), array([[1.5, 6.5]], dtype=float32))
     """
-    if mean is None and var is None and running_mean is None and running_var is None:
+    if (mean is None and var is None and running_mean is None and running_var is None
+            and add is None and sum_out is None):
         r = _cpu.forward_fast(x, n_groups, gamma, beta, eps, stats, channel_axis, out, activation)
         if r is not None:
             return r
     return forward_general(x, n_groups, gamma, beta, eps, stats=stats, channel_axis=channel_axis,
                            out=out, mean=mean, var=var, running_mean=running_mean,
-                           running_var=running_var, momentum=momentum, activation=activation)
+                           running_var=running_var, momentum=momentum, activation=activation,
+                           add=add, sum_out=sum_out)
 
 
 def forward_general(x, n_groups, gamma=None, beta=None, eps=1e-5, *, stats="sample",
                     channel_axis=1, out=None, mean=None, var=None, running_mean=None,
-                    running_var=None, momentum=0.1, activation=None):
+                    running_var=None, momentum=0.1, activation=None, add=None, sum_out=None):
     """group_norm_forward without its fast path."""
-    kind, p, x, gamma, beta, mean, var, momentum = V.forward_call(
+    kind, p, x, gamma, beta, mean, var, momentum, add, add_shape, sum_out = V.forward_call(
         x, n_groups, gamma, beta, eps, stats, channel_axis, out, mean, var,
-        running_mean, running_var, momentum, activation)
+        running_mean, running_var, momentum, activation, add, sum_out)
     want_var = running_mean is not None
     xp, backend = _backend(kind)
     layout, to_k, from_k = _layout(xp, x, p.channel_axis)
     p = V.with_layout(p, layout)
     gamma, beta = V.expand_affine(xp, p, gamma), V.expand_affine(xp, p, beta)
     xk = _contig(xp, to_k(x))
-    yk, copy_back = _output(xp, out, to_k, xk, (xk,))
+    addk = full = sk = None
+    if add is not None:
+        addk = _contig(xp, to_k(add) if add_shape == "full" else add)
+        full = addk if add_shape == "full" else None
+    if sum_out is not None:
+        sk, sum_back = _output(xp, sum_out, to_k, xk, (xk, full))
+    yk, copy_back = _output(xp, out, to_k, xk, (xk, full, sk))
     v = None
     if mean is None:
         m = xp.empty(p.stat_shape, p.stat_dtype)
         r = xp.empty(p.stat_shape, p.stat_dtype)
+        kw = {}
         if want_var and backend is _cpu:
-            v = xp.empty(p.stat_shape, p.stat_dtype)
+            v = kw["var"] = xp.empty(p.stat_shape, p.stat_dtype)
+        if add is not None:
+            kw.update(add=addk, add_shape=add_shape, sum_out=sk)
         if p.size:
-            g, b = _param(xp, gamma, yk), _param(xp, beta, yk)
-            if v is None:
-                backend.forward(p, yk, m, r, xk, g, b)
-            else:
-                backend.forward(p, yk, m, r, xk, g, b, var=v)
+            backend.forward(p, yk, m, r, xk, _param(xp, gamma, yk, sk), _param(xp, beta, yk, sk),
+                            **kw)
         else:
             m[...] = np.nan
             r[...] = np.nan
@@ -255,14 +294,22 @@ def forward_general(x, n_groups, gamma=None, beta=None, eps=1e-5, *, stats="samp
             raise ValueError("var must be non-negative")
         r = (1.0 / xp.sqrt(v + p.eps)).astype(p.stat_dtype)
         if p.size:
+            if add is not None:      # the sum in x's dtype (each in float32 or float64, rounded)
+                xk = xp.add(xk, _add_view(addk, add_shape, p), out=yk if sk is None else sk)
             backend.normalize(p, yk, xk, m, r, _param(xp, gamma, yk), _param(xp, beta, yk))
     if want_var and p.size:
         _update_running(xp, p, m, r, v, running_mean, running_var, momentum)
     if out is None:
-        return from_k(yk), m, r
-    if copy_back:
-        xp.copyto(out, from_k(yk))
-    return out, m, r
+        y = from_k(yk)
+    else:
+        if copy_back:
+            xp.copyto(out, from_k(yk))
+        y = out
+    if sum_out is None:
+        return y, m, r
+    if sum_back:
+        xp.copyto(sum_out, from_k(sk))
+    return y, m, r, sum_out
 
 
 def _update_running(xp, p, mean, rstd, var, running_mean, running_var, momentum):
@@ -288,7 +335,7 @@ def _update_running(xp, p, mean, rstd, var, running_mean, running_var, momentum)
 
 @_shared_doc
 def group_norm(x, n_groups, gamma=None, beta=None, eps=1e-5, *, stats="sample",
-               channel_axis=1, out=None, mean=None, var=None, activation=None):
+               channel_axis=1, out=None, mean=None, var=None, activation=None, add=None):
     """Group-normalize `x`.
 
     Computes ``y = (x - mean) / sqrt(var + eps) * gamma + beta`` with the
@@ -340,12 +387,12 @@ def group_norm(x, n_groups, gamma=None, beta=None, eps=1e-5, *, stats="sample",
     ...
     ValueError: ...
     """
-    if mean is None and var is None:
+    if mean is None and var is None and add is None:
         r = _cpu.forward_fast(x, n_groups, gamma, beta, eps, stats, channel_axis, out, activation)
         if r is not None:
             return r[0]
     return forward_general(x, n_groups, gamma, beta, eps, stats=stats, channel_axis=channel_axis,
-                           out=out, mean=mean, var=var, activation=activation)[0]
+                           out=out, mean=mean, var=var, activation=activation, add=add)[0]
 
 
 def group_norm_backward(dy, x, mean, rstd, n_groups, gamma=None, beta=None, *, stats="sample",

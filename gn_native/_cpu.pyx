@@ -29,6 +29,9 @@ STATS_BATCH = <int>GN_STATS_BATCH
 AFFINE_NONE = <int>GN_AFFINE_NONE
 AFFINE_CHANNEL = <int>GN_AFFINE_CHANNEL
 AFFINE_GROUP = <int>GN_AFFINE_GROUP
+ADD_FULL = <int>GN_ADD_FULL
+ADD_NC = <int>GN_ADD_NC
+ADD_C = <int>GN_ADD_C
 
 
 # ---- the dtype dispatch: one table -------------------------------------------
@@ -38,8 +41,9 @@ AFFINE_GROUP = <int>GN_AFFINE_GROUP
 # table; every call goes through _KT[code].
 
 cdef extern from "kernel_table.h" nogil:
-    ctypedef gn_status (*gn_kt_forward)(void *, void *, void *, void *, const void *,
-                                        const void *, const void *, const gn_desc *)
+    ctypedef gn_status (*gn_kt_forward)(void *, void *, void *, void *, void *, const void *,
+                                        const void *, int, const void *, const void *,
+                                        const gn_desc *)
     ctypedef gn_status (*gn_kt_normalize)(void *, const void *, const void *, const void *,
                                           const void *, const void *, const gn_desc *)
     ctypedef gn_status (*gn_kt_backward)(void *, void *, void *, const void *, const void *,
@@ -122,10 +126,12 @@ cdef _check(gn_status st):
 
 
 cdef _run_forward(int code, gn_desc *d, y, mean, rstd, var, x, gamma, beta,
-                  Py_ssize_t reps=1):
+                  Py_ssize_t reps=1, add=None, int add_shape=0, sum_out=None):
     """Pointers of the arrays (None -> NULL), the C call (`reps` times) without
     the GIL, status check."""
     cdef void *py = _ptr(y)
+    cdef void *ps = _ptr(sum_out)
+    cdef void *pa = _ptr(add)
     cdef void *pm = _ptr(mean)
     cdef void *pr = _ptr(rstd)
     cdef void *pv = _ptr(var)
@@ -136,7 +142,7 @@ cdef _run_forward(int code, gn_desc *d, y, mean, rstd, var, x, gamma, beta,
     cdef Py_ssize_t i
     with nogil:
         for i in range(reps):
-            st = _KT[code].forward(py, pm, pr, pv, px, pg, pb, d)
+            st = _KT[code].forward(py, ps, pm, pr, pv, px, pa, add_shape, pg, pb, d)
             if st != GN_OK:
                 break
     _check(st)
@@ -161,10 +167,13 @@ cdef _run_backward(int code, gn_desc *d, dx, dgamma, dbeta, dy, x, mean, rstd, g
     _check(st)
 
 
-def forward(p, y, mean, rstd, x, gamma, beta, var=None):
-    """Statistics and y; `var` (optional, shaped like mean) gets the biased variance."""
+def forward(p, y, mean, rstd, x, gamma, beta, var=None, add=None, add_shape=None, sum_out=None):
+    """Statistics and y; `var` (optional, shaped like mean) gets the biased variance.
+    add (x's kernel shape, (N, C) or (C,), as add_shape's .code says): the
+    forward of x + add, whose sum goes to sum_out when given (gn_forward_add)."""
     cdef gn_desc d = _desc(p)
-    _run_forward(_code(p.dtype), &d, y, mean, rstd, var, x, gamma, beta)
+    _run_forward(_code(p.dtype), &d, y, mean, rstd, var, x, gamma, beta, 1, add,
+                 0 if add_shape is None else add_shape.code, sum_out)
 
 
 def forward_repeat(p, y, mean, rstd, x, gamma, beta, Py_ssize_t reps):

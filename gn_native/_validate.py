@@ -63,6 +63,9 @@ AFFINES = {c: c for c in (Code("none", _cpu.AFFINE_NONE),
                           Code("group", _cpu.AFFINE_GROUP))}
 # activation= names (None is "none"), with gn_native.h's gn_activation values
 ACTIVATIONS = {c: c for c in (Code(name, v) for name, v in _cpu.ACT_CODES.items())}
+# add= shapes: x's ("full"), (N, C) ("nc") or (C,) ("c"), with gn_add_shape's values
+ADD_SHAPES = {c: c for c in (Code("full", _cpu.ADD_FULL), Code("nc", _cpu.ADD_NC),
+                             Code("c", _cpu.ADD_C))}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -316,6 +319,39 @@ def check_out(out, p):
         raise ValueError("out must be writable (got a read-only array)")
 
 
+def check_add(add, p):
+    """add= of a forward call: x's shape, (N, C) or (C,), and x's dtype; its shape's Code."""
+    shapes = {(p.c,): "c", (p.n, p.c): "nc", tuple(p.shape): "full"}
+    kind = shapes.get(tuple(add.shape))
+    if kind is None:
+        raise ValueError(f"add must have x's shape {tuple(p.shape)}, (N, C) = {(p.n, p.c)} "
+                         f"or (C,) = ({p.c},), got {tuple(add.shape)}")
+    check_dtype(add.dtype, "add")
+    if add.dtype != p.dtype:
+        raise TypeError(f"add has dtype {add.dtype}, expected {p.dtype} (the dtype of x)")
+    return ADD_SHAPES[kind]
+
+
+def check_sum_out(sum_out, out, add, p):
+    """sum_out= (x + add written there): x's shape and dtype, writable, not `out`."""
+    if add is None:
+        raise ValueError("sum_out is written only with add= (it receives x + add)")
+    check_like(sum_out, "sum_out", p)
+    flags = getattr(sum_out, "flags", None)
+    if flags is not None and not flags.writeable:
+        raise ValueError("sum_out must be writable (got a read-only array)")
+    if out is not None and _may_share(sum_out, out):
+        raise ValueError("sum_out and out must be different arrays that do not overlap")
+
+
+def _may_share(a, b):
+    """May a and b share memory (NumPy or CuPy arrays)?"""
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+        return np.may_share_memory(a, b)
+    import cupy
+    return cupy.may_share_memory(a, b)
+
+
 def _arrays(x, gamma, beta, out, extra, names):
     """The call's array kind ('numpy' or 'cupy') and its arrays as that kind's
     arrays (lists and DLPack CPU tensors become ndarrays); None stays None.
@@ -341,9 +377,11 @@ def _arrays(x, gamma, beta, out, extra, names):
 
 
 def forward_call(x, n_groups, gamma, beta, eps, stats, channel_axis, out, mean, var,
-                 running_mean=None, running_var=None, momentum=0.1, activation=None):
+                 running_mean=None, running_var=None, momentum=0.1, activation=None,
+                 add=None, sum_out=None):
     """Every check of a forward call, once: (kind, plan, x, gamma, beta, mean, var,
-    momentum) with the arrays as the backend's kind."""
+    momentum, add, add_shape, sum_out) with the arrays as the backend's kind
+    (add_shape: None without add)."""
     if (mean is None) != (var is None):
         raise ValueError("mean and var must be given together (or neither)")
     running = (running_mean, running_var)
@@ -354,18 +392,25 @@ def forward_call(x, n_groups, gamma, beta, eps, stats, channel_axis, out, mean, 
             raise ValueError("running_mean and running_var are updated with the call's own "
                              "statistics; they cannot be combined with mean= and var=")
         momentum = check_momentum(momentum, allow_none=False)
-    kind, x, gamma, beta, (mean, var, _, _) = _arrays(
-        x, gamma, beta, out, (mean, var) + running, ("mean", "var") + RUNNING)
+    given_sum_out = sum_out
+    kind, x, gamma, beta, (mean, var, _, _, add, sum_out) = _arrays(
+        x, gamma, beta, out, (mean, var) + running + (add, sum_out),
+        ("mean", "var") + RUNNING + ("add", "sum_out"))
+    if kind == "numpy" and sum_out is not None and not isinstance(given_sum_out, np.ndarray):
+        raise TypeError(f"sum_out must be a numpy.ndarray, got {type(given_sum_out).__name__}")
     p = plan(x, n_groups, gamma, beta, eps, stats, channel_axis, activation=activation)
     if out is not None:
         check_out(out, p)
+    add_shape = None if add is None else check_add(add, p)
+    if sum_out is not None:
+        check_sum_out(sum_out, out, add, p)
     if mean is not None:
         check_stat(mean, "mean", p)
         check_stat(var, "var", p)
     if running_mean is not None:
         for i, name in enumerate(RUNNING):
             check_running(running[i], name, p, kind, (x, out, gamma, beta, running[1 - i]))
-    return kind, p, x, gamma, beta, mean, var, momentum
+    return kind, p, x, gamma, beta, mean, var, momentum, add, add_shape, sum_out
 
 
 RUNNING = ("running_mean", "running_var")

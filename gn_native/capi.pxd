@@ -29,6 +29,10 @@ cdef extern from "gn_native.h" nogil:
         GN_ACT_GELU
         GN_ACT_GELU_TANH
         GN_ACT_RELU
+    ctypedef enum gn_add_shape:
+        GN_ADD_FULL
+        GN_ADD_NC
+        GN_ADD_C
     ctypedef struct gn_desc:
         int64_t n, c, spatial, groups
         double eps
@@ -56,6 +60,20 @@ cdef extern from "gn_native.h" nogil:
     gn_status gn_forward_var_bf16(uint16_t *y, float *mean, float *rstd, float *var,
                                   const uint16_t *x, const uint16_t *gamma, const uint16_t *beta,
                                   const gn_desc *d)
+    gn_status gn_forward_add_f32(float *y, float *sum, float *mean, float *rstd, float *var,
+                                 const float *x, const float *add, gn_add_shape add_shape,
+                                 const float *gamma, const float *beta, const gn_desc *d)
+    gn_status gn_forward_add_f64(double *y, double *sum, double *mean, double *rstd, double *var,
+                                 const double *x, const double *add, gn_add_shape add_shape,
+                                 const double *gamma, const double *beta, const gn_desc *d)
+    gn_status gn_forward_add_f16(uint16_t *y, uint16_t *sum, float *mean, float *rstd,
+                                 float *var, const uint16_t *x, const uint16_t *add,
+                                 gn_add_shape add_shape, const uint16_t *gamma,
+                                 const uint16_t *beta, const gn_desc *d)
+    gn_status gn_forward_add_bf16(uint16_t *y, uint16_t *sum, float *mean, float *rstd,
+                                  float *var, const uint16_t *x, const uint16_t *add,
+                                  gn_add_shape add_shape, const uint16_t *gamma,
+                                  const uint16_t *beta, const gn_desc *d)
     gn_status gn_normalize_f32(float *y, const float *x, const float *mean, const float *rstd,
                                const float *gamma, const float *beta, const gn_desc *d)
     gn_status gn_normalize_f64(double *y, const double *x, const double *mean, const double *rstd,

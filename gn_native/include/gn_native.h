@@ -99,6 +99,37 @@ GN_API gn_status gn_forward_var_bf16(uint16_t *y, float *mean, float *rstd, floa
                                      const uint16_t *x, const uint16_t *gamma,
                                      const uint16_t *beta, const gn_desc *d);
 
+/* Shape of gn_forward_add's `add`. */
+typedef enum {
+    GN_ADD_FULL = 0,  /* x's shape and layout: one value per element */
+    GN_ADD_NC = 1,    /* n*c values, [n][c]: per (sample, channel), broadcast over space */
+    GN_ADD_C = 2      /* c values: per channel, broadcast over samples and space */
+} gn_add_shape;
+
+/* Forward of s = x + add, as ONNX Runtime's SkipGroupNorm: each sum is
+ * computed in the compute type (float for f32, f16 and bf16, double for
+ * f64) and rounded to the storage type, as `x + add` in NumPy or torch; the
+ * statistics are s's and y = act(GroupNorm(s)), the bits of gn_forward_var
+ * run on s.  sum (NULL: not wanted) receives s, which the backward takes as
+ * its x.  add NULL: gn_forward_var (sum must then be NULL).  y and sum may
+ * each be x, or a GN_ADD_FULL add, exactly (in place); y and sum must be
+ * different arrays.  var may be NULL. */
+GN_API gn_status gn_forward_add_f32(float *y, float *sum, float *mean, float *rstd, float *var,
+                                    const float *x, const float *add, gn_add_shape add_shape,
+                                    const float *gamma, const float *beta, const gn_desc *d);
+GN_API gn_status gn_forward_add_f64(double *y, double *sum, double *mean, double *rstd,
+                                    double *var, const double *x, const double *add,
+                                    gn_add_shape add_shape, const double *gamma,
+                                    const double *beta, const gn_desc *d);
+GN_API gn_status gn_forward_add_f16(uint16_t *y, uint16_t *sum, float *mean, float *rstd,
+                                    float *var, const uint16_t *x, const uint16_t *add,
+                                    gn_add_shape add_shape, const uint16_t *gamma,
+                                    const uint16_t *beta, const gn_desc *d);
+GN_API gn_status gn_forward_add_bf16(uint16_t *y, uint16_t *sum, float *mean, float *rstd,
+                                     float *var, const uint16_t *x, const uint16_t *add,
+                                     gn_add_shape add_shape, const uint16_t *gamma,
+                                     const uint16_t *beta, const gn_desc *d);
+
 /* Normalize with given statistics (laid out as d->stats says); no reduction.
  * y = act(z) as in the forward. */
 GN_API gn_status gn_normalize_f32(float *y, const float *x, const float *mean, const float *rstd,

@@ -11,7 +11,8 @@
 #include "gn_native.h"
 #include "dtypes.h"
 
-typedef gn_status (*gn_kt_forward)(void *y, void *mean, void *rstd, void *var, const void *x,
+typedef gn_status (*gn_kt_forward)(void *y, void *sum, void *mean, void *rstd, void *var,
+                                   const void *x, const void *add, int add_shape,
                                    const void *gamma, const void *beta, const gn_desc *d);
 typedef gn_status (*gn_kt_normalize)(void *y, const void *x, const void *mean,
                                      const void *rstd, const void *gamma, const void *beta,
@@ -24,18 +25,20 @@ typedef struct {
     const char *suffix;  /* f32, f64, ...: gn_forward_<suffix> */
     int item_size;       /* bytes of one stored value */
     int stat_size;       /* bytes of one mean/rstd/var value */
-    gn_kt_forward forward;  /* gn_forward_var_<suffix> (var may be NULL) */
+    gn_kt_forward forward;  /* gn_forward_add_<suffix> (add, sum, var may be NULL) */
     gn_kt_normalize normalize;
     gn_kt_backward backward;  /* gn_backward_ex_<suffix> */
     gn_kt_backward frozen;    /* gn_backward_frozen_<suffix> */
 } gn_kernels;
 
 #define GN_KT_WRAP(s, t, f, b, ld, st)                                                      \
-    static gn_status gn_kt_forward_##s(void *y, void *mean, void *rstd, void *var,          \
-                                       const void *x, const void *gamma, const void *beta,  \
+    static gn_status gn_kt_forward_##s(void *y, void *sum, void *mean, void *rstd,          \
+                                       void *var, const void *x, const void *add,           \
+                                       int add_shape, const void *gamma, const void *beta,  \
                                        const gn_desc *d)                                    \
     {                                                                                       \
-        return gn_forward_var_##s(y, mean, rstd, var, x, gamma, beta, d);                   \
+        return gn_forward_add_##s(y, sum, mean, rstd, var, x, add, (gn_add_shape)add_shape, \
+                                  gamma, beta, d);                                          \
     }                                                                                       \
     static gn_status gn_kt_normalize_##s(void *y, const void *x, const void *mean,          \
                                          const void *rstd, const void *gamma,               \
