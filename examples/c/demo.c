@@ -3,7 +3,10 @@
  * Normalizes a batch of planar float images (N, C, H, W) with gn_forward_f32,
  * back-propagates a gradient with gn_backward_f32, and checks both against
  * the plain loops below; then the same fused with SiLU (d.activation,
- * gn_backward_ex_f32, which takes beta to recompute the activation's input).  It also shows that a bad descriptor is refused
+ * gn_backward_ex_f32, which takes beta to recompute the activation's input),
+ * and with a per-(image, channel) bias added first (gn_forward_add_f32, as
+ * ONNX Runtime's SkipGroupNorm, which also returns the sum).  It also shows
+ * that a bad descriptor is refused
  * with GN_EINVAL (nothing aborts), and that several threads calling at once
  * get exactly the bits of a single call.
  *
@@ -151,7 +154,7 @@ struct job {
 static void *worker(void *arg)
 {
     struct job *j = arg;
-    gn_desc d = {N, C, HW, G, 1e-5, GN_NCHW, GN_STATS_SAMPLE, GN_AFFINE_CHANNEL};
+    gn_desc d = {N, C, HW, G, 1e-5, GN_NCHW, GN_STATS_SAMPLE, GN_AFFINE_CHANNEL, GN_ACT_NONE};
     float *y = malloc(sizeof(float) * TOTAL), *dx = malloc(sizeof(float) * TOTAL);
     float mean[N * G], rstd[N * G], dgamma[C], dbeta[C];
     if (!y || !dx) {
@@ -250,6 +253,30 @@ int main(void)
               "dgamma/dbeta with SiLU match the chain rule");
     }
     free(g);
+
+    /* SkipGroupNorm: h = x + bias[n][c] (a time embedding), y = silu(GN(h)),
+     * in one pass that also writes h; y is exactly the call above on h */
+    float bias[N * C];
+    for (int i = 0; i < N * C; i++)
+        bias[i] = 2.0f * (float)(i % 5) - 3.0f;
+    float *h = malloc(sizeof(float) * TOTAL), *h_ref = malloc(sizeof(float) * TOTAL);
+    float *y_ref = malloc(sizeof(float) * TOTAL), mean2[N * G], rstd2[N * G];
+    check(h && h_ref && y_ref, "allocation");
+    if (h && h_ref && y_ref) {
+        st = gn_forward_add_f32(y, h, mean, rstd, NULL, x, bias, GN_ADD_NC, gamma, beta, &ds);
+        check(st == GN_OK, "gn_forward_add_f32 returns GN_OK");
+        for (size_t i = 0; i < TOTAL; i++)
+            h_ref[i] = x[i] + bias[i / HW];              /* i / HW = n * C + c */
+        check(gn_forward_f32(y_ref, mean2, rstd2, h_ref, gamma, beta, &ds) == GN_OK &&
+                  memcmp(h, h_ref, sizeof(float) * TOTAL) == 0 &&
+                  memcmp(y, y_ref, sizeof(float) * TOTAL) == 0 &&
+                  memcmp(mean, mean2, sizeof mean) == 0,
+              "gn_forward_add_f32 gives the sum and the bits of the call on it");
+        printf("add     : x + bias[n][c] then GroupNorm + SiLU, the bits of the call on the sum\n");
+    }
+    free(h);
+    free(h_ref);
+    free(y_ref);
 
     /* bad descriptors are refused with GN_EINVAL; nothing is written, nothing aborts */
     gn_desc bad = d;
