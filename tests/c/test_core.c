@@ -1374,6 +1374,307 @@ static void test_activations(int quick)
             }
 }
 
+/* ---- gn_forward_add: s = x + add, then gn_forward_var on s ---- */
+
+static const char *const ADD_NAME[] = {"full", "nc", "c"};
+
+static gn_status call_forward_add(dtype t, void *y, void *sum, void *mean, void *rstd,
+                                  void *var, const void *x, const void *add, gn_add_shape k,
+                                  const void *gamma, const void *beta, const gn_desc *d)
+{
+    switch (t) {
+    case F32: return gn_forward_add_f32(y, sum, mean, rstd, var, x, add, k, gamma, beta, d);
+    case F64: return gn_forward_add_f64(y, sum, mean, rstd, var, x, add, k, gamma, beta, d);
+    case F16: return gn_forward_add_f16(y, sum, mean, rstd, var, x, add, k, gamma, beta, d);
+    default: return gn_forward_add_bf16(y, sum, mean, rstd, var, x, add, k, gamma, beta, d);
+    }
+}
+
+static size_t add_count(const gn_desc *d, gn_add_shape k)
+{
+    return k == GN_ADD_FULL ? total_of(d) : (size_t)(k == GN_ADD_NC ? d->n * d->c : d->c);
+}
+
+/* s = x + add as the header defines it: the sum in the compute type (float;
+ * double for f64), rounded once to t by the test's own encoders (two values
+ * of t add exactly in double, so the float cast is the one rounding there) */
+static void ref_add(void *s, dtype t, const void *x, const void *add, gn_add_shape k,
+                    const gn_desc *d)
+{
+    for (int64_t n = 0; n < d->n; n++)
+        for (int64_t c = 0; c < d->c; c++)
+            for (int64_t p = 0; p < d->spatial; p++) {
+                size_t i = at(d, n, c, p);
+                size_t j = k == GN_ADD_FULL ? i : k == GN_ADD_NC ? (size_t)(n * d->c + c) : (size_t)c;
+                double a = get(t, x, i), b = get(t, add, j);
+                put(t, s, i, t == F64 ? a + b : (double)((float)a + (float)b));
+            }
+}
+
+struct add_outputs {
+    void *y, *sum, *mean, *rstd, *var;
+};
+
+static void add_alloc(struct add_outputs *o, dtype t, const gn_desc *d)
+{
+    size_t tb = total_of(d) * dt_size(t), sb = (size_t)nstat_of(d) * stat_size(t);
+    *o = (struct add_outputs){xmalloc(tb), xmalloc(tb), xmalloc(sb), xmalloc(sb), xmalloc(sb)};
+}
+
+static void add_free(struct add_outputs *o)
+{
+    free(o->y);
+    free(o->sum);
+    free(o->mean);
+    free(o->rstd);
+    free(o->var);
+}
+
+/* y, mean, rstd, var and (when not NULL) sum hold the reference's bits */
+static int add_same(dtype t, const gn_desc *d, const void *y, const void *sum, const void *mean,
+                    const void *rstd, const void *var, const struct add_outputs *ref)
+{
+    size_t tb = total_of(d) * dt_size(t), sb = (size_t)nstat_of(d) * stat_size(t);
+    return !memcmp(y, ref->y, tb) && (!sum || !memcmp(sum, ref->sum, tb)) &&
+           !memcmp(mean, ref->mean, sb) && !memcmp(rstd, ref->rstd, sb) &&
+           (!var || !memcmp(var, ref->var, sb));
+}
+
+/* One case: for each add shape, the outputs of gn_forward_add under every
+ * ISA and thread count, in place, and with a broadcast add, gamma or beta
+ * inside y's or sum's buffer, are the bits of gn_forward_var run on the
+ * independently computed sum (itself the sum output's bits). */
+static void test_add_case(dtype t, gn_layout layout, gn_stats stats, gn_affine affine,
+                          gn_activation act, int64_t N, int64_t C, int64_t S, int64_t G,
+                          double loc)
+{
+    gn_desc d = {N, C, S, G, 1e-5, layout, stats, affine, act};
+    char name[200];
+    snprintf(name, sizeof name, "add: %s %s %s affine=%s act=%s N=%lld C=%lld S=%lld G=%lld",
+             DT_NAME[t], LAYOUT_NAME[layout], STATS_NAME[stats], AFFINE_NAME[affine],
+             ACT_NAME[act], (long long)N, (long long)C, (long long)S, (long long)G);
+    size_t total = total_of(&d), np = (size_t)nparam(&d), es = dt_size(t), tb = total * es;
+    void *x = xmalloc(tb), *add = xmalloc(tb), *s = xmalloc(tb), *gamma = NULL, *beta = NULL;
+    void *bx = xmalloc(tb), *ba = xmalloc(tb);   /* copies of x and add, for in place */
+    for (size_t i = 0; i < total; i++)
+        put(t, x, i, loc + 2.0 * normal());
+    if (affine != GN_AFFINE_NONE) {
+        gamma = xmalloc(np * es);
+        beta = xmalloc(np * es);
+        for (size_t i = 0; i < np; i++) {
+            put(t, gamma, i, 0.5 + uniform());
+            put(t, beta, i, 0.5 * normal());
+        }
+    }
+    struct add_outputs ref, o;
+    add_alloc(&ref, t, &d);
+    add_alloc(&o, t, &d);
+
+    /* add = sum = NULL: gn_forward_var on x */
+    gn_set_isa("scalar");
+    gn_set_num_threads(1);
+    CHECK(call_forward_var(t, ref.y, ref.mean, ref.rstd, ref.var, x, gamma, beta, &d) == GN_OK &&
+              call_forward_add(t, o.y, NULL, o.mean, o.rstd, o.var, x, NULL, GN_ADD_FULL, gamma,
+                               beta, &d) == GN_OK &&
+              add_same(t, &d, o.y, NULL, o.mean, o.rstd, o.var, &ref),
+          "%s: add = sum = NULL differs from gn_forward_var", name);
+
+    for (int ki = 0; ki < 3; ki++) {
+        gn_add_shape k = (gn_add_shape)ki;
+        size_t na = add_count(&d, k), ab = na * es;
+        for (size_t i = 0; i < na; i++)
+            put(t, add, i, (i % 5 ? 0.5 : 4.0) * normal());   /* some sums far from x */
+        ref_add(s, t, x, add, k, &d);
+        gn_set_isa("scalar");
+        gn_set_num_threads(1);
+        if (call_forward_var(t, ref.y, ref.mean, ref.rstd, ref.var, s, gamma, beta, &d) != GN_OK) {
+            CHECK(0, "%s: gn_forward_var on the sum failed", name);
+            continue;
+        }
+        memcpy(ref.sum, s, tb);
+
+        /* one thread: the fused paths, the sum made per group or sample;
+         * more threads than units: the whole sum made first */
+        static const char *const isas[] = {"scalar", "scalar", "avx2", "avx2"};
+        static const int threads[] = {1, 2, 1, 3};
+        for (int r = 0; r < 4; r++) {
+            if (r >= 2 && !have_avx2)
+                continue;
+            gn_set_isa(isas[r]);
+            gn_set_num_threads(threads[r]);
+            memset(o.sum, 0x7f, tb);
+            CHECK(call_forward_add(t, o.y, o.sum, o.mean, o.rstd, o.var, x, add, k, gamma, beta,
+                                   &d) == GN_OK &&
+                      add_same(t, &d, o.y, o.sum, o.mean, o.rstd, o.var, &ref),
+                  "%s add=%s, %s with %d threads: not the bits of gn_forward_var on x + add",
+                  name, ADD_NAME[k], isas[r], threads[r]);
+        }
+        gn_set_isa("auto");
+        gn_set_num_threads(2);
+        CHECK(call_forward_add(t, o.y, NULL, o.mean, o.rstd, NULL, x, add, k, gamma, beta, &d) ==
+                      GN_OK && add_same(t, &d, o.y, NULL, o.mean, o.rstd, NULL, &ref),
+              "%s add=%s: sum = var = NULL differs", name, ADD_NAME[k]);
+
+        /* in place: y and sum each on x, on a full add, or their own (sum: or NULL) */
+        enum { OWN, ON_X, ON_ADD, NONE };
+        static const int places[][2] = {{ON_X, OWN},  {ON_X, NONE},    {OWN, ON_X},
+                                        {ON_ADD, OWN}, {ON_ADD, NONE}, {OWN, ON_ADD},
+                                        {ON_X, ON_ADD}, {ON_ADD, ON_X}};
+        static const char *const where[] = {"own", "x", "add", "NULL"};
+        for (size_t p = 0; p < sizeof places / sizeof *places; p++) {
+            if (k != GN_ADD_FULL && (places[p][0] == ON_ADD || places[p][1] == ON_ADD))
+                continue;
+            memcpy(bx, x, tb);
+            memcpy(ba, add, ab);
+            void *out[4] = {NULL, bx, ba, NULL};
+            out[OWN] = o.y;
+            void *yp = out[places[p][0]];
+            out[OWN] = o.sum;
+            void *sp = out[places[p][1]];
+            CHECK(call_forward_add(t, yp, sp, o.mean, o.rstd, o.var, bx, ba, k, gamma, beta, &d) ==
+                          GN_OK && add_same(t, &d, yp, sp, o.mean, o.rstd, o.var, &ref),
+                  "%s add=%s: y on %s, sum on %s differs", name, ADD_NAME[k],
+                  where[places[p][0]], where[places[p][1]]);
+        }
+
+        /* a broadcast add, gamma or beta inside y's or sum's buffer: read as
+         * if apart (the core copies them before writing) */
+        char *yb = o.y, *sb = o.sum;
+        if (k != GN_ADD_FULL) {
+            CHECK(call_forward_add(t, yb, sb, o.mean, o.rstd, o.var, x,
+                                   memcpy(yb + tb - ab, add, ab), k, gamma, beta, &d) == GN_OK &&
+                      add_same(t, &d, yb, sb, o.mean, o.rstd, o.var, &ref),
+                  "%s add=%s: the add at the end of y's buffer differs", name, ADD_NAME[k]);
+            CHECK(call_forward_add(t, yb, sb, o.mean, o.rstd, o.var, x, memcpy(sb, add, ab), k,
+                                   gamma, beta, &d) == GN_OK &&
+                      add_same(t, &d, yb, sb, o.mean, o.rstd, o.var, &ref),
+                  "%s add=%s: the add at the start of sum's buffer differs", name, ADD_NAME[k]);
+        }
+        if (affine != GN_AFFINE_NONE) {
+            size_t pb = np * es;
+            CHECK(call_forward_add(t, yb, sb, o.mean, o.rstd, o.var, x, add, k,
+                                   memcpy(yb, gamma, pb), memcpy(sb + tb - pb, beta, pb),
+                                   &d) == GN_OK &&
+                      add_same(t, &d, yb, sb, o.mean, o.rstd, o.var, &ref),
+                  "%s add=%s: gamma in y's buffer, beta in sum's differs", name, ADD_NAME[k]);
+            CHECK(call_forward_add(t, yb, sb, o.mean, o.rstd, o.var, x, add, k,
+                                   memcpy(sb, gamma, pb), memcpy(yb + tb - pb, beta, pb),
+                                   &d) == GN_OK &&
+                      add_same(t, &d, yb, sb, o.mean, o.rstd, o.var, &ref),
+                  "%s add=%s: gamma in sum's buffer, beta in y's differs", name, ADD_NAME[k]);
+        }
+    }
+    gn_set_isa("auto");
+    gn_set_num_threads(0);
+    add_free(&ref);
+    add_free(&o);
+    free(x);
+    free(add);
+    free(s);
+    free(bx);
+    free(ba);
+    free(gamma);
+    free(beta);
+}
+
+/* Refused calls of gn_forward_add: GN_EINVAL, and no byte of y, sum, mean,
+ * rstd or var written (they live in one arena filled with a sentinel).
+ * Also: empty inputs are not refused, and give gn_forward_var's statistics. */
+static void test_add_invalid(void)
+{
+    gn_desc d = {2, 4, 3, 2, 1e-5, GN_NCHW, GN_STATS_SAMPLE, GN_AFFINE_CHANNEL, GN_ACT_SILU};
+    enum { TOT = 24, NS = 4 };
+    for (int ti = 0; ti < 4; ti++) {
+        dtype t = (dtype)ti;
+        size_t es = dt_size(t), tb = TOT * es;
+        /* arena: y (room for 2 tensors), sum (2 tensors), mean, rstd, var at 64-byte steps */
+        size_t oy = 0, os = 2 * tb, om = 4 * tb, orr = om + 64, ov = orr + 64, size = ov + 64;
+        unsigned char *arena = xmalloc(size), *snap = xmalloc(size);
+        unsigned char *y = arena + oy, *sum = arena + os, *m = arena + om, *r = arena + orr,
+                      *v = arena + ov;
+        void *x = xmalloc(tb), *add = xmalloc(tb), *ga = xmalloc(4 * es), *be = xmalloc(4 * es);
+        for (size_t i = 0; i < TOT; i++) {
+            put(t, x, i, normal());
+            put(t, add, i, normal());
+        }
+        for (size_t i = 0; i < 4; i++) {
+            put(t, ga, i, 1.0 + uniform());
+            put(t, be, i, normal());
+        }
+        memset(arena, 0x7f, size);
+        memcpy(snap, arena, size);
+        struct {
+            void *y, *sum, *m, *r, *v;
+            const void *add;
+            gn_add_shape k;
+            const char *why;
+        } bad[] = {
+            {y, sum, m, r, v, NULL, GN_ADD_FULL, "sum without add"},
+            {y, sum, m, r, v, add, (gn_add_shape)3, "add_shape 3"},
+            {y, sum, m, r, v, add, (gn_add_shape)-1, "add_shape -1"},
+            {y, NULL, m, r, v, add, (gn_add_shape)3, "add_shape 3, sum NULL"},
+            {y, y, m, r, v, add, GN_ADD_FULL, "sum == y"},
+            {y, y, m, r, v, add, GN_ADD_NC, "sum == y (add nc)"},
+            {y, y + es, m, r, v, add, GN_ADD_FULL, "sum one element past y"},
+            {y, y + tb - es, m, r, v, add, GN_ADD_C, "sum over y's last element"},
+            {y, sum, m, r, v, y + es, GN_ADD_FULL, "full add one element past y"},
+            {y, sum, m, r, v, sum + es, GN_ADD_FULL, "full add one element past sum"},
+            {y + es, sum, m, r, v, y, GN_ADD_FULL, "y one element past a full add"},
+            {y, sum, sum + 8, r, v, add, GN_ADD_FULL, "mean inside sum"},
+            {y, sum, m, sum, v, add, GN_ADD_NC, "rstd at sum's start"},
+            {y, sum, m, r, sum + tb - 8, add, GN_ADD_FULL, "var over sum's end"},
+            {y, sum, y + 8, r, v, add, GN_ADD_FULL, "mean inside y"},
+        };
+        for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+            gn_status st = call_forward_add(t, bad[i].y, bad[i].sum, bad[i].m, bad[i].r, bad[i].v,
+                                            x, bad[i].add, bad[i].k, ga, be, &d);
+            CHECK(st == GN_EINVAL && !memcmp(arena, snap, size),
+                  "add %s: %s: status %d (want GN_EINVAL), outputs %s", DT_NAME[t], bad[i].why,
+                  st, memcmp(arena, snap, size) ? "written" : "untouched");
+            memcpy(arena, snap, size);
+        }
+        /* empty: nothing to add, the statistics of an empty group (NaN) */
+        gn_desc e = d;
+        e.spatial = 0;
+        double m2[NS], r2[NS];   /* room for NS statistics of any dtype */
+        CHECK(call_forward_add(t, y, sum, m, r, v, x, add, GN_ADD_NC, ga, be, &e) == GN_OK &&
+                  call_forward_var(t, y, m2, r2, NULL, x, ga, be, &e) == GN_OK &&
+                  !memcmp(m, m2, NS * stat_size(t)) && !memcmp(r, r2, NS * stat_size(t)),
+              "add %s, spatial = 0: not gn_forward_var's statistics", DT_NAME[t]);
+        free(arena);
+        free(snap);
+        free(x);
+        free(add);
+        free(ga);
+        free(be);
+    }
+}
+
+static void test_add(int quick)
+{
+    /* small (every affine kind and activation); NCHW groups across the
+     * 4096-value chunk and NHWC samples across the 256-row unit, shared by 2
+     * threads (the fused paths for sample statistics); one sample of one
+     * group, which 2 threads share only by chunks (the sum made first) */
+    static const int64_t shapes[][4] = {{2, 6, 7, 3}, {2, 4, 4501, 2}, {1, 4, 9000, 1}};
+    int nshapes = quick ? 1 : 3;
+    for (int s = 0; s < nshapes; s++)
+        for (int t = 0; t < 4; t++)
+            for (int layout = 0; layout < 2; layout++)
+                for (int stats = 0; stats < 2; stats++)
+                    for (int affine = s ? 1 : 0; affine < (s ? 2 : 3); affine++)
+                        for (int act = 0; act < 5; act++) {
+                            /* the large shapes: one activation per case, in turn */
+                            if (s && act != (t + 2 * layout + stats + s) % 5)
+                                continue;
+                            test_add_case((dtype)t, (gn_layout)layout, (gn_stats)stats,
+                                          (gn_affine)affine, (gn_activation)act, shapes[s][0],
+                                          shapes[s][1], shapes[s][2], shapes[s][3],
+                                          s % 2 ? 3.0 : -0.5);
+                        }
+    test_add_invalid();
+}
+
 int main(int argc, char **argv)
 {
     int quick = argc > 1 && !strcmp(argv[1], "--quick");   /* smaller sizes only */
@@ -1415,6 +1716,7 @@ int main(int argc, char **argv)
                     test_streaming_alignment((dtype)t, (gn_stats)stats,
                                              ((int64_t)16 << 20) / (8 * (int64_t)dt_size((dtype)t)) + 3);
     test_activations(quick);
+    test_add(quick);
     test_invalid();
     test_edges();
     test_threads();
