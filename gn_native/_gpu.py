@@ -22,7 +22,8 @@ take it as a template parameter (one RawModule per activation), the CuPy
 Elementwise kernels as an argument; see gn_kernels.cuh and _gpu_kernels.
 
 Aliasing: y may be x, and dx may be dy or x (the same array object, as
-_api passes for out=x); the kernels read each value before writing it, and
+_api passes for out=x), and with add= the sum may go over x or a full
+addend and y over either; the kernels read each value before writing it, and
 the tests run every path that way (tests/test_gpu_host.py).  Any other
 overlap between an output and an input (a shifted view, out over gamma,
 beta or the statistics) is _api's to copy or refuse.
@@ -90,11 +91,11 @@ def _raw_kernel(kind, dtype, layout, affine, act="none"):
 # key -> spec; per-dtype specs take the dtype name (see spec_for)
 _SPECS = {
     "normalize": K.normalize_spec, "dx": K.dx_spec, "bwd_coef": K.bwd_coef_spec,
-    "param_out": K.param_out_spec, "norm_coef": K.norm_coef_spec, "sum2": K.sum2_spec,
+    "param_out": K.param_out_spec, "add": K.add_spec, "norm_coef": K.norm_coef_spec, "sum2": K.sum2_spec,
     "merge_float32": lambda: K.merge_stats_spec("float32"),
     "merge_float64": lambda: K.merge_stats_spec("float64"),
 }
-_PER_DTYPE = ("normalize", "dx", "bwd_coef", "param_out")
+_PER_DTYPE = ("normalize", "dx", "bwd_coef", "param_out", "add")
 
 
 def spec_for(key, dtype=None):
@@ -139,9 +140,16 @@ _EXEC = _CupyExec()
 # ---------------------------------------------------------------------------
 # The backend contract.
 
-def forward(plan, y, mean, rstd, x, gamma, beta):
-    """Statistics of x into mean/rstd (plan.stat_shape), y = act(normalized x) (plan.activation)."""
-    run_forward(_EXEC, plan, y, mean, rstd, x, gamma, beta)
+def forward(plan, y, mean, rstd, x, gamma, beta, add=None, add_shape=None, sum_out=None):
+    """Statistics of x into mean/rstd (plan.stat_shape), y = act(normalized x) (plan.activation).
+
+    add (issue 13): an addend of x's dtype, add_shape "full" (x's kernel
+    shape), "nc" ((N, C): a time embedding, broadcast over space) or "c"
+    ((C,)).  One elementwise kernel first writes s = x + add (NumPy's sum in
+    x's dtype) into sum_out, or into y when sum_out is None; forward then
+    runs on s as if s were x (y is normalized in place in the second case).
+    sum_out may be x or a full add, and y may be x or a full add."""
+    run_forward(_EXEC, plan, y, mean, rstd, x, gamma, beta, add, add_shape, sum_out)
 
 
 def normalize(plan, y, x, mean, rstd, gamma, beta):
@@ -221,7 +229,11 @@ def _act(plan):
     return name, code
 
 
-def run_forward(ex, plan, y, mean, rstd, x, gamma, beta):
+def run_forward(ex, plan, y, mean, rstd, x, gamma, beta, add=None, add_shape=None, sum_out=None):
+    """forward()'s sequence of kernels on executor `ex`; with add, the add kernel first and then
+    the same sequence reading the sum (see forward)."""
+    if add is not None:
+        x = _run_add(ex, plan, y if sum_out is None else sum_out, x, add, add_shape)
     dt = dtype_name(plan.dtype)
     geo = G.forward_geometry(plan.n, plan.c, plan.spatial, plan.groups, plan.stats)
     affine = _affine_of(gamma, beta, plan.c)
@@ -239,6 +251,21 @@ def run_forward(ex, plan, y, mean, rstd, x, gamma, beta):
     ex.reduce("merge_" + sd, parts[0].reshape(q, r), parts[1].reshape(q, r), parts[2].reshape(q, r),
               np.float64(plan.eps), mean.reshape(-1), rstd.reshape(-1), *coef)
     _run_normalize(ex, plan, y, x, coef, gamma, beta)
+
+
+def _run_add(ex, plan, dest, x, add, add_shape):
+    """dest = x + add (one kernel); returns dest.  dest may be x or a full add: the output is
+    then passed as that input's own array object, as in _run_normalize."""
+    kind = K.ADD_KIND[add_shape]
+    xf = _io(x.reshape(-1))
+    af = xf if add is x else _io(add.reshape(-1))
+    if kind == K.ADD_KIND["full"]:
+        full, small = af, ex.empty((1,), xf.dtype)     # `ab` unread: one element, overlapping nothing
+    else:
+        full, small = xf, af                           # `a` unread: x stands in (x-sized, as CuPy needs)
+    df = xf if dest is x else (af if dest is add else _io(dest.reshape(-1)))
+    ex.elementwise("add", dtype_name(plan.dtype), xf, full, small, *_flat_args(plan), np.int32(kind), df)
+    return dest
 
 
 def run_normalize(ex, plan, y, x, mean, rstd, gamma, beta):

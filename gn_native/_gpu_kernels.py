@@ -185,6 +185,31 @@ def normalize_spec(dtype):
                        "T y", op)
 
 
+# add= (issue 13): how the addend is laid out, the add kernel's `kind`
+ADD_KIND = {"full": 0, "nc": 1, "c": 2}
+
+
+def add_spec(dtype):
+    """s = x + a in the compute type, rounded to x's dtype: NumPy's x + a, bit for bit.
+
+    A full addend (x's shape and layout) is `a`; an (N, C) or (C,) one is the
+    raw `ab`, indexed by the n and c of element i (gn_flat).  Each kernel
+    reads only its own: the other is a stand-in (x, or one element), so that
+    only x-sized arrays are indexed per element and the raw one stays small
+    (32-bit indexing in every regime, as gpu_check compiles it)."""
+    op = _storage(dtype) + """
+    typedef typename gn_traits<D_>::acc A_;
+    A_ a_;
+    if (kind == 0) {
+        a_ = gn_ld<D_>(a);
+    } else {""" + FLAT_LOCATE + """
+        a_ = gn_ld<D_>(ab[kind == 1 ? n_ * C + c_ : c_]);
+    }
+    s = gn_st<D_>(gn_ld<D_>(x) + a_);
+"""
+    return Elementwise(f"gn_add_{dtype}", f"T x, T a, raw T ab, {FLAT_PARAMS}, int32 kind", "T s", op)
+
+
 def norm_coef_spec():
     """normalize's coefficients (rows of coef) from given mean and rstd."""
     op = """
@@ -357,10 +382,12 @@ def _ew(spec, tmap, regime="i32"):
 def variants(dtypes=DTYPES):
     """Every (kernel, dtypes, index regime) the GPU backend launches.
 
-    normalize and dx run over x itself, and sum2 over per-(n, c) partials,
+    normalize, dx and add run over x itself, and sum2 over per-(n, c) partials,
     so they come in the three index regimes; the other CuPy kernels touch
     arrays of O(N*G) or O(C) values (or O(N*C) on paths that need N*G < 128),
-    which stay far below 2 GiB.  Reductions run over fewer than 2**31 rows.
+    which stay far below 2 GiB (add's raw (N, C) addend too, unless x has
+    over 2**30 values and a spatial size of 1 or 2: CuPy then compiles a
+    64-bit variant not listed here).  Reductions run over fewer than 2**31 rows.
     16-bit arrays reach the CuPy kernels as uint16 (io_dtype).
     """
     out = []
@@ -371,7 +398,7 @@ def variants(dtypes=DTYPES):
                 out.append(RawVariant(dt, lay, tuple(n for _, n in kinds), tuple(k for k, _ in kinds), act=act))
     for dt in dtypes:
         tmap = {"T": io_dtype(dt), "S": stat_dtype(dt)}
-        for spec in (normalize_spec(dt), dx_spec(dt)):
+        for spec in (normalize_spec(dt), dx_spec(dt), add_spec(dt)):
             for regime in ("i32", "mixed", "i64"):
                 out.append(_ew(spec, tmap, regime))
         out.append(_ew(bwd_coef_spec(dt), tmap))

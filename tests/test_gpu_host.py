@@ -1154,3 +1154,118 @@ def test_activation_none_runs_the_plain_kernels(ex):
     x = rng.standard_normal((2, 6, 5, 3)).astype(np.float32)
     _run_forward(ex, x, 3, None, None, 1e-5, "sample", "nchw")
     assert {a for _, a in ex.acts} == {"none"}
+
+
+# ---------------------------------------------------------------------------
+# add= (issue 13): one kernel writes s = x + add (NumPy's sum in x's dtype),
+# then forward runs on s: the same kernels, launches and bits as a plain
+# forward of that sum.
+
+ADD_KINDS = ["full", "nc", "c"]
+
+
+class _Shape(str):
+    """add_shape arrives as a str subclass (gn_native._validate.Code)."""
+
+
+def _addend(rng, x, kind):
+    """An addend of x's dtype in its logical shape: x's, (N, C) or (C,)."""
+    shape = {"full": x.shape, "nc": x.shape[:2], "c": x.shape[1:2]}[kind]
+    return (0.75 * rng.standard_normal(shape) - 0.5).astype(x.dtype)
+
+
+def _numpy_sum(x, a, kind):
+    """x + a broadcast over space (and n for "c"), in x's dtype as NumPy computes it."""
+    tail = (1,) * (x.ndim - 2)
+    b = {"full": a, "nc": a.reshape(a.shape + tail), "c": a.reshape((1,) + a.shape + tail)}[kind]
+    s = x + b
+    assert s.dtype == x.dtype
+    return s
+
+
+def _run_add(ex, x, a, kind, g, gamma, beta, stats, layout, y_is=None, sum_is=None):
+    """run_forward with add=a.  y_is: None (a new array), "x" or "add" (that input's own array);
+    sum_is: None (no sum_out), "new", "x" or "add".  Returns (sum_out or None, y, mean, rstd, plan),
+    the arrays in the logical layout."""
+    p = _plan(x, g, gamma, beta, 1e-5, stats, layout)
+    xk = _to_kernel(x, p.layout).copy()
+    ak = _to_kernel(a, p.layout).copy() if kind == "full" else a.copy()
+    given = {"x": xk, "add": ak}
+    y = given[y_is] if y_is else ex.empty(xk.shape, xk.dtype)
+    s = given.get(sum_is, ex.empty(xk.shape, xk.dtype) if sum_is == "new" else None)
+    mean, rstd = ex.empty(p.stat_shape, p.stat_dtype), ex.empty(p.stat_shape, p.stat_dtype)
+    _gpu.run_forward(ex, p, y, mean, rstd, xk, gamma, beta, add=ak, add_shape=_Shape(kind), sum_out=s)
+    return None if s is None else _from_kernel(s, p.layout), _from_kernel(y, p.layout), mean, rstd, p
+
+
+def _same_bits(a, b):
+    a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
+    return a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a.view(np.uint8), b.view(np.uint8))
+
+
+def _check_add_run(lib, got, x, a, kind, g, gamma, beta, stats, layout, launches):
+    """got (from _run_add): the sum is NumPy's bit for bit, and y, mean, rstd and the launches
+    after the add kernel are those of a plain forward of that sum."""
+    s, y, mean, rstd, _ = got
+    want_s = _numpy_sum(x, a, kind)
+    if s is not None:
+        assert _same_bits(s, want_s), "sum"
+    plain = H.HostExec(lib)
+    yp, mp, rp, _ = _run_forward(plain, want_s, g, gamma, beta, 1e-5, stats, layout)
+    assert _same_bits(y, yp) and _same_bits(mean, mp) and _same_bits(rstd, rp)
+    assert launches[0] == ("add", None) and launches[1:] == plain.launches
+
+
+_ADD_GRID = dict(path=["auto", "fused", "split"], dtype=DTYPES, layout=["nchw", "nhwc"], kind=ADD_KINDS,
+                 sum_out=[True, False], stats=["sample", "batch"],
+                 case=[pytest.param(c, id=f"{c[0]}g{c[1]}") for c in CASES[:1] + CASES[3:]])
+
+
+@pytest.mark.parametrize("path,dtype,layout,kind,sum_out,stats,case", pairwise_params(
+    _ADD_GRID, full=("dtype", "kind")), indirect=["path"])
+def test_forward_add(lib, ex, path, dtype, layout, kind, sum_out, stats, case):
+    shape, g = case
+    rng = np.random.default_rng(50)
+    x = (0.5 + rng.standard_normal(shape)).astype(dtype)
+    a = _addend(rng, x, kind)
+    gamma, beta = _params(rng, "channel", shape[1], g, dtype)
+    got = _run_add(ex, x, a, kind, g, gamma, beta, stats, layout, sum_is="new" if sum_out else None)
+    _check_add_run(lib, got, x, a, kind, g, gamma, beta, stats, layout, ex.launches)
+    if path == "fused" and stats == "sample":
+        assert ex.launches[1][0] == "fwd_fused"
+    elif path == "split":
+        assert ex.launches[1][0] == "stats_partial"
+
+
+# (y, sum_out, add_shape): y and the sum over the inputs ("add" only for a full addend)
+_ADD_ALIASES = [(y, sm, k) for y, sm in (("new", "x"), ("x", None), ("x", "new")) for k in ADD_KINDS] + [
+    (y, sm, "full") for y, sm in (("new", "add"), ("add", None), ("x", "add"), ("add", "x"))]
+
+
+@pytest.mark.parametrize("path,dtype,layout,alias", pairwise_params(
+    dict(path=["fused", "split"], dtype=[np.dtype(np.float16), np.dtype(np.float32)], layout=["nchw", "nhwc"],
+         alias=[pytest.param(al, id=f"y={al[0]},sum={al[1]},{al[2]}") for al in _ADD_ALIASES])),
+    indirect=["path"])
+def test_forward_add_in_place(lib, ex, path, dtype, layout, alias):
+    """The sum over x or a full addend, y over x or a full addend: the bits of separate arrays."""
+    y_is, sum_is, kind = alias
+    rng = np.random.default_rng(51)
+    shape, g = (2, 6, 5, 3), 3
+    x = (0.5 + rng.standard_normal(shape)).astype(dtype)
+    a = _addend(rng, x, kind)
+    gamma, beta = _params(rng, "group", 6, g, dtype)
+    got = _run_add(ex, x, a, kind, g, gamma, beta, "sample", layout,
+                   y_is=None if y_is == "new" else y_is, sum_is=sum_is)
+    _check_add_run(lib, got, x, a, kind, g, gamma, beta, "sample", layout, ex.launches)
+
+
+def test_forward_add_is_one_kernel_before_the_plain_sequence(ex):
+    """add=None runs the plain sequence; with add the add kernel comes first, nothing else changes."""
+    rng = np.random.default_rng(52)
+    x = rng.standard_normal((2, 6, 5, 3)).astype(np.float32)
+    _run_forward(ex, x, 3, None, None, 1e-5, "batch", "nhwc")
+    plain = list(ex.launches)
+    assert "add" not in [k for k, _ in plain]
+    ex.launches.clear()
+    _run_add(ex, x, _addend(rng, x, "nc"), "nc", 3, None, None, "batch", "nhwc")
+    assert ex.launches == [("add", None)] + plain
