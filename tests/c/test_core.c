@@ -10,6 +10,9 @@
  * - invalid descriptors and NULL pointers give GN_EINVAL and write nothing;
  * - outputs of 16 MiB and more (streaming stores) at every alignment give the
  *   bits of the scalar path;
+ * - gn_forward_add (full, (N, C) and (C,) adds): the bits of gn_forward_var
+ *   run on x + add as computed here, on every path, in place and with the
+ *   add, gamma or beta inside y or sum; its refused calls write nothing;
  * - NaN propagates to its own group only; empty inputs are fine;
  * - several pthreads calling at once (while others flip the ISA and thread
  *   count) get exactly the single-threaded bits.

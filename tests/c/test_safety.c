@@ -1,15 +1,19 @@
 /* The gn_native core under callers that the main tests do not look like,
  * through the public header only:
  *
- *   team     every entry point, every dtype, layout, stats mode and affine
- *            kind, called from inside the caller's own OpenMP team of 4
- *            (nesting off, then on): the same bits as a plain call;
+ *   team     every entry point (forward, forward_var, forward_add,
+ *            normalize, backward, backward_ex, backward_frozen), every dtype,
+ *            layout, stats mode and affine kind, activations and add shapes
+ *            in turn, called from inside the caller's own OpenMP team of 4
+ *            (nesting off, then on): the same bits as a single-threaded call;
  *   fork     a child forked after a multithreaded call computes the same
- *            bits and does not hang (SIGALRM after 60 s fails it);
- *   fuzz     random descriptors with huge and zero sizes: a status, never a
- *            crash; whatever cannot be indexed or allocated is refused;
- *   alias    outputs overlapping gamma/beta (handled) or an input partly, or
- *            each other (GN_EINVAL, nothing written);
+ *            bits (gn_forward_add's: a single-threaded call's) and does not
+ *            hang (SIGALRM after 60 s fails it);
+ *   fuzz     random descriptors with huge and zero sizes, activations and
+ *            add shapes in and out of range: a status, never a crash;
+ *            whatever cannot be indexed or allocated is refused;
+ *   alias    outputs overlapping gamma/beta/add (handled) or an input
+ *            partly, or each other (GN_EINVAL, nothing written);
  *   extreme  magnitudes beyond float's squares (std 2e19, one 3e19 among
  *            zeros, std 1e38) and eps = 1e-80 on a constant group, against
  *            a double reference, forward and backward.
@@ -116,6 +120,42 @@ static gn_status call_backward(dtype t, void *dx, void *dg, void *db, const void
     }
 }
 
+static gn_status call_backward_ex(dtype t, void *dx, void *dg, void *db, const void *dy,
+                                  const void *x, const void *m, const void *r, const void *g,
+                                  const void *b, const gn_desc *d)
+{
+    switch (t) {
+    case F32: return gn_backward_ex_f32(dx, dg, db, dy, x, m, r, g, b, d);
+    case F64: return gn_backward_ex_f64(dx, dg, db, dy, x, m, r, g, b, d);
+    case F16: return gn_backward_ex_f16(dx, dg, db, dy, x, m, r, g, b, d);
+    default: return gn_backward_ex_bf16(dx, dg, db, dy, x, m, r, g, b, d);
+    }
+}
+
+static gn_status call_frozen(dtype t, void *dx, void *dg, void *db, const void *dy,
+                             const void *x, const void *m, const void *r, const void *g,
+                             const void *b, const gn_desc *d)
+{
+    switch (t) {
+    case F32: return gn_backward_frozen_f32(dx, dg, db, dy, x, m, r, g, b, d);
+    case F64: return gn_backward_frozen_f64(dx, dg, db, dy, x, m, r, g, b, d);
+    case F16: return gn_backward_frozen_f16(dx, dg, db, dy, x, m, r, g, b, d);
+    default: return gn_backward_frozen_bf16(dx, dg, db, dy, x, m, r, g, b, d);
+    }
+}
+
+static gn_status call_forward_add(dtype t, void *y, void *sum, void *m, void *r, void *v,
+                                  const void *x, const void *add, gn_add_shape k, const void *g,
+                                  const void *b, const gn_desc *d)
+{
+    switch (t) {
+    case F32: return gn_forward_add_f32(y, sum, m, r, v, x, add, k, g, b, d);
+    case F64: return gn_forward_add_f64(y, sum, m, r, v, x, add, k, g, b, d);
+    case F16: return gn_forward_add_f16(y, sum, m, r, v, x, add, k, g, b, d);
+    default: return gn_forward_add_bf16(y, sum, m, r, v, x, add, k, g, b, d);
+    }
+}
+
 static void *xcalloc(size_t n)
 {
     void *p = calloc(n ? n : 1, 1);
@@ -128,57 +168,68 @@ static void *xcalloc(size_t n)
 
 /* ---- every entry point from inside the caller's team ---- */
 
+/* the outputs of every entry point: tensors, statistics, per-channel values
+ * (E: gn_backward_ex, F: frozen, A: gn_forward_add) */
+enum { Y, NY, DX, EDX, FDX, AY, SUM, N_TENSOR,
+       MEAN = N_TENSOR, RSTD, VAR, AMEAN, ARSTD, AVAR, N_STAT,
+       DG = N_STAT, DB, EDG, EDB, FDG, FDB, N_IO };
+
 struct io {
-    void *y, *mean, *rstd, *var, *ny, *dx, *dg, *db;
+    void *p[N_IO];
 };
+
+static size_t io_bytes(int i, dtype t, size_t total, size_t nstat, size_t np)
+{
+    return i < N_TENSOR ? total * dt_size(t) : i < N_STAT ? nstat * stat_size(t) : np * dt_size(t);
+}
 
 static void io_alloc(struct io *o, dtype t, size_t total, size_t nstat, size_t np)
 {
-    o->y = xcalloc(total * dt_size(t));
-    o->ny = xcalloc(total * dt_size(t));
-    o->dx = xcalloc(total * dt_size(t));
-    o->mean = xcalloc(nstat * stat_size(t));
-    o->rstd = xcalloc(nstat * stat_size(t));
-    o->var = xcalloc(nstat * stat_size(t));
-    o->dg = xcalloc(np * dt_size(t));
-    o->db = xcalloc(np * dt_size(t));
+    for (int i = 0; i < N_IO; i++)
+        o->p[i] = xcalloc(io_bytes(i, t, total, nstat, np));
 }
 
 static void io_free(struct io *o)
 {
-    free(o->y), free(o->ny), free(o->dx), free(o->mean), free(o->rstd), free(o->var);
-    free(o->dg), free(o->db);
+    for (int i = 0; i < N_IO; i++)
+        free(o->p[i]);
 }
 
-/* forward (with var), normalize with the forward's statistics, backward */
-static int io_run(struct io *o, dtype t, const void *x, const void *dy, const void *g,
-                  const void *b, const gn_desc *d)
+/* forward (with var), normalize with the forward's statistics, the three
+ * backwards from them, and the forward of x + add (add shape k) */
+static int io_run(struct io *o, dtype t, const void *x, const void *dy, const void *add,
+                  gn_add_shape k, const void *g, const void *b, const gn_desc *d)
 {
-    gn_status s1 = call_forward_var(t, o->y, o->mean, o->rstd, o->var, x, g, b, d);
-    gn_status s2 = call_normalize(t, o->ny, x, o->mean, o->rstd, g, b, d);
-    gn_status s3 = call_backward(t, o->dx, o->dg, o->db, dy, x, o->mean, o->rstd, g, d);
-    return s1 == GN_OK && s2 == GN_OK && s3 == GN_OK;
+    void **p = o->p;
+    gn_status s1 = call_forward_var(t, p[Y], p[MEAN], p[RSTD], p[VAR], x, g, b, d);
+    gn_status s2 = call_normalize(t, p[NY], x, p[MEAN], p[RSTD], g, b, d);
+    gn_status s3 = call_backward(t, p[DX], p[DG], p[DB], dy, x, p[MEAN], p[RSTD], g, d);
+    gn_status s4 = call_backward_ex(t, p[EDX], p[EDG], p[EDB], dy, x, p[MEAN], p[RSTD], g, b, d);
+    gn_status s5 = call_frozen(t, p[FDX], p[FDG], p[FDB], dy, x, p[MEAN], p[RSTD], g, b, d);
+    gn_status s6 = call_forward_add(t, p[AY], p[SUM], p[AMEAN], p[ARSTD], p[AVAR], x, add, k, g,
+                                    b, d);
+    return s1 == GN_OK && s2 == GN_OK && s3 == GN_OK && s4 == GN_OK && s5 == GN_OK &&
+           s6 == GN_OK;
 }
 
 static int io_same(const struct io *a, const struct io *b, dtype t, size_t total, size_t nstat,
                    size_t np)
 {
-    size_t tb = total * dt_size(t), sb = nstat * stat_size(t), pb = np * dt_size(t);
-    return !memcmp(a->y, b->y, tb) && !memcmp(a->ny, b->ny, tb) && !memcmp(a->dx, b->dx, tb) &&
-           !memcmp(a->mean, b->mean, sb) && !memcmp(a->rstd, b->rstd, sb) &&
-           !memcmp(a->var, b->var, sb) && !memcmp(a->dg, b->dg, pb) && !memcmp(a->db, b->db, pb);
+    for (int i = 0; i < N_IO; i++)
+        if (memcmp(a->p[i], b->p[i], io_bytes(i, t, total, nstat, np)))
+            return 0;
+    return 1;
 }
 
 static void test_team(int nested)
 {
     /* (n, c, spatial, groups): the issue's small NHWC shapes, odd sizes, and
-     * one large enough that a plain call runs on several threads */
+     * one large enough that a plain call runs on 4 threads */
     static const int64_t shapes[][4] = {
-        {2, 64, 16, 8}, {1, 16, 64, 8}, {3, 12, 7, 3}, {2, 32, 300, 4}, {4, 64, 1024, 32}};
+        {2, 64, 16, 8}, {1, 16, 64, 8}, {3, 12, 7, 3}, {2, 32, 300, 4}, {4, 32, 512, 16}};
 #ifdef _OPENMP
     omp_set_max_active_levels(nested ? 2 : 1);
 #endif
-    gn_set_num_threads(2);
     for (int t = F32; t <= BF16; t++)
         for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++)
             for (int layout = GN_NCHW; layout <= GN_NHWC; layout++)
@@ -187,15 +238,19 @@ static void test_team(int nested)
                         gn_desc d = {.n = shapes[si][0], .c = shapes[si][1],
                                      .spatial = shapes[si][2], .groups = shapes[si][3],
                                      .eps = 1e-5, .layout = layout, .stats = stats,
-                                     .affine = affine};
+                                     .affine = affine,
+                                     .activation = (gn_activation)((t + si + stats + affine) % 5)};
+                        gn_add_shape k = (gn_add_shape)((si + layout + affine) % 3);
                         size_t total = (size_t)(d.n * d.c * d.spatial);
                         size_t nstat = (size_t)(stats == GN_STATS_BATCH ? d.groups : d.n * d.groups);
                         size_t np = (size_t)(affine == GN_AFFINE_GROUP ? d.groups : d.c);
                         void *x = xcalloc(total * dt_size(t)), *dy = xcalloc(total * dt_size(t));
                         void *g = xcalloc(np * dt_size(t)), *b = xcalloc(np * dt_size(t));
+                        void *add = xcalloc(total * dt_size(t));   /* room for any shape */
                         for (size_t i = 0; i < total; i++) {
                             put_random(t, x, i);
                             put_random(t, dy, i);
+                            put_random(t, add, i);
                         }
                         for (size_t i = 0; i < np; i++) {
                             put_random(t, g, i);
@@ -203,7 +258,9 @@ static void test_team(int nested)
                         }
                         struct io ref;
                         io_alloc(&ref, t, total, nstat, np);
-                        CHECK(io_run(&ref, t, x, dy, g, b, &d), "plain call failed");
+                        gn_set_num_threads(1);
+                        CHECK(io_run(&ref, t, x, dy, add, k, g, b, &d), "plain call failed");
+                        gn_set_num_threads(2);   /* nesting on: the team's calls may fork */
                         long bad = 0, failed = 0;
 #ifdef _OPENMP
 #pragma omp parallel num_threads(4) reduction(+ : bad, failed)
@@ -211,7 +268,7 @@ static void test_team(int nested)
                         {
                             struct io mine;
                             io_alloc(&mine, (dtype)t, total, nstat, np);
-                            if (!io_run(&mine, (dtype)t, x, dy, g, b, &d))
+                            if (!io_run(&mine, (dtype)t, x, dy, add, k, g, b, &d))
                                 failed++;
                             else if (!io_same(&mine, &ref, (dtype)t, total, nstat, np))
                                 bad++;
@@ -219,13 +276,15 @@ static void test_team(int nested)
                         }
                         CHECK(!failed && !bad,
                               "team of 4 (nesting %s), %s n=%lld c=%lld s=%lld g=%lld %s %s "
-                              "affine %d: %ld calls failed, %ld differ from a plain call",
+                              "affine %d act %d add %d: %ld calls failed, %ld differ from a "
+                              "single-threaded call",
                               nested ? "on" : "off", DT_NAME[t], (long long)d.n,
                               (long long)d.c, (long long)d.spatial, (long long)d.groups,
                               layout == GN_NHWC ? "nhwc" : "nchw",
-                              stats == GN_STATS_BATCH ? "batch" : "sample", affine, failed, bad);
+                              stats == GN_STATS_BATCH ? "batch" : "sample", affine,
+                              (int)d.activation, (int)k, failed, bad);
                         io_free(&ref);
-                        free(x), free(dy), free(g), free(b);
+                        free(x), free(dy), free(g), free(b), free(add);
                     }
 #ifdef _OPENMP
     omp_set_max_active_levels(1);
@@ -244,7 +303,31 @@ static void test_fork(void)
     float *m = xcalloc(nstat * 4), *r = xcalloc(nstat * 4);
     for (size_t i = 0; i < total; i++)
         put_random(F32, x, i);
+    /* gn_forward_add, NCHW sample statistics (the sum made per group) and NHWC
+     * batch ones (the whole sum first), with an activation: its bits on one
+     * thread, then run on two before the fork */
+    gn_desc da[2] = {d, d};
+    da[0].activation = GN_ACT_SILU;
+    da[1].layout = GN_NHWC;
+    da[1].stats = GN_STATS_BATCH;
+    da[1].activation = GN_ACT_GELU;
+    const gn_add_shape ak[2] = {GN_ADD_FULL, GN_ADD_NC};
+    float *add = xcalloc(total * 4), *ay[2], *as[2], *am = xcalloc(nstat * 4),
+          *ar = xcalloc(nstat * 4);
+    for (size_t i = 0; i < total; i++)
+        put_random(F32, add, i);
+    gn_set_num_threads(1);
+    for (int i = 0; i < 2; i++) {
+        ay[i] = xcalloc(total * 4);
+        as[i] = xcalloc(total * 4);
+        CHECK(gn_forward_add_f32(ay[i], as[i], am, ar, NULL, x, add, ak[i], NULL, NULL, &da[i]) ==
+                  GN_OK, "parent's single-threaded gn_forward_add failed");
+    }
     gn_set_num_threads(2);
+    for (int i = 0; i < 2; i++)
+        CHECK(gn_forward_add_f32(y, y2, am, ar, NULL, x, add, ak[i], NULL, NULL, &da[i]) ==
+                      GN_OK && !memcmp(y, ay[i], total * 4) && !memcmp(y2, as[i], total * 4),
+              "parent's gn_forward_add on two threads differs from one thread (case %d)", i);
     CHECK(gn_forward_f32(y, m, r, x, NULL, NULL, &d) == GN_OK, "parent's call failed");
     /* NHWC too: both layouts' parallel regions have run before the fork */
     d.layout = GN_NHWC;
@@ -261,6 +344,9 @@ static void test_fork(void)
             d.layout = layout;
             ok = gn_backward_f32(dx, NULL, NULL, x, x, m, r, NULL, &d) == GN_OK;
         }
+        for (int i = 0; ok && dx && i < 2; i++)   /* the add: the single-threaded bits */
+            ok = gn_forward_add_f32(y2, dx, am, ar, NULL, x, add, ak[i], NULL, NULL, &da[i]) ==
+                     GN_OK && !memcmp(y2, ay[i], total * 4) && !memcmp(dx, as[i], total * 4);
 #ifdef _OPENMP
         ok = ok && gn_get_num_threads() == 1;
 #endif
@@ -280,6 +366,9 @@ static void test_fork(void)
     CHECK(gn_get_num_threads() == 2 || !gn_openmp_enabled(), "parent lost its thread setting");
     gn_set_num_threads(0);
     free(x), free(y), free(y2), free(m), free(r);
+    free(add), free(am), free(ar);
+    for (int i = 0; i < 2; i++)
+        free(ay[i]), free(as[i]);
 }
 
 /* ---- descriptors with huge and zero sizes ---- */
@@ -294,8 +383,12 @@ static void test_fuzz(int rounds)
                                     (int64_t)1 << 40, (int64_t)1 << 47, (int64_t)1 << 60,
                                     (int64_t)1 << 62, INT64_MAX, -1};
     const int ns = (int)(sizeof sizes / sizeof *sizes);
-    double *buf[12];
-    for (int i = 0; i < 12; i++)
+    /* activations and add shapes: the last 3 and 2 out of range */
+    static const int acts[] = {0, 1, 2, 3, 4, 0, 4, 5, -1, 1 << 30};
+    static const int kinds[] = {0, 1, 2, 0, 1, 2, 3, -1};
+    enum { NBUF = 14 };
+    double *buf[NBUF];
+    for (int i = 0; i < NBUF; i++)
         buf[i] = xcalloc(BUF * sizeof(double));
     long tried = 0, refused_ok = 0;
     for (int it = 0; it < rounds; it++) {
@@ -308,6 +401,10 @@ static void test_fuzz(int rounds)
         if (d.c > 0 && d.groups > 0 && d.groups <= d.c && next_u64() % 2)
             d.c -= d.c % d.groups;
         dtype t = (dtype)(next_u64() % 4);
+        int ai = (int)(next_u64() % 10), ki = (int)(next_u64() % 8);
+        int act_ok = ai < 7, kind_ok = ki < 6;
+        d.activation = (gn_activation)acts[ai];
+        gn_add_shape k = (gn_add_shape)kinds[ki];
         __int128 n = d.n, c = d.c, s = d.spatial, g = d.groups;
         int indexable = d.n >= 0 && d.c >= 0 && d.spatial >= 0 && d.groups > 0 &&
                         fits64(n * c) && fits64(n * c * s) && fits64(c * s) && fits64(n * g);
@@ -322,37 +419,48 @@ static void test_fuzz(int rounds)
             continue;                      /* valid and needing more memory than we have */
         tried++;
         void *y = buf[0], *x = buf[1], *m = buf[2], *r = buf[3], *gm = buf[4], *bt = buf[5];
-        gn_status s1 = call_forward_var(t, y, m, r, buf[6], x, gm, bt, &d);
-        gn_status s2 = call_normalize(t, buf[7], x, m, r, gm, bt, &d);
-        gn_status s3 = call_backward(t, buf[8], buf[9], buf[10], x, buf[11], m, r, gm, &d);
-        int known = s1 <= GN_EUNSUPPORTED && s2 <= GN_EUNSUPPORTED && s3 <= GN_EUNSUPPORTED;
-        CHECK(known, "unknown status %d %d %d", s1, s2, s3);
-        if (!indexable) {
-            CHECK(s1 == GN_EINVAL && s2 == GN_EINVAL && s3 == GN_EINVAL,
-                  "n=%lld c=%lld s=%lld g=%lld cannot be indexed, got %d %d %d",
-                  (long long)d.n, (long long)d.c, (long long)d.spatial, (long long)d.groups, s1,
-                  s2, s3);
-            refused_ok++;
-        } else if (!valid) {
-            CHECK(s1 == GN_EINVAL && s2 == GN_EINVAL && s3 == GN_EINVAL,
-                  "c=%lld %% groups=%lld != 0, got %d %d %d", (long long)d.c,
-                  (long long)d.groups, s1, s2, s3);
+        void *sum = next_u64() % 2 ? buf[12] : NULL;
+        /* forward_var, normalize, backward, backward_ex, frozen, forward_add */
+        gn_status st[6];
+        st[0] = call_forward_var(t, y, m, r, buf[6], x, gm, bt, &d);
+        st[1] = call_normalize(t, buf[7], x, m, r, gm, bt, &d);
+        st[2] = call_backward(t, buf[8], buf[9], buf[10], x, buf[11], m, r, gm, &d);
+        st[3] = call_backward_ex(t, buf[8], buf[9], buf[10], x, buf[11], m, r, gm, bt, &d);
+        st[4] = call_frozen(t, buf[8], buf[9], buf[10], x, buf[11], m, r, gm, bt, &d);
+        st[5] = call_forward_add(t, y, sum, m, r, buf[6], x, buf[13], k, gm, bt, &d);
+        int known = 1, refused = 0;
+        for (int i = 0; i < 6; i++) {
+            known &= st[i] <= GN_EUNSUPPORTED;
+            refused += st[i] == GN_EINVAL;
+        }
+        char what[200];
+        snprintf(what, sizeof what, "n=%lld c=%lld s=%lld g=%lld act %d add %d: got %d %d %d %d %d %d",
+                 (long long)d.n, (long long)d.c, (long long)d.spatial, (long long)d.groups,
+                 acts[ai], kinds[ki], st[0], st[1], st[2], st[3], st[4], st[5]);
+        CHECK(known, "unknown status, %s", what);
+        if (!indexable || !valid || !act_ok) {
+            CHECK(refused == 6, "%s, %s", !act_ok ? "activation out of range" : !indexable ?
+                                            "cannot be indexed" : "c %% groups != 0", what);
+            refused_ok += !indexable || !act_ok;
         } else if (huge_ws) {
             /* forward writes nstat statistics, backward per-channel sums: beyond any
              * address space they are refused; normalize has nothing to do */
             __int128 lim = (__int128)1 << 45;
-            int fwd_ok = nstat < lim || s1 != GN_OK;
-            int bwd_ok = s3 != GN_OK || (nstat < lim && n * c < lim);
-            CHECK(fwd_ok && bwd_ok && s2 == GN_OK,
-                  "n=%lld c=%lld s=%lld g=%lld (no data, huge statistics): got %d %d %d",
-                  (long long)d.n, (long long)d.c, (long long)d.spatial, (long long)d.groups, s1,
-                  s2, s3);
+            int fwd_ok = nstat < lim || (st[0] != GN_OK && st[5] != GN_OK);
+            int bwd_ok = (nstat < lim && n * c < lim) ||
+                         (st[2] != GN_OK && st[3] != GN_OK && st[4] != GN_OK);
+            CHECK(fwd_ok && bwd_ok && st[1] == GN_OK && (kind_ok || st[5] == GN_EINVAL),
+                  "no data, huge statistics: %s", what);
             refused_ok++;
+        } else {
+            /* small and valid: the add's status is forward_var's, unless its shape is out
+             * of range */
+            CHECK(kind_ok ? st[5] == st[0] : st[5] == GN_EINVAL, "add: %s", what);
         }
     }
     CHECK(tried > rounds / 10, "fuzz tried only %ld descriptors", tried);
     CHECK(refused_ok > 0, "fuzz never met an unindexable or huge descriptor");
-    for (int i = 0; i < 12; i++)
+    for (int i = 0; i < NBUF; i++)
         free(buf[i]);
 }
 
@@ -439,6 +547,42 @@ static void test_alias(void)
     CHECK(gn_backward_f32(dx, dg, db, dy, x, m, r, dx, &d) == GN_OK &&
               !memcmp(dx, dx_ref, sizeof dx),
           "backward with dx over gamma differs from a separate gamma");
+    /* with an activation gn_backward_ex and the frozen backward read beta too:
+     * beta (and gamma) over dx give what separate ones give */
+    typedef gn_status (*backward_fn)(float *, float *, float *, const float *, const float *,
+                                     const float *, const float *, const float *, const float *,
+                                     const gn_desc *);
+    static const backward_fn bws[2] = {gn_backward_ex_f32, gn_backward_frozen_f32};
+    gn_desc da = d;
+    da.activation = GN_ACT_SILU;
+    for (int f = 0; f < 2; f++) {
+        const char *fname = f ? "gn_backward_frozen" : "gn_backward_ex";
+        CHECK(bws[f](dx_ref, dg, db, dy, x, m, r, g, b, &da) == GN_OK, "%s failed", fname);
+        memcpy(dx, b, sizeof b);
+        CHECK(bws[f](dx, dg, db, dy, x, m, r, g, dx, &da) == GN_OK &&
+                  !memcmp(dx, dx_ref, sizeof dx),
+              "%s with dx over beta differs from a separate beta", fname);
+        memcpy(dx, g, sizeof g);
+        memcpy(dx + TOTAL - C, b, sizeof b);
+        CHECK(bws[f](dx, dg, db, dy, x, m, r, dx, dx + TOTAL - C, &da) == GN_OK &&
+                  !memcmp(dx, dx_ref, sizeof dx),
+              "%s with dx over gamma and beta differs from separate ones", fname);
+    }
+    /* gn_forward_add: an (N, C) add inside y, or gamma inside sum, reads as a
+     * separate one */
+    float add[TOTAL], ya[TOTAL], sa[TOTAL], yb[TOTAL], sb[TOTAL], ma[NS], ra[NS];
+    for (int i = 0; i < TOTAL; i++)
+        add[i] = (float)(uniform() - 0.5);
+    CHECK(gn_forward_add_f32(ya, sa, ma, ra, NULL, x, add, GN_ADD_NC, g, b, &da) == GN_OK,
+          "gn_forward_add failed");
+    memcpy(yb + TOTAL - 16, add, 16 * sizeof(float));   /* n * c = 16 values */
+    CHECK(gn_forward_add_f32(yb, sb, m, r, NULL, x, yb + TOTAL - 16, GN_ADD_NC, g, b, &da) ==
+                  GN_OK && !memcmp(yb, ya, sizeof ya) && !memcmp(sb, sa, sizeof sa),
+          "gn_forward_add with the (N, C) add inside y differs");
+    memcpy(sb + 3, g, sizeof g);
+    CHECK(gn_forward_add_f32(yb, sb, m, r, NULL, x, add, GN_ADD_NC, sb + 3, b, &da) == GN_OK &&
+              !memcmp(yb, ya, sizeof ya) && !memcmp(sb, sa, sizeof sa),
+          "gn_forward_add with gamma inside sum differs");
     /* refused, nothing written: y partly over x, mean over rstd, y over mean, dx
      * partly over dy, dgamma over dbeta, dgamma over dx */
     float big[TOTAL + 8], snap[TOTAL + 8];
@@ -457,6 +601,23 @@ static void test_alias(void)
     CHECK(gn_backward_f32(dx, dg, dg + 4, dy, x, m, r, g, &d) == GN_EINVAL, "dgamma over dbeta");
     CHECK(gn_backward_f32(big, big + 2, db, dy, x, m, r, g, &d) == GN_EINVAL &&
               !memcmp(big, snap, sizeof big), "dgamma over dx");
+    /* gn_forward_add: y partly over a full add, sum partly over x or over y, sum
+     * over mean, sum without an add */
+    CHECK(gn_forward_add_f32(big + 1, sb, m, r, NULL, x, big, GN_ADD_FULL, g, b, &d) ==
+                  GN_EINVAL && !memcmp(big, snap, sizeof big),
+          "gn_forward_add: y partly over a full add");
+    CHECK(gn_forward_add_f32(yb, big + 2, m, r, NULL, big, add, GN_ADD_C, g, b, &d) ==
+                  GN_EINVAL && !memcmp(big, snap, sizeof big),
+          "gn_forward_add: sum partly over x");
+    CHECK(gn_forward_add_f32(big, big + 5, m, r, NULL, x, add, GN_ADD_FULL, g, b, &d) ==
+                  GN_EINVAL && !memcmp(big, snap, sizeof big),
+          "gn_forward_add: sum partly over y");
+    CHECK(gn_forward_add_f32(yb, big, big + 4, r, NULL, x, add, GN_ADD_FULL, g, b, &d) ==
+                  GN_EINVAL && !memcmp(big, snap, sizeof big),
+          "gn_forward_add: mean inside sum");
+    CHECK(gn_forward_add_f32(yb, big, m, r, NULL, x, NULL, GN_ADD_FULL, g, b, &d) ==
+                  GN_EINVAL && !memcmp(big, snap, sizeof big),
+          "gn_forward_add: sum without an add");
     /* in place stays allowed */
     memcpy(big, x, sizeof x);
     CHECK(gn_forward_f32(big, m, r, big, g, b, &d) == GN_OK && max_err(big, want, TOTAL) < 1e-5,
