@@ -25,8 +25,9 @@ TINY = CASES[-1]
 QUICK = ("sd-unet", "b32-14", "tiny")
 CHOICES = {"dtype": ("float32", "bfloat16", "float16", "float64"), "layout": ("nchw", "nhwc"),
            "stats": ("sample", "batch"), "pass": ("forward", "backward"),
-           "activation": ("none", "silu", "gelu", "gelu_tanh", "relu")}
-DEFAULTS = {"dtype": ("float32", "bfloat16"), "activation": ("none",)}  # others: all values
+           "activation": ("none", "silu", "gelu", "gelu_tanh", "relu"), "add": ("none", "full", "nc")}
+DEFAULTS = {"dtype": ("float32", "bfloat16"), "activation": ("none",),  # others: all values
+            "add": ("none",)}
 
 
 def select_cases(spec, quick):
@@ -73,18 +74,21 @@ def dtype_of(name):
 
 def make_data(case, dtype, seed):
     """x, dy, gamma, beta in the logical NCHW order, stored in dtype (a name); x has a mean
-    offset against its spread, so sloppy one-pass variance would give wrong results."""
+    offset against its spread, so sloppy one-pass variance would give wrong results.
+    add_full (x's shape) and add_nc ((N, C)) are the two adds of --add."""
     rng = np.random.default_rng([seed, case.n, case.c, case.h, case.w, case.g])
     shape = (case.n, case.c, case.h, case.w)
     d = {"x": rng.standard_normal(shape, np.float32) * 2.0 + 3.0,
          "dy": rng.standard_normal(shape, np.float32),
          "gamma": 1.0 + 0.1 * rng.standard_normal(case.c, np.float32),
-         "beta": 0.1 * rng.standard_normal(case.c, np.float32)}
+         "beta": 0.1 * rng.standard_normal(case.c, np.float32),
+         "add_full": rng.standard_normal(shape, np.float32),
+         "add_nc": rng.standard_normal(shape[:2], np.float32)}
     return {k: v.astype(dtype_of(dtype)) for k, v in d.items()}
 
 
 def in_layout(data, layout):
-    """The arrays of `data` with x and dy contiguous in `layout`'s memory order."""
+    """The arrays of `data` with x, dy and add_full contiguous in `layout`'s memory order."""
     if layout == "nchw":
         return data
     return {k: np.ascontiguousarray(np.moveaxis(v, 1, -1)) if v.ndim == 4 else v

@@ -19,12 +19,31 @@ ref = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(ref)
 
 
-def references(data, g, stats, passes, acts=("none",)):
-    """Per activation ("none" too: the plain call beside a fused one) and pass,
+def summed(data, add):
+    """x + add in x's dtype (NCHW order): what a call with add= normalizes."""
+    a = data["add_full"] if add == "full" else data["add_nc"][:, :, None, None]
+    return data["x"] + a
+
+
+def references(data, g, stats, passes, acts=("none",), adds=("none",)):
+    """Per (activation, add) ("none" too: the plain call beside a fused one) and pass,
     {output: (float64 value, the suite's tolerance for data's dtype)}, in logical NCHW
     order.  With an activation, tests/test_activation.py's policy: y = act(z) may be off
-    by z's tolerance carried through |act'(z)| plus the tolerance of a result of y's size."""
-    x, dy, gamma, beta = data["x"], data["dy"], data["gamma"], data["beta"]
+    by z's tolerance carried through |act'(z)| plus the tolerance of a result of y's size.
+    With an add (forward only): the reference on x + add, and the sum itself, exactly."""
+    out = {}
+    for add in dict.fromkeys(("none", *adds)):
+        x = data["x"] if add == "none" else summed(data, add)
+        for act, r in _references(x, data, g, stats, passes if add == "none" else ("forward",),
+                                  acts).items():
+            if add == "full":
+                r["forward"]["sum"] = (x.astype(np.float64), np.zeros(x.shape))
+            out[act, add] = r
+    return out
+
+
+def _references(x, data, g, stats, passes, acts):
+    dy, gamma, beta = data["dy"], data["gamma"], data["beta"]
     z, mean, rstd = ref.forward(x, g, gamma, beta, EPS, stats)  # forward_act's z, shared
     tol_z = ref.tolerance(z, x.dtype)
     stat_tols = ref.stats_tolerance(mean, rstd, np.float64 if x.dtype == np.float64
@@ -65,16 +84,23 @@ def compare(got, want):
     return errors
 
 
-def ours(gn, a, g, row, act="none"):
+def ours(gn, a, g, row, act="none", add="none"):
     """(call, out, names): our call for the row, as users make it (out=out writes into
     a preallocated result, as the floor does), and the names of its results.  With an
-    activation, the fused call (backward takes beta then); act="none" is GN alone."""
+    activation, the fused call (backward takes beta then); with an add (forward), the
+    call with add=, which also writes the sum (sum_out=) for a full add, as
+    SkipGroupNorm; act = add = "none" is GN alone."""
     kw = dict(stats=row["stats"], channel_axis=-1 if row["layout"] == "nhwc" else 1)
-    fused = {} if act == "none" else dict(activation=act)  # issue 13's add= would join here
+    fused = {} if act == "none" else dict(activation=act)
     x, gamma, beta = a["x"], a["gamma"], a["beta"]
     if row["pass"] == "forward":
+        names = ("y", "mean", "rstd")
+        if add != "none":
+            fused["add"] = a["add_" + add]
+        if add == "full":
+            fused["sum_out"], names = x.copy(), names + ("sum",)
         return ((lambda **o: gn.group_norm_forward(x, g, gamma, beta, EPS, **kw, **fused, **o)),
-                x.copy(), ("y", "mean", "rstd"))
+                x.copy(), names)
     _, mean, rstd = gn.group_norm_forward(x, g, gamma, beta, EPS, **kw)
     if fused:
         fused["beta"] = beta
@@ -108,8 +134,12 @@ def torch_group_norm(torch, a, g, row, device="cpu"):
     F, x, w, b = torch.nn.functional, tensor(a["x"]), tensor(a["gamma"]), tensor(a["beta"])
     act = {"none": lambda t: t, "silu": F.silu, "gelu": F.gelu, "relu": F.relu,
            "gelu_tanh": lambda t: F.gelu(t, approximate="tanh")}[row["activation"]]
+    add = row.get("add", "none")
     try:
-        if row["pass"] == "forward":
+        if row["pass"] == "forward" and add != "none":     # torch adds, then normalizes
+            ad = tensor(a["add_full"]) if add == "full" else tensor(a["add_nc"])[:, :, None, None]
+            call = lambda: act(F.group_norm(x + ad, g, w, b, EPS))  # noqa: E731
+        elif row["pass"] == "forward":
             call = lambda: act(F.group_norm(x, g, w, b, EPS))  # noqa: E731
         else:
             xr, wr, br = (t.detach().requires_grad_(True) for t in (x, w, b))
@@ -183,14 +213,15 @@ class Rows:
             self.say(f"note: {reason}")
         return {"na": reason}
 
-    def measure(self, case, dname, layout, stats, act, pass_, threads, a, refs, gpu_too):
+    def measure(self, case, dname, layout, stats, act, add, pass_, threads, a, refs, gpu_too):
         """One table row: the CPU at `threads` threads, and the GPU when gpu_too; refs
-        from references(), with "none" and `act`."""
+        from references(), with "none" and (act, add)."""
         self.set_threads(threads)
         t0, busy0 = time.perf_counter(), others_busy()
+        moved = (2 if pass_ == "forward" else 3) + (2 if add == "full" else 0)  # + add, sum
         row = {"case": case.name, "shape": case.label(), "dtype": dname, "layout": layout,
-               "stats": stats, "activation": act, "pass": pass_, "threads": threads,
-               "bytes": (2 if pass_ == "forward" else 3) * a["x"].nbytes}
+               "stats": stats, "activation": act, "add": add, "pass": pass_,
+               "threads": threads, "bytes": moved * a["x"].nbytes}
         row.update(self._side(row, a, refs, case.g, np, self.torch, reps=self.reps))
         if gpu_too:
             cupy = self.gpu["cupy"]
@@ -213,14 +244,14 @@ class Rows:
             d = {k: xp.asarray(v) for k, v in a.items()}
         except Exception as e:  # CuPy refuses dtypes it does not know (bfloat16 in some versions)
             return self.note(f"CuPy cannot hold {a['x'].dtype}: {str(e).splitlines()[0]}")
-        act, errors, calls = row["activation"], [], {}
+        fused, errors, calls = (row["activation"], row["add"]), [], {}
         try:
-            for k in dict.fromkeys((act, "none")):
-                call, out, names = calls[k] = ours(self.gn, d, g, row, k)
+            for k in dict.fromkeys((fused, ("none", "none"))):
+                call, out, names = calls[k] = ours(self.gn, d, g, row, *k)
                 got = dict(zip(names, (getattr(xp, "asnumpy", np.asarray)(v) for v in call())))
-                if row["layout"] == "nhwc":
-                    got[names[0]] = np.moveaxis(got[names[0]], -1, 1)
-                errors += [f"{'plain ' * (k != act)}{e}" for e in
+                if row["layout"] == "nhwc":   # y or dx, and the sum: back to NCHW order
+                    got = {n: np.moveaxis(v, -1, 1) if v.ndim == 4 else v for n, v in got.items()}
+                errors += [f"{'plain ' * (k != fused)}{e}" for e in
                            compare(got, refs[k][row["pass"]])]
         except ImportError as e:  # built without the GPU backend
             return self.note(f"gn_native GPU backend: {e}")
@@ -228,9 +259,9 @@ class Rows:
             errors = [f"raised {type(e).__name__}: {e}"]
         if errors:
             return {"status": "wrong", "errors": errors}
-        (call, out, _), (plain, plain_out, _) = calls[act], calls["none"]
+        (call, out, _), (plain, plain_out, _) = calls[fused], calls["none", "none"]
         fns = {"ours": lambda: call(out=out), "ours_alloc": call,
-               **({"plain": lambda: plain(out=plain_out)} if act != "none" else {}),
+               **({"plain": lambda: plain(out=plain_out)} if fused != ("none", "none") else {}),
                "floor": floor(xp, d, row["pass"]),
                "torch": torch_group_norm(torch, a, g, row, device) if torch else
                f"no torch{' CUDA' if device == 'cuda' else ''}: x torch is n/a"}

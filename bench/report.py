@@ -19,8 +19,9 @@ x floor: that time / the memory floor's (np.copyto y<-x, np.add dy+x->dx: single
 x torch: our call allocating its outputs / torch group_norm's (autograd backward), same
   threads, same rounds; < 1: ours is faster.  ~: other processes were busy (noisy timings)."""
 LEGEND_ACT = """\
-act: the activation fused after GN (y = act(gamma * xhat + beta)); x torch is then against
-  torch's F.<act>(F.group_norm(x)) (autograd backward through both).
+fused: the activation fused after GN (y = act(gamma * xhat + beta)); x torch is then against
+  torch's F.<act>(F.group_norm(x)) (autograd backward through both).  +full / +nc: add= of
+  x's shape (the sum written too, sum_out=) or (N, C), against torch's group_norm(x + add).
 x plain: our fused call's time / our plain call's (GN alone, out=), same rounds."""
 CPU_COLS = (("case", 13), ("dtype", 8), ("layout", 6), ("stats", 6), ("pass", 8), ("thr", 3),
             ("ms", 9), ("GB/s", 7), ("x floor", 7), ("x torch", 7))
@@ -45,10 +46,19 @@ def environment(gn, torch, gpu_line, **more):
             "cores": available_cores(), "gpu": gpu_line, "argv": sys.argv[1:], **more}
 
 
+def fused(r):
+    """The row's fused extras: its activation, and +full / +nc for an add."""
+    act, add = r.get("activation", "none"), r.get("add", "none")
+    return act if add == "none" else f"{act}+{add}".removeprefix("none")
+
+
+FUSED_COL = (("fused", 14),)
+
+
 def columns(with_gpu, with_act):
-    """(the table's columns, how many of them are names): an act column and x plain
-    (CPU, and GPU) when the run has an activation."""
-    act, plain = ((("act", 9),), (("x plain", 7),)) if with_act else ((), ())
+    """(the table's columns, how many of them are names): a fused column and x plain
+    (CPU, and GPU) when the run has an activation or an add."""
+    act, plain = (FUSED_COL, (("x plain", 7),)) if with_act else ((), ())
     return (CPU_COLS[:5] + act + CPU_COLS[5:] + plain
             + (GPU_COLS + plain if with_gpu else ()), 5 + len(act))
 
@@ -98,7 +108,7 @@ def _cells(d, gbps_fmt, with_act):
 
 def format_row(r, with_gpu, with_act=False):
     cells = [r["case"], r["dtype"], r["layout"], r["stats"], r["pass"],
-             *([r.get("activation", "none")] if with_act else []), r["threads"],
+             *([fused(r)] if with_act else []), r["threads"],
              *_cells(r, ".1f", with_act),
              *(_cells(r.get("gpu") or {}, ".0f", with_act) if with_gpu else ())]
     return _line(cells, *columns(with_gpu, with_act)) + ("  ~" if noisy(r) else "")
@@ -120,10 +130,10 @@ def summary_lines(rows, with_gpu, with_act=False):
     groups = {}
     for r in rows:
         if r["status"] == "ok":
-            act = (r.get("activation", "none"),) if with_act else ()
+            act = (fused(r),) if with_act else ()
             groups.setdefault((r["pass"] != "forward", r["pass"], *act, r["dtype"], r["layout"],
                                r["threads"]), []).append(r)
-    act, plain = ((("act", 9),), (("x plain", 7),)) if with_act else ((), ())
+    act, plain = (FUSED_COL, (("x plain", 7),)) if with_act else ((), ())
     cols = (("pass", 8), *act, ("dtype", 8), ("layout", 6), ("thr", 3), ("rows", 4),
             ("GB/s", 7), ("x floor", 7), ("x torch", 7), *plain)
     cols += (("GPU GB/s", 8), ("x copy", 6), ("GPU x torch", 11), *plain) if with_gpu else ()
@@ -154,7 +164,7 @@ def noise_lines(rows):
 def failures(rows):
     """A line per wrong result, CPU or GPU, naming the row and why."""
     return [" ".join(str(r[k]) for k in ("case", "shape", "dtype", "layout", "stats", "pass"))
-            + ("" if r.get("activation", "none") == "none" else f" activation={r['activation']}")
+            + ("" if fused(r) == "none" else f" fused={fused(r)}")
             + f" threads={r['threads']} ({side}): " + "; ".join(d["errors"])
             for r in rows for side, d in (("CPU", r), ("GPU", r.get("gpu") or {}))
             if d.get("status") == "wrong"]

@@ -4,6 +4,7 @@
     python bench/run.py --quick         # a reduced set, well under a minute
     python bench/run.py --threads 1,2 --cases sd-unet --dtype float32 --pass forward
     python bench/run.py --activation silu   # fused GN+SiLU, beside GN alone and torch's
+    python bench/run.py --add full,nc --activation silu   # SkipGroupNorm: x + add, GN, SiLU
 
 Every row is checked against the test suite's float64 reference, with its
 tolerances, before it is timed; a wrong result is reported by name, left
@@ -39,7 +40,9 @@ def parse_args(argv):
     p.add_argument("--quick", action="store_true", help=f"cases {', '.join(QUICK)}, fewer repeats")
     p.add_argument("--cases", help="comma list of case names (or prefixes), or NxCxHxW/G shapes")
     more = {"activation": "; GN then the activation in one call, timed beside GN alone (x plain)"
-                          " and against torch's act(group_norm(x))"}
+                          " and against torch's act(group_norm(x))",
+            "add": "; forward with add= of x's shape (writing the sum too, sum_out=) or (N, C),"
+                   " timed beside GN alone (x plain) and against torch's group_norm(x + add)"}
     for flag, values in CHOICES.items():
         default = DEFAULTS.get(flag, values)
         p.add_argument(f"--{flag}", type=lambda s, f=flag: select(s, f), default=list(default),
@@ -103,15 +106,16 @@ def main(argv=None):
     gpu, gpu_line = detect_gpu(args.no_gpu, torch)
     threads = args.threads or sorted({1, report.available_cores()})
     cases, passes = select_cases(args.cases, args.quick), vars(args)["pass"]
-    acts = args.activation
-    with_act = acts != ["none"]  # the act and x plain columns
-    configs = list(itertools.product(args.layout, acts, passes, threads))
+    acts, adds = args.activation, args.add
+    with_act = acts != ["none"] or adds != ["none"]  # the fused and x plain columns
+    configs = [c for c in itertools.product(args.layout, acts, adds, passes, threads)
+               if c[2] == "none" or c[3] == "forward"]   # add= is a forward option
     timing = {"budget_s": args.budget or (0.08 if args.quick else 0.4),
               "reps": (3, 30) if args.quick else (5, 100)}
     run = Rows(gn, torch, gpu, timing["budget_s"], timing["reps"],
                say=lambda s: bar.write(s, file=sys.stderr))  # bar: made below, after the header
     env = report.environment(gn, torch, gpu_line, quick=args.quick, threads=threads, timing=timing,
-                             activation=acts)
+                             activation=acts, add=adds)
     print("\n".join(report.header_lines(env, gpu is not None, with_act)))
     bar = progress(len(cases) * len(args.dtype) * len(args.stats) * len(configs))
     for case, dname in itertools.product(cases, args.dtype):
@@ -119,10 +123,11 @@ def main(argv=None):
         arrays = {lay: in_layout(data, lay) for lay in args.layout}
         for st in args.stats:
             bar.set_description_str(f"{case.name} {dname} {st}: reference")
-            refs = references(data, case.g, st, passes, acts)
-            for layout, act, ps, t in configs:
-                bar.set_description_str(f"{case.name} {dname} {layout} {st} {act} {ps} t={t}")
-                row = run.measure(case, dname, layout, st, act, ps, t, arrays[layout], refs,
+            refs = references(data, case.g, st, passes, acts, adds)
+            for layout, act, add, ps, t in configs:
+                bar.set_description_str(f"{case.name} {dname} {layout} {st} {act} {add} {ps} "
+                                        f"t={t}")
+                row = run.measure(case, dname, layout, st, act, add, ps, t, arrays[layout], refs,
                                   gpu is not None and t == threads[0])
                 bar.write(report.format_row(row, gpu is not None, with_act), file=sys.stdout)
                 bar.update()

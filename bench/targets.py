@@ -5,18 +5,19 @@
 One run on a shared machine says little, so the runs are pooled (each row's
 median over the runs) before the targets are checked.  Each target reports
 its worst row, so a "NOT met" names what to look at.  Runs with
-`--activation silu` add issue 13's targets for fused GN+SiLU.
+`--activation silu` add issue 13's targets for fused GN+SiLU, runs with `--add` its
+target for add=.
 """
 import json
 import pathlib
 import statistics
 import sys
 
-KEY = ("case", "dtype", "layout", "stats", "activation", "pass", "threads")
+KEY = ("case", "dtype", "layout", "stats", "activation", "add", "pass", "threads")
 
 
 def _key(r):
-    return tuple(r.get(k, "none") for k in KEY)  # runs saved before --activation: "none"
+    return tuple(r.get(k, "none") for k in KEY)  # runs saved before --activation/--add: "none"
 
 
 def pooled(docs):
@@ -36,22 +37,24 @@ def pooled(docs):
 def checks(rows):
     """[(target, limit, worst (value, row) or None)]; float32 NCHW sample GN alone unless
     it says."""
-    rows = [dict(r, activation=r.get("activation", "none")) for r in rows
-            if r.get("status") == "ok"]
+    rows = [dict(r, activation=r.get("activation", "none"), add=r.get("add", "none"))
+            for r in rows if r.get("status") == "ok"]
     idx = {_key(r): r for r in rows}
     tmax = max((r["threads"] for r in rows), default=1)
     lab = lambda r: f"{r['case']} {r['pass']} t={r['threads']}"  # noqa: E731
 
-    def base(r, ps=None, stats="sample", layout="nchw", big=False, act="none"):
+    def base(r, ps=None, stats="sample", layout="nchw", big=False, act="none", add="none"):
         # layout None: both; big: cases of 1 MiB or more (x; bytes counts x + y or dy + x + dx)
-        return ((r["dtype"], r["stats"], r["activation"]) == ("float32", stats, act)
+        return ((r["dtype"], r["stats"], r["activation"], r["add"]) == ("float32", stats, act, add)
                 and layout in (None, r["layout"]) and ps in (None, r["pass"])
-                and (not big or r["bytes"] >= (2 if r["pass"] == "forward" else 3) << 20))
+                and (not big or r["x_bytes"] >= 1 << 20))
 
     def over(r, **other):  # r's time over the time of the same row with `other` changed
         o = idx.get(_key({**r, **other}))
         return o and (r["ms"] / o["ms"], f"{lab(r)} {r['dtype']} {r['layout']} {r['stats']}")
 
+    for r in rows:      # x's bytes, from the bytes a pass moves (x + y, + add + sum, dy + x + dx)
+        r["x_bytes"] = r["bytes"] // ((2 + 2 * (r["add"] == "full")) if r["pass"] == "forward" else 3)
     out = []
     for ps, lims in (("forward", (1.3, 1.0)), ("backward", (1.6, 1.3))):
         for t, lim in zip(dict.fromkeys((1, tmax)), lims):
@@ -76,6 +79,13 @@ def checks(rows):
                      "1 MiB or more)", lim, [(r["x_plain"], lay(r)) for r in rows if big(r, ps)]),
                     (f"GN+SiLU {ps} >= 2.5x faster than torch's silu(group_norm) (x torch <= "
                      "0.4; same cases)", 0.4, [(r["x_torch"], lay(r)) for r in rows if big(r, ps)])]
+    adds = [r for r in rows if r["add"] != "none" and r["activation"] in ("none", "silu")]
+    if adds:  # issue 13, item 5: x + add, GN (+ SiLU) against GN alone
+        out.append(("GN with add= (+ SiLU) forward time <= 1.35x GN alone's (x plain; NCHW and "
+                    "NHWC, cases of 1 MiB or more)", 1.35,
+                    [(r["x_plain"], f"{lab(r)} {r['layout']} {r['activation']}+{r['add']}")
+                     for r in adds if base(r, "forward", layout=None, big=True,
+                                           act=r["activation"], add=r["add"])]))
     return [(text, lim, max((v for v in vals if v and v[0] is not None and v[0] == v[0]),
                             default=None)) for text, lim, vals in out]
 

@@ -76,7 +76,7 @@ def test_activation_rows_show_x_plain():
                              "show_config": "", "python": "3", "numpy": "2", "torch": None,
                              "cpu": "c", "cores": 2, "threads": [1], "gpu": "no",
                              "timing": {"budget_s": 0.1, "reps": (3, 30)}}, False, True)
-    assert head[-2].split()[-1] == "plain" and " act " in head[-2]
+    assert head[-2].split()[-1] == "plain" and " fused " in head[-2]
     line = rep.format_row(r, False, True)
     assert " silu " in line and line.split()[-1] == "1.07" and len(line) <= len(head[-2])
     assert "x plain" not in rep.format_row(r, False) and "silu" not in rep.format_row(r, False)
@@ -110,7 +110,7 @@ def test_bench_uses_the_suites_tolerances():
     rng = np.random.default_rng(0)
     data = {k: rng.standard_normal(s).astype(np.float32)
             for k, s in (("x", (2, 8, 4, 4)), ("dy", (2, 8, 4, 4)), ("gamma", 8), ("beta", 8))}
-    want = m.references(data, 4, "sample", ("forward",))["none"]["forward"]
+    want = m.references(data, 4, "sample", ("forward",))["none", "none"]["forward"]
     y, mean = want["y"][0], want["mean"][0]
     tol = reference.tolerance(y, np.float32, "forward")
     assert m.compare({"y": (y + 0.5 * tol).astype(np.float32), "mean": mean}, want) == []
@@ -128,18 +128,18 @@ def test_bench_uses_the_activation_tolerances():
             for k, s in (("x", (2, 8, 4, 4)), ("dy", (2, 8, 4, 4)), ("gamma", 8), ("beta", 8))}
     x, dy, gamma, beta = data["x"], data["dy"], data["gamma"], data["beta"]
     refs = m.references(data, 4, "sample", ("forward", "backward"), ["silu"])
-    assert set(refs) == {"none", "silu"}                  # the plain call beside is checked too
+    assert set(refs) == {("none", "none"), ("silu", "none")}  # the plain call beside is checked too
     y_ref, z_ref, mean, rstd = ref.forward_act(x, 4, gamma, beta, m.EPS, "sample", 1, "silu")
-    y, tol = refs["silu"]["forward"]["y"]
+    y, tol = refs["silu", "none"]["forward"]["y"]
     np.testing.assert_array_equal(y, y_ref)
     np.testing.assert_array_equal(tol, np.abs(ref.activation(z_ref, "silu")[1])
                                   * ref.tolerance(z_ref, np.float32) + ref.tolerance(y_ref,
                                                                                      np.float32))
     gin = ref.act_grad_in(dy, x, mean, rstd, 4, gamma, beta, "sample", 1, "silu")
     for want, (got, _) in zip(ref.backward(gin, x, mean, rstd, 4, gamma, "sample"),
-                              refs["silu"]["backward"].values()):
+                              refs["silu", "none"]["backward"].values()):
         np.testing.assert_array_equal(got, want)
-    want = refs["silu"]["forward"]
+    want = refs["silu", "none"]["forward"]
     assert m.compare({"y": (y + 0.5 * tol).astype(np.float32)}, want) == []
     assert m.compare({"y": (y + 10 * tol).astype(np.float32)}, want)[0].startswith("y: ")
 
@@ -164,6 +164,39 @@ def test_bench_quick_run_with_activation(tmp_path):
     t = subprocess.run([sys.executable, os.path.join(BENCH, "targets.py"), str(out)],
                        capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert t.returncode == 0 and "GN+SiLU forward" in t.stdout, t.stderr
+
+
+def test_bench_add_rows(tmp_path):
+    """--add full,nc: forward rows only, checked against the reference on x + add (and the
+    sum written for a full add, bit for bit), x plain against GN alone, the add target."""
+    m = _load("measure")
+    rng = np.random.default_rng(2)
+    data = {k: rng.standard_normal(s).astype(np.float32) for k, s in (
+        ("x", (2, 8, 4, 4)), ("dy", (2, 8, 4, 4)), ("gamma", 8), ("beta", 8),
+        ("add_full", (2, 8, 4, 4)), ("add_nc", (2, 8)))}
+    refs = m.references(data, 4, "sample", ("forward", "backward"), ["silu"], ["full", "nc"])
+    assert set(refs) == {(a, d) for a in ("none", "silu") for d in ("none", "full", "nc")}
+    assert "backward" not in refs["none", "full"] and "backward" in refs["none", "none"]
+    s, tol = refs["silu", "full"]["forward"]["sum"]
+    np.testing.assert_array_equal(s, data["x"] + data["add_full"])
+    assert not tol.any()
+    out = tmp_path / "a.json"
+    cmd = [sys.executable, os.path.join(BENCH, "run.py"), "--quick", "--cases", "4x16x12x12/4",
+           "--dtype", "float32", "--threads", "1", "--add", "none,full,nc", "--no-gpu",
+           "--layout", "nhwc", "--no-overhead", "--budget", "0.01", "--json", str(out),
+           "--plot", "none"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert " +full " in p.stdout and " +nc " in p.stdout
+    rows = json.loads(out.read_text())["rows"]
+    assert len(rows) == 2 * (3 + 1)        # stats x (forward with 3 adds, backward without)
+    assert all(r["status"] == "ok" for r in rows), [r for r in rows if r["status"] != "ok"][:2]
+    assert {r["add"] for r in rows if r["pass"] == "backward"} == {"none"}
+    for r in rows:
+        assert (r["x_plain"] is None) == (r["add"] == "none"), r
+    t = subprocess.run([sys.executable, os.path.join(BENCH, "targets.py"), str(out)],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert t.returncode == 0 and "GN with add=" in t.stdout, t.stderr
 
 
 def test_bench_quick_run(tmp_path):
