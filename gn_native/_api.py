@@ -409,7 +409,8 @@ def group_norm_backward(dy, x, mean, rstd, n_groups, gamma=None, beta=None, *, s
     dy : array_like
         Gradient of the loss with respect to the output, shaped as `x`.
     x : array_like
-        The input given to `group_norm_forward`.
+        The input given to `group_norm_forward` (with `add`: the sum, its
+        `sum_out`).
     mean, rstd : array_like
         What `group_norm_forward` returned for `x` with the same `n_groups`,
         `stats` and `channel_axis`.
@@ -417,6 +418,9 @@ def group_norm_backward(dy, x, mean, rstd, n_groups, gamma=None, beta=None, *, s
         Number of groups G; it must divide the channel count C.
     gamma : array_like, optional
         The scale used in the forward call: None, shape (C,) or (G,).
+    beta : array_like, optional
+        The shift used in the forward call; read only with an
+        `activation`, whose input ``gamma * xhat + beta`` is recomputed.
     stats : {"sample", "batch"}, default "sample"
         As in the forward call.
     channel_axis : {1, -1}, default 1
@@ -428,6 +432,9 @@ def group_norm_backward(dy, x, mean, rstd, n_groups, gamma=None, beta=None, *, s
         With ``stats="batch"``: `mean` and `rstd` are constants, not
         statistics of `x` (a layer's running statistics in eval mode), so
         ``dx = dy * gamma * rstd``.
+    activation : {None, "silu", "gelu", "gelu_tanh", "relu"}, default None
+        As in the forward call: `dy` is then the gradient of the
+        activation's output, and ``dy * act'(z)`` is back-propagated.
 
     Returns
     -------

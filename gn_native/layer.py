@@ -96,6 +96,8 @@ class GroupNorm:
         The affine parameters (None when ``affine=False``).
     dgamma, dbeta : ndarray or None
         Their gradients, set by `backward`.
+    dadd : ndarray or None
+        After a call with `add`, the gradient of `add`, set by `backward`.
     running_mean, running_var : ndarray or None
         Running statistics, shape (G,), when tracked.
     num_batches_tracked : int
@@ -162,7 +164,7 @@ class GroupNorm:
         plen = c if affine_per == "channel" else g
         self.gamma = xp.ones(plen, self.dtype) if self.affine else None
         self.beta = xp.zeros(plen, self.dtype) if self.affine else None
-        self.dgamma = self.dbeta = None
+        self.dgamma = self.dbeta = self.dadd = None
         if self.track_running_stats:
             self.running_mean = xp.zeros(g, stat_dtype)
             self.running_var = xp.ones(g, stat_dtype)
@@ -231,7 +233,7 @@ class GroupNorm:
         return self.train(False)
 
     # ---- forward / backward ----
-    def __call__(self, x):
+    def __call__(self, x, add=None):
         """Normalize `x` with the layer's parameters; `forward` is the same.
 
         Keeps `x` (without copying it) and its statistics for `backward`.
@@ -243,6 +245,11 @@ class GroupNorm:
         x : array_like
             Input of shape (N, C, *spatial) (channels on `channel_axis`) and
             of the layer's dtype; a CuPy array for a ``"gpu"`` layer.
+        add : array_like, optional
+            Added to `x` first, in the same pass (as `group_norm`'s `add`):
+            `x`'s shape, (N, C) or (C,), the layer's dtype.  The layer then
+            keeps the sum (a new array) for `backward`, which also sets
+            `dadd`.
 
         Returns
         -------
@@ -279,13 +286,16 @@ class GroupNorm:
         TypeError: x has dtype float64, but the layer's dtype is float32
         """
         x = V.check_layer_input(x, self.device, self.dtype, self.n_channels, self.channel_axis)
+        extra = {}
+        if add is not None:      # the sum is what backward differentiates at
+            extra = dict(add=add, sum_out=self.xp.empty_like(x))
         use_running = self.track_running_stats and not self.training
         if use_running:
-            y, mean, rstd = group_norm_forward(
+            y, mean, rstd, *s = group_norm_forward(
                 x, self.n_groups, self.gamma, self.beta, self.eps, stats="batch",
                 channel_axis=self.channel_axis, mean=self.running_mean, var=self.running_var,
-                activation=self.activation)
-            self._save(x, mean, rstd, True)
+                activation=self.activation, **extra)
+            self._save(s[0] if s else x, mean, rstd, True, add)
             return y
         running = {}
         if self.training and self.track_running_stats:
@@ -293,10 +303,10 @@ class GroupNorm:
             count = self.num_batches_tracked + 1
             running = dict(running_mean=self.running_mean, running_var=self.running_var,
                            momentum=self.momentum if self.momentum is not None else 1.0 / count)
-        y, mean, rstd = group_norm_forward(x, self.n_groups, self.gamma, self.beta, self.eps,
-                                           stats=self.stats, channel_axis=self.channel_axis,
-                                           activation=self.activation, **running)
-        self._save(x, mean, rstd, False)
+        y, mean, rstd, *s = group_norm_forward(x, self.n_groups, self.gamma, self.beta, self.eps,
+                                               stats=self.stats, channel_axis=self.channel_axis,
+                                               activation=self.activation, **running, **extra)
+        self._save(s[0] if s else x, mean, rstd, False, add)
         if running and x.size:   # an empty batch updates nothing
             self.num_batches_tracked += 1
         return y
@@ -315,8 +325,9 @@ class GroupNorm:
             sample = x.reshape(-1)[flat] if x.flags.c_contiguous else x[multi]
         return (shape, x.strides), sample
 
-    def _save(self, x, mean, rstd, frozen):
-        self._saved = (x, mean, rstd, frozen, self._fingerprint(x))
+    def _save(self, x, mean, rstd, frozen, add):
+        shape = None if add is None else tuple(np.shape(add))   # checked by the forward call
+        self._saved = (x, mean, rstd, frozen, self._fingerprint(x), shape)
 
     def _check_unchanged(self, x, fingerprint):
         where, sample = self._fingerprint(x)
@@ -334,7 +345,10 @@ class GroupNorm:
 
         Uses the `x` and statistics kept by the last call.  After an
         eval-mode call with running statistics, these are constants, so
-        ``dx = dy * gamma * rstd``.
+        ``dx = dy * gamma * rstd``.  After a call with `add`, also sets
+        `dadd`, the gradient of `add` in its shape: `dx` itself for an
+        `add` of `x`'s shape, else `dx` summed over the axes `add` was
+        broadcast along (in float32, float64 for float64).
 
         Parameters
         ----------
@@ -376,7 +390,7 @@ class GroupNorm:
         """
         if self._saved is None:
             raise RuntimeError("backward() needs a forward call first")
-        x, mean, rstd, frozen, fingerprint = self._saved
+        x, mean, rstd, frozen, fingerprint, add_shape = self._saved
         self._check_unchanged(x, fingerprint)
         gamma = self.gamma if self.affine else None
         beta = self.beta if self.affine and self.activation else None   # z needs beta
@@ -387,7 +401,16 @@ class GroupNorm:
                                                 activation=self.activation)
         if self.affine:
             self.dgamma, self.dbeta = dgamma, dbeta
+        self.dadd = None if add_shape is None else self._add_grad(dx, add_shape)
         return dx
+
+    def _add_grad(self, dx, add_shape):
+        """The gradient of an add of shape add_shape: dx summed over its broadcast axes."""
+        if add_shape == tuple(dx.shape):
+            return dx
+        ax = self.channel_axis % dx.ndim
+        axes = tuple(i for i in range(dx.ndim) if i != ax and (i or len(add_shape) == 1))
+        return dx.sum(axis=axes, dtype=V.stat_dtype_for(self.dtype)).astype(self.dtype)
 
     # ---- state ----
     def state_dict(self):

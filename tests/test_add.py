@@ -283,3 +283,51 @@ def test_bad_arguments_are_refused_before_any_work(i):
     assert_bit_identical(x, x0, "x")
     for k, v in outs.items():
         assert np.array_equal(v, before[k], equal_nan=True), f"{name}: {k} was written"
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("kind", ADDS)
+def test_layer_add_matches_torch(kind, layout):
+    """GroupNorm(..., activation="silu")(x, add=a): torch's module on x + a, its gradients
+    (dx, dgamma, dbeta and the layer's dadd); then in eval mode on running statistics."""
+    torch = pytest.importorskip("torch")
+    shape, g = (3, 8, 5, 6), 4
+    x = make_data(shape, np.float64, 30, loc=1.0, scale=2.0)
+    a, _ = _add(kind, shape, "nchw", np.float64, 31)
+    dy = make_data(shape, np.float64, 32)
+    m = torch.nn.GroupNorm(g, 8, dtype=torch.float64)
+    with torch.no_grad():
+        m.weight.uniform_(0.5, 1.5, generator=torch.Generator().manual_seed(0))
+        m.bias.normal_(0.0, 0.5, generator=torch.Generator().manual_seed(1))
+    xt, at = torch.tensor(x, requires_grad=True), torch.tensor(a, requires_grad=True)
+    abt = at if kind == "full" else (at[:, :, None, None] if kind == "nc" else at[None, :, None, None])
+    yt = torch.nn.functional.silu(m(xt + abt))
+    yt.backward(torch.tensor(dy))
+    ax = channel_axis(layout)
+    layer = gn.GroupNorm(g, 8, dtype=np.float64, activation="silu", channel_axis=ax,
+                         track_running_stats=True)
+    layer.gamma[...] = m.weight.detach().numpy()
+    layer.beta[...] = m.bias.detach().numpy()
+    to = (lambda v: np.ascontiguousarray(np.moveaxis(v, 1, -1))) if layout == "nhwc" else (lambda v: v)
+    back = (lambda v: np.moveaxis(v, -1, 1)) if layout == "nhwc" else (lambda v: v)
+    ak = to(a) if kind == "full" else a
+    y = layer(to(x), add=ak)
+    dx = layer.backward(to(dy))
+    tol = dict(rtol=1e-11, atol=1e-11)
+    np.testing.assert_allclose(back(y), yt.detach().numpy(), **tol, err_msg="y")
+    np.testing.assert_allclose(back(dx), xt.grad.numpy(), **tol, err_msg="dx")
+    np.testing.assert_allclose(back(layer.dadd) if kind == "full" else layer.dadd,
+                               at.grad.numpy(), **tol, err_msg="dadd")
+    np.testing.assert_allclose(layer.dgamma, m.weight.grad.numpy(), **tol, err_msg="dgamma")
+    s = to(x) + (ak if kind == "full" else _add(kind, shape, layout, np.float64, 31)[1])
+    rm, rv = np.zeros(g), np.ones(g)
+    gn.group_norm_forward(s, g, channel_axis=ax, running_mean=rm, running_var=rv)
+    np.testing.assert_array_equal(layer.running_mean, rm)
+    layer.eval()
+    ye = layer(to(x), add=ak)
+    layer.backward(to(dy))
+    assert layer.dadd.shape == ak.shape
+    assert_bit_identical(ye, layer(s))
+    layer(to(x))
+    layer.backward(to(dy))
+    assert layer.dadd is None
