@@ -1408,7 +1408,9 @@ static void ref_add(void *s, dtype t, const void *x, const void *add, gn_add_sha
         for (int64_t c = 0; c < d->c; c++)
             for (int64_t p = 0; p < d->spatial; p++) {
                 size_t i = at(d, n, c, p);
-                size_t j = k == GN_ADD_FULL ? i : k == GN_ADD_NC ? (size_t)(n * d->c + c) : (size_t)c;
+                size_t j = k == GN_ADD_FULL ? i
+                           : k == GN_ADD_NC ? (size_t)(n * d->c + c)
+                                            : (size_t)c;
                 double a = get(t, x, i), b = get(t, add, j);
                 put(t, s, i, t == F64 ? a + b : (double)((float)a + (float)b));
             }
