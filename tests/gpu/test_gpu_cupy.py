@@ -506,3 +506,94 @@ def test_activation_special_values_on_the_device(act, dtype):
     y = cupy.asnumpy(gn.group_norm(cupy.asarray(x), z.size, None, cupy.asarray(z), activation=act))
     want = HOST.act_ref(act, z.astype(np.float64))
     np.testing.assert_allclose(y[:, :, 0].reshape(-1).astype(np.float64)[:5], want[:5], rtol=0, atol=0)
+
+
+# ---------------------------------------------------------------------------
+# add= (issue 13): s = x + add (NumPy's sum in x's dtype), then GroupNorm of s.
+
+def _addend_bcast(a, x, kind, channel_axis):
+    """An addend as NumPy broadcasts it over x: x's shape, (N, C) or (C,)."""
+    if kind == "full":
+        return a
+    shape = [1] * x.ndim
+    shape[channel_axis] = x.shape[channel_axis]
+    if kind == "nc":
+        shape[0] = x.shape[0]
+    return a.reshape(shape)
+
+
+def _same_bits(a, b):
+    return a.dtype == b.dtype and a.shape == b.shape and np.array_equal(
+        np.ascontiguousarray(a).view(np.uint8), np.ascontiguousarray(b).view(np.uint8))
+
+
+@pytest.mark.parametrize("with_sum", [True, False])
+@pytest.mark.parametrize("kind", ["full", "nc", "c"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("case", CASES[:1] + CASES[5:7], ids=lambda c: f"{c[0]}g{c[1]}")
+@pytest.mark.parametrize("channel_axis", [1, -1])
+@pytest.mark.parametrize("stats", ["sample", "batch"])
+def test_forward_add(path, dtype, case, channel_axis, stats, kind, with_sum):
+    shape, g = case
+    rng = np.random.default_rng(23)
+    x = (0.5 + rng.standard_normal(shape)).astype(dtype)
+    if channel_axis == -1:
+        x = np.ascontiguousarray(np.moveaxis(x, 1, -1))
+    n, c = x.shape[0], x.shape[channel_axis]
+    a = (0.75 * rng.standard_normal({"full": x.shape, "nc": (n, c), "c": (c,)}[kind]) - 0.5).astype(dtype)
+    gamma, beta = _params(rng, "channel", c, g, dtype)
+    want = x + _addend_bcast(a, x, kind, channel_axis)
+    sd = cupy.empty(x.shape, dtype) if with_sum else None
+    got = gn.group_norm_forward(_dev(x), g, _dev(gamma), _dev(beta), stats=stats, channel_axis=channel_axis,
+                                add=_dev(a), sum_out=sd)
+    assert len(got) == (4 if with_sum else 3)
+    y, mean, rstd = got[:3]
+    if with_sum:
+        assert _same_bits(cupy.asnumpy(sd), want) and _same_bits(cupy.asnumpy(got[3]), want)
+    wf = np.moveaxis(want, -1, 1) if channel_axis == -1 else want
+    yr, mr, rr = R.forward(wf.astype(np.float64), g, gamma.astype(np.float64), beta.astype(np.float64), 1e-5,
+                           stats)
+    yg = cupy.asnumpy(y)
+    yl = (np.moveaxis(yg, -1, 1) if channel_axis == -1 else yg).astype(np.float64)
+    # the spec's tolerance: _check's estimate of one ulp is too tight for a few 16-bit values here
+    assert np.all(np.abs(yl - yr) <= R.tolerance(yr, dtype))
+    tol = 1e-12 if dtype == np.float64 else 1e-6
+    np.testing.assert_allclose(cupy.asnumpy(mean), mr, rtol=tol, atol=tol)
+    np.testing.assert_allclose(cupy.asnumpy(rstd), rr, rtol=tol)
+    sc = np.empty_like(x) if with_sum else None
+    cpu = _cpu_or_none(gn.group_norm_forward, x, g, gamma, beta, stats=stats, channel_axis=channel_axis,
+                       add=a, sum_out=sc)
+    if cpu is not None:
+        atol = {np.dtype(np.float32): 4e-6, np.dtype(np.float64): 1e-12}.get(np.dtype(dtype), 1e-2)
+        np.testing.assert_allclose(yg.astype(np.float64), cpu[0].astype(np.float64), rtol=0, atol=atol)
+        np.testing.assert_allclose(cupy.asnumpy(mean), cpu[1], rtol=tol, atol=tol)
+        np.testing.assert_allclose(cupy.asnumpy(rstd), cpu[2], rtol=tol)
+        if with_sum:
+            assert _same_bits(sc, want) and _same_bits(cpu[3], want)
+
+
+# (y, sum_out, add_shape): y and the sum over the backend's inputs (as tests/test_gpu_host.py)
+@pytest.mark.parametrize("alias", HOST._ADD_ALIASES, ids=lambda al: f"y={al[0]},sum={al[1]},{al[2]}")
+@pytest.mark.parametrize("dtype", [np.float16, np.float32], ids=str)
+def test_forward_add_in_place(path, alias, dtype):
+    """The backend with the sum over x or a full addend and y over either: the bits of separate
+    arrays (CuPy sees each in-place output as its input's own array object)."""
+    y_is, sum_is, kind = alias
+    rng = np.random.default_rng(24)
+    shape, g = (2, 8, 6, 5), 4
+    x = (0.5 + rng.standard_normal(shape)).astype(dtype)
+    a = HOST._addend(rng, x, kind)
+    gamma, beta = _params(rng, "group", 8, g, dtype)
+    got = []
+    for y_i, s_i in ((None, None if sum_is is None else "new"), (None if y_is == "new" else y_is, sum_is)):
+        p = HOST._plan(x, g, gamma, beta, 1e-5, "sample", "nhwc")
+        xk = cupy.asarray(HOST._to_kernel(x, p.layout))
+        ak = cupy.asarray(HOST._to_kernel(a, p.layout) if kind == "full" else a)
+        given = {"x": xk, "add": ak}
+        y = given[y_i] if y_i else cupy.empty_like(xk)
+        s = given.get(s_i, cupy.empty_like(xk) if s_i == "new" else None)
+        mean, rstd = cupy.empty(p.stat_shape, p.stat_dtype), cupy.empty(p.stat_shape, p.stat_dtype)
+        _gpu.forward(p, y, mean, rstd, xk, _dev(gamma), _dev(beta), add=ak, add_shape=kind, sum_out=s)
+        got.append([cupy.asnumpy(v) for v in (y, mean, rstd) + (() if s is None else (s,))])
+    for u, v in zip(*got):
+        assert _same_bits(u, v)
