@@ -261,9 +261,10 @@ static inline uint16_t gn_f32_to_f16(float f)
         void (*norm_rows)(T *y, const T *x, int64_t rows, int64_t c, const F *mh,     \
                           const F *sc, const F *sh, int act);                         \
         /* one chunk: a = sum g, b = sum g * (x - mh), g = dy act'(fma(x - mh, sc,    \
-         * sh)) (GN_G1; g = dy without an activation) */                              \
+         * sh)) (GN_G1; g = dy without an activation); gs: NULL, or where each g     \
+         * is stored (for dnorm to read as its dy, without the activation) */        \
         void (*dsums)(const T *dy, const T *x, int64_t len, F mh, F sc, F sh, int act, \
-                      double *a, double *b);                                          \
+                      double *a, double *b, F *gs);                                   \
         /* dx = fma(g, k1, fma(x - mh, c2, c3)) (GN_DX1); pfd > 0: prefetch dy, x    \
          * [i + pfd] */                                                               \
         void (*dnorm)(T *dx, const T *dy, const T *x, int64_t len, F k1, F mh, F c2,  \
