@@ -34,6 +34,26 @@ __all__ = ["group_norm", "group_norm_forward", "group_norm_backward", "GroupNorm
 _HERE = _os.path.dirname(_os.path.abspath(__file__))
 
 
+def _check_isa_env():
+    """GN_NATIVE_ISA, when set, must name a SIMD path this CPU runs (the C core
+    alone would fall back silently): an error here lists the valid values."""
+    want = _os.environ.get("GN_NATIVE_ISA", "")
+    if want in ("", "auto"):
+        return
+    try:
+        _cpu.set_isa(want)
+    except ValueError:
+        known = ("scalar", "avx2")
+        raise ImportError(
+            f"GN_NATIVE_ISA={want!r}: " + ("this CPU (or this build) cannot run it"
+                                           if want in known else "unknown value")
+            + "; valid values are 'auto' (the default: the best this CPU runs), 'scalar' and "
+            "'avx2' (x86-64 with AVX2, FMA and F16C)") from None
+
+
+_check_isa_env()
+
+
 def get_include():
     """Return the folder holding ``gn_native.h``, the C API header.
 

@@ -11,7 +11,7 @@ C-contiguous arrays in the kernel's memory layout (outputs first):
 """
 import numpy as np
 
-from . import _cpu
+from . import _cpu, _interop
 from . import _validate as V
 
 _gpu_backend = None
@@ -26,11 +26,14 @@ x : array_like
     ``channel_axis=-1``); float16, bfloat16, float32 or float64.  A
     CuPy array runs on the GPU.
 n_groups : int
-    Number of groups G; it must divide the channel count C.
+    Number of groups G; it must divide the channel count C.  Also
+    accepted as ``num_groups=``, torch's name.
 gamma, beta : array_like, optional
     Scale and shift, each None or of shape (C,) (per channel, as
-    PyTorch) or (G,) (per group).  Any float dtype; outputs take
-    `x`'s dtype.
+    PyTorch) or (G,) (per group); also accepted as ``weight=`` and
+    ``bias=``, torch's names.  Any float dtype (float32 weights with
+    16-bit data, as in mixed-precision models); they are rounded to
+    `x`'s dtype, and outputs take `x`'s dtype.
 eps : float, default 1e-5
     Added to the variance; must be positive and finite.
 stats : {"sample", "batch"}, default "sample"
@@ -49,6 +52,9 @@ mean, var : array_like, optional
 activation : {None, "silu", "gelu", "gelu_tanh", "relu"}, default None
     Applied to every value after the affine step, in the same pass
     (``torch.nn.functional.silu`` etc. of the GroupNorm output).
+num_groups, weight, bias
+    torch's names for `n_groups`, `gamma` and `beta`, so that code
+    written for ``torch.nn.functional.group_norm`` runs unchanged.
 add : array_like, optional
     Added to `x` before everything else, as ONNX Runtime's
     SkipGroupNorm: of `x`'s shape (a residual), (N, C) (a per-sample
@@ -56,6 +62,17 @@ add : array_like, optional
     dtype.  Each sum is computed in float32 (float64 for float64 data)
     and rounded to `x`'s dtype, as ``x + add`` in NumPy or torch, and
     the call gives the bits of the same call on that sum."""
+
+
+def _torch_names(n_groups, gamma, beta, num_groups, weight, bias):
+    """torch's names (num_groups, weight, bias) for ours; each argument given once."""
+    out = []
+    for ours, theirs, a, b in (("n_groups", "num_groups", n_groups, num_groups),
+                               ("gamma", "weight", gamma, weight), ("beta", "bias", beta, bias)):
+        if a is not None and b is not None:
+            raise TypeError(f"got both {ours} and {theirs} (torch's name for it); give one")
+        out.append(a if b is None else b)
+    return out
 
 
 def _shared_doc(f):
@@ -164,10 +181,10 @@ def _stat_in(xp, a, p, target):
 
 
 @_shared_doc
-def group_norm_forward(x, n_groups, gamma=None, beta=None, eps=1e-5, *, stats="sample",
+def group_norm_forward(x, n_groups=None, gamma=None, beta=None, eps=1e-5, *, stats="sample",
                        channel_axis=1, out=None, mean=None, var=None, running_mean=None,
                        running_var=None, momentum=0.1, activation=None, add=None,
-                       sum_out=None):
+                       sum_out=None, num_groups=None, weight=None, bias=None):
     """Group-normalize `x` and return the statistics used.
 
     Computes ``y = (x - mean) / sqrt(var + eps) * gamma + beta`` as
@@ -240,6 +257,8 @@ def group_norm_forward(x, n_groups, gamma=None, beta=None, eps=1e-5, *, stats="s
     >>> h[0, :, 0], mean
     (array([0., 2., 5., 7.], dtype=float32), array([[1.5, 6.5]], dtype=float32))
     """
+    if num_groups is not None or weight is not None or bias is not None:
+        n_groups, gamma, beta = _torch_names(n_groups, gamma, beta, num_groups, weight, bias)
     if (mean is None and var is None and running_mean is None and running_var is None
             and add is None and sum_out is None):
         r = _cpu.forward_fast(x, n_groups, gamma, beta, eps, stats, channel_axis, out, activation)
@@ -251,10 +270,33 @@ def group_norm_forward(x, n_groups, gamma=None, beta=None, eps=1e-5, *, stats="s
                            add=add, sum_out=sum_out)
 
 
+def _numpy_args(arrays):
+    """Framework arrays among `arrays` (a dict) as ndarrays sharing their memory."""
+    return {k: a if a is None or _interop.framework(a) is None else _interop.to_numpy(a, k)
+            for k, a in arrays.items()}
+
+
+def _framework_result(fw, r, outs):
+    """r with the caller's own out arrays (outs: {index in r: array}) in place of
+    their NumPy views, and every other array as framework fw's."""
+    r = tuple(outs.get(i, a) for i, a in enumerate(r))
+    return _interop.like(fw, r, keep=tuple(outs.values()))
+
+
 def forward_general(x, n_groups, gamma=None, beta=None, eps=1e-5, *, stats="sample",
                     channel_axis=1, out=None, mean=None, var=None, running_mean=None,
                     running_var=None, momentum=0.1, activation=None, add=None, sum_out=None):
     """group_norm_forward without its fast path."""
+    fw = _interop.framework(x)
+    if fw is not None:       # a torch/JAX array: the call on NumPy views, results back as fw's
+        a = _numpy_args(dict(x=x, gamma=gamma, beta=beta, out=out, mean=mean, var=var,
+                             running_mean=running_mean, running_var=running_var, add=add,
+                             sum_out=sum_out))
+        r = forward_general(a.pop("x"), n_groups, eps=eps, stats=stats,
+                            channel_axis=channel_axis, momentum=momentum,
+                            activation=activation, **a)
+        outs = {i: o for i, o in ((0, out), (3, sum_out)) if o is not None}
+        return _framework_result(fw, r, outs)
     kind, p, x, gamma, beta, mean, var, momentum, add, add_shape, sum_out = V.forward_call(
         x, n_groups, gamma, beta, eps, stats, channel_axis, out, mean, var,
         running_mean, running_var, momentum, activation, add, sum_out)
@@ -334,8 +376,9 @@ def _update_running(xp, p, mean, rstd, var, running_mean, running_var, momentum)
 
 
 @_shared_doc
-def group_norm(x, n_groups, gamma=None, beta=None, eps=1e-5, *, stats="sample",
-               channel_axis=1, out=None, mean=None, var=None, activation=None, add=None):
+def group_norm(x, n_groups=None, gamma=None, beta=None, eps=1e-5, *, stats="sample",
+               channel_axis=1, out=None, mean=None, var=None, activation=None, add=None,
+               num_groups=None, weight=None, bias=None):
     """Group-normalize `x`.
 
     Computes ``y = (x - mean) / sqrt(var + eps) * gamma + beta`` with the
@@ -387,6 +430,8 @@ def group_norm(x, n_groups, gamma=None, beta=None, eps=1e-5, *, stats="sample",
     ...
     ValueError: ...
     """
+    if num_groups is not None or weight is not None or bias is not None:
+        n_groups, gamma, beta = _torch_names(n_groups, gamma, beta, num_groups, weight, bias)
     if mean is None and var is None and add is None:
         r = _cpu.forward_fast(x, n_groups, gamma, beta, eps, stats, channel_axis, out, activation)
         if r is not None:
@@ -485,6 +530,13 @@ def group_norm_backward(dy, x, mean, rstd, n_groups, gamma=None, beta=None, *, s
 def backward_general(dy, x, mean, rstd, n_groups, gamma=None, beta=None, *, stats="sample",
                      channel_axis=1, out=None, frozen=False, activation=None):
     """group_norm_backward without its fast path."""
+    fw = _interop.framework(x) or _interop.framework(dy)
+    if fw is not None:       # as in forward_general
+        a = _numpy_args(dict(dy=dy, x=x, mean=mean, rstd=rstd, gamma=gamma, beta=beta, out=out))
+        r = backward_general(a.pop("dy"), a.pop("x"), a.pop("mean"), a.pop("rstd"), n_groups,
+                             stats=stats, channel_axis=channel_axis, frozen=frozen,
+                             activation=activation, **a)
+        return _framework_result(fw, r, {0: out} if out is not None else {})
     kind, p, dy, x, mean, rstd, gamma, beta = V.backward_call(
         dy, x, mean, rstd, n_groups, gamma, stats, channel_axis, out, frozen, beta, activation)
     xp, backend = _backend(kind)
@@ -497,6 +549,9 @@ def backward_general(dy, x, mean, rstd, n_groups, gamma=None, beta=None, *, stat
     # beta runs per channel and its gradients are then summed per group
     pshape = (gamma.shape[0],) if gamma is not None else (p.c,)
     kshape = (p.groups,) if p.affine == "group" else (p.c,)
+    # the gradients take their parameter's dtype (float32 weights of 16-bit data)
+    gdt, bdt = (p.dtype if a is None else a.dtype for a in (gamma, beta if beta is not None
+                                                             else gamma))
     dgamma = xp.zeros(kshape, p.dtype)
     dbeta = xp.zeros(kshape, p.dtype)
     if p.size:
@@ -507,6 +562,8 @@ def backward_general(dy, x, mean, rstd, n_groups, gamma=None, beta=None, *, stat
     if kshape != pshape:
         dgamma, dbeta = (a.astype(np.float64).reshape(p.groups, p.k).sum(1).astype(p.dtype)
                          for a in (dgamma, dbeta))
+    if gdt != p.dtype or bdt != p.dtype:
+        dgamma, dbeta = dgamma.astype(gdt), dbeta.astype(bdt)
     if out is None:
         return from_k(dxk), dgamma, dbeta
     if copy_back:

@@ -38,7 +38,7 @@ import sys
 
 import numpy as np
 
-from . import _cpu, _dtypes
+from . import _cpu, _dtypes, _interop
 
 STATS = ("sample", "batch")
 
@@ -129,6 +129,8 @@ def as_cpu_array(a, name):
     if isinstance(a, np.ndarray):
         return a
     check_given(a, name)
+    if _interop.framework(a) is not None:    # torch/JAX: their memory, bfloat16 included
+        return _interop.to_numpy(a, name)
     if hasattr(a, "__dlpack__") and not hasattr(a, "__array__"):
         try:
             return np.from_dlpack(a)
@@ -146,10 +148,22 @@ def check_dtype(dtype, name):
     """The NumPy dtype of a data array (one of gn_native._dtypes.AVAILABLE)."""
     if dtype in _dtypes.STAT:
         return dtype
-    dt = np.dtype(dtype)
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        if str(dtype) == "bfloat16":
+            raise TypeError(f'{name}: bfloat16 needs ml_dtypes: pip install "gn_native[bf16]"'
+                            ) from None
+        raise TypeError(f"{name}: {dtype!r} is not a dtype; gn_native supports "
+                        f"{_dtypes.supported_names()}") from None
     if dt in _dtypes.STAT:
         return dt
-    raise TypeError(f"{name} has dtype {dt}; gn_native supports {_dtypes.supported_names()}")
+    why = ""
+    if dt.kind in "iub":     # as torch, which refuses integer input to group_norm too
+        why = " (integer and bool data are refused, as torch refuses them: convert first, " \
+              "e.g. x.astype(np.float32))"
+    raise TypeError(f"{name} has dtype {dt}; gn_native supports {_dtypes.supported_names()}"
+                    + why)
 
 
 def stat_dtype_for(dtype):
@@ -242,9 +256,12 @@ def check_affine_param(p, name, c, g, dtype):
     if p.ndim != 1 or p.shape[0] not in (c, g):
         raise ValueError(f"{name} must have shape ({c},) (per channel) or ({g},) (per group), "
                          f"got {tuple(p.shape)}")
-    if p.dtype != dtype:
-        raise TypeError(f"{name} has dtype {p.dtype}, expected {dtype} (the dtype of x)")
+    if p.dtype != dtype:     # any float dtype: rounded to x's (see expand_affine)
+        check_dtype(p.dtype, name)
     return "channel" if p.shape[0] == c else "group"
+
+
+
 
 
 def check_activation(activation):
@@ -483,8 +500,14 @@ def with_layout(p, layout):
 
 
 def expand_affine(xp, p, a):
-    """A per-group gamma/beta repeated per channel when the plan runs per channel."""
-    if a is not None and p.affine == "channel" and a.shape[0] != p.c:
+    """gamma/beta as the kernels take them: in x's dtype (float32 weights with 16-bit
+    data are rounded to it: torch's mixed precision), and a per-group one repeated
+    per channel when the plan runs per channel."""
+    if a is None:
+        return a
+    if a.dtype != p.dtype:
+        a = a.astype(p.dtype)
+    if p.affine == "channel" and a.shape[0] != p.c:
         return xp.repeat(a, p.k)
     return a
 
@@ -564,7 +587,8 @@ def check_state_dict(state, expected):
                          f"unexpected {sorted(extra)}")
     new = {}
     for k, ref in expected.items():
-        a = np.asarray(state[k])
+        a = state[k]
+        a = _interop.to_numpy(a, f"state_dict[{k!r}]") if _interop.framework(a) else np.asarray(a)
         if a.shape != ref.shape:
             raise ValueError(f"state_dict[{k!r}] has shape {a.shape}, expected {ref.shape}")
         if a.dtype.kind not in "fiu" and a.dtype not in _dtypes.STAT:

@@ -5,6 +5,7 @@ and its maths from group_norm_forward / group_norm_backward (the backends).
 """
 import numpy as np
 
+from . import _interop
 from . import _validate as V
 from ._api import array_module, group_norm_backward, group_norm_forward
 
@@ -29,6 +30,33 @@ def _same_bits(xp, a, b):
 
 def _to_numpy(a):
     return a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else np.asarray(a)
+
+
+def _torch_names(n_groups, n_channels, num_groups, num_channels):
+    """torch's names (num_groups, num_channels) for ours; each given once."""
+    out = []
+    for ours, theirs, a, b in (("n_groups", "num_groups", n_groups, num_groups),
+                               ("n_channels", "num_channels", n_channels, num_channels)):
+        if a is not None and b is not None:
+            raise TypeError(f"got both {ours} and {theirs} (torch's name for it); give one")
+        if a is None and b is None:
+            raise TypeError(f"GroupNorm() missing {ours} (or {theirs})")
+        out.append(a if b is None else b)
+    return out
+
+
+def _np_dtype(dtype):
+    """A layer dtype: None (float32), a NumPy one, or a torch one (torch.float16 ...)."""
+    if dtype is None:
+        return np.float32
+    if type(dtype).__module__.startswith("torch"):
+        name = str(dtype).rpartition(".")[2]
+        for dt, line in V._dtypes.AVAILABLE.items():
+            if line.name == name:
+                return dt
+        if name == "bfloat16":
+            raise TypeError('dtype torch.bfloat16 needs ml_dtypes: pip install "gn_native[bf16]"')
+    return dtype
 
 
 class GroupNorm:
@@ -89,11 +117,17 @@ class GroupNorm:
         Applied after the affine step, fused into the same pass (as
         ``F.silu(F.group_norm(...))``); `backward` differentiates through
         it.  A setting, not state: `state_dict` does not hold it.
+    num_groups, num_channels : int, optional
+        torch's names for `n_groups` and `n_channels`: code written for
+        ``torch.nn.GroupNorm(num_groups=..., num_channels=...)`` runs
+        unchanged (`dtype` may then be a torch dtype, `device` None).
 
     Attributes
     ----------
     gamma, beta : ndarray or None
         The affine parameters (None when ``affine=False``).
+    weight, bias : ndarray or None
+        `gamma` and `beta` by torch's names (the same arrays).
     dgamma, dbeta : ndarray or None
         Their gradients, set by `backward`.
     dadd : ndarray or None
@@ -142,11 +176,14 @@ class GroupNorm:
     ValueError: n_groups=3 must divide n_channels=4
     """
 
-    def __init__(self, n_groups, n_channels, eps=1e-5, affine=True, *, affine_per="channel",
-                 stats="sample", track_running_stats=False, momentum=0.1,
-                 dtype=np.float32, device="cpu", channel_axis=1, activation=None):
+    def __init__(self, n_groups=None, n_channels=None, eps=1e-5, affine=True, *,
+                 affine_per="channel", stats="sample", track_running_stats=False, momentum=0.1,
+                 dtype=np.float32, device="cpu", channel_axis=1, activation=None,
+                 num_groups=None, num_channels=None):
+        n_groups, n_channels = _torch_names(n_groups, n_channels, num_groups, num_channels)
         cfg = V.check_layer_config(n_groups, n_channels, eps, affine_per, stats, momentum,
-                                   dtype, device, channel_axis)
+                                   _np_dtype(dtype), "cpu" if device is None else device,
+                                   channel_axis)
         self.activation = None if activation is None else str(V.check_activation(activation))
         g, c = cfg["n_groups"], cfg["n_channels"]
         self.n_groups, self.n_channels = g, c
@@ -158,8 +195,8 @@ class GroupNorm:
         self.momentum = cfg["momentum"]
         self.channel_axis = cfg["channel_axis"]
         self.dtype = cfg["dtype"]
-        self.device = device
-        self.xp = xp = array_module(device)
+        self.device = cfg["device"]
+        self.xp = xp = array_module(self.device)
         stat_dtype = V.stat_dtype_for(self.dtype)
         plen = c if affine_per == "channel" else g
         self.gamma = xp.ones(plen, self.dtype) if self.affine else None
@@ -285,6 +322,7 @@ class GroupNorm:
         ...
         TypeError: x has dtype float64, but the layer's dtype is float32
         """
+        fw = _interop.framework(x)      # a torch/JAX array in: the same kind out
         x = V.check_layer_input(x, self.device, self.dtype, self.n_channels, self.channel_axis)
         extra = {}
         if add is not None:      # the sum is what backward differentiates at
@@ -296,7 +334,7 @@ class GroupNorm:
                 channel_axis=self.channel_axis, mean=self.running_mean, var=self.running_var,
                 activation=self.activation, **extra)
             self._save(s[0] if s else x, mean, rstd, True, add)
-            return y
+            return y if fw is None else _interop.like(fw, y)
         running = {}
         if self.training and self.track_running_stats:
             # momentum=None: a cumulative average over the batches counted so far
@@ -309,7 +347,7 @@ class GroupNorm:
         self._save(s[0] if s else x, mean, rstd, False, add)
         if running and x.size:   # an empty batch updates nothing
             self.num_batches_tracked += 1
-        return y
+        return y if fw is None else _interop.like(fw, y)
 
     forward = __call__
 
@@ -391,6 +429,9 @@ class GroupNorm:
         if self._saved is None:
             raise RuntimeError("backward() needs a forward call first")
         x, mean, rstd, frozen, fingerprint, add_shape = self._saved
+        fw = _interop.framework(dy)     # a torch/JAX dy: dx of its kind (the layer's own
+        if fw is not None:              # arrays, gradients included, stay NumPy/CuPy)
+            dy = _interop.to_numpy(dy, "dy")
         self._check_unchanged(x, fingerprint)
         gamma = self.gamma if self.affine else None
         beta = self.beta if self.affine and self.activation else None   # z needs beta
@@ -402,7 +443,7 @@ class GroupNorm:
         if self.affine:
             self.dgamma, self.dbeta = dgamma, dbeta
         self.dadd = None if add_shape is None else self._add_grad(dx, add_shape)
-        return dx
+        return dx if fw is None else _interop.like(fw, dx)
 
     def _add_grad(self, dx, add_shape):
         """The gradient of an add of shape add_shape: dx summed over its broadcast axes."""
@@ -460,7 +501,9 @@ class GroupNorm:
         ----------
         state : mapping of str to array_like
             The same keys as this layer's `state_dict`, each value of the
-            same shape and a numeric dtype (converted to the layer's).
+            same shape and a numeric dtype (converted to the layer's); or
+            a ``torch.nn.GroupNorm``'s ``state_dict()`` (``"weight"``,
+            ``"bias"``: torch tensors, also of a channels-last model).
 
         Raises
         ------
@@ -489,6 +532,8 @@ class GroupNorm:
         ValueError: state_dict keys mismatch: ...
         """
         expected = self.state_dict()
+        if hasattr(state, "keys") and set(state.keys()) == {"weight", "bias"} and self.affine:
+            state = {"gamma": state["weight"], "beta": state["bias"]}   # torch's GroupNorm
         new = V.check_state_dict(state, expected)
         xp = self.xp
         if self.affine:
@@ -498,6 +543,102 @@ class GroupNorm:
             self.running_mean = xp.asarray(new["running_mean"])
             self.running_var = xp.asarray(new["running_var"])
             self.num_batches_tracked = int(new["num_batches_tracked"])
+
+    # ---- torch's names and modules ----
+    @property
+    def weight(self):
+        """`gamma`, by torch's name."""
+        return self.gamma
+
+    @weight.setter
+    def weight(self, value):
+        self.gamma = value
+
+    @property
+    def bias(self):
+        """`beta`, by torch's name."""
+        return self.beta
+
+    @bias.setter
+    def bias(self, value):
+        self.beta = value
+
+    @classmethod
+    def from_torch(cls, module, **kwargs):
+        """A layer with the configuration and parameters of a ``torch.nn.GroupNorm``.
+
+        Parameters
+        ----------
+        module : torch.nn.GroupNorm
+            The module to copy (on the CPU; its dtype becomes the layer's).
+        **kwargs
+            Further `GroupNorm` options (``channel_axis=-1`` for
+            channels-last inputs, ``activation=``, ``device="gpu"``).
+
+        Returns
+        -------
+        GroupNorm
+            A layer giving the module's numbers.
+
+        Examples
+        --------
+        >>> import torch
+        >>> import gn_native as gn
+        >>> m = torch.nn.GroupNorm(2, 4)
+        >>> layer = gn.GroupNorm.from_torch(m)
+        >>> layer.n_groups, layer.weight.shape, layer.dtype
+        (2, (4,), dtype('float32'))
+        """
+        dtype = module.weight.dtype if module.affine else kwargs.pop("dtype", None)
+        layer = cls(module.num_groups, module.num_channels, module.eps, module.affine,
+                    dtype=dtype, **kwargs)
+        if module.affine:
+            layer.load_state_dict(module.state_dict())
+        return layer
+
+    def to_torch(self):
+        """A ``torch.nn.GroupNorm`` with this layer's configuration and parameters.
+
+        Needs torch only when called.  torch's module has per-channel
+        parameters, per-sample statistics, no running statistics and no
+        activation: a layer with other settings is refused.
+
+        Returns
+        -------
+        torch.nn.GroupNorm
+            On the CPU, in the layer's dtype.
+
+        Raises
+        ------
+        ValueError
+            If the layer uses a setting torch's module lacks.
+
+        Examples
+        --------
+        >>> import gn_native as gn
+        >>> m = gn.GroupNorm(2, 4).to_torch()
+        >>> m
+        GroupNorm(2, 4, eps=1e-05, affine=True, ...)
+        """
+        import torch
+        other = [name for name, on in (
+            ("affine_per='group'", self.affine and self.affine_per == "group"),
+            ("stats='batch'", self.stats == "batch"),
+            ("track_running_stats", self.track_running_stats),
+            (f"activation={self.activation!r}", self.activation is not None)) if on]
+        if other:
+            raise ValueError(f"torch.nn.GroupNorm has no {', '.join(other)}")
+        m = torch.nn.GroupNorm(self.n_groups, self.n_channels, self.eps, self.affine,
+                               dtype=getattr(torch, np.dtype(self.dtype).name))
+        if self.affine:
+            with torch.no_grad():
+                for t, a in ((m.weight, self.gamma), (m.bias, self.beta)):
+                    src = _to_numpy(a)
+                    if src.dtype.name == "bfloat16":
+                        t.copy_(torch.from_numpy(src.view(np.int16)).view(torch.bfloat16))
+                    else:
+                        t.copy_(torch.from_numpy(src.copy()))
+        return m
 
     def __repr__(self):
         return (f"GroupNorm({self.n_groups}, {self.n_channels}, eps={self.eps}, "

@@ -53,9 +53,8 @@ FORWARD_CASES = [
     ("gamma_2d", _replace(gamma=np.ones((6, 1), np.float32)), ValueError, ["gamma"]),
     ("gamma_0d", _replace(gamma=np.ones((), np.float32)), ValueError, ["gamma"]),
     ("beta_length", _replace(beta=np.zeros(5, np.float32)), ValueError, ["beta"]),
-    ("gamma_float64", _replace(gamma=np.ones(6, np.float64)), TypeError, ["gamma"]),
     ("gamma_int", _replace(gamma=np.ones(6, np.int32)), TypeError, ["gamma"]),
-    ("beta_float16", _replace(beta=np.zeros(6, np.float16)), TypeError, ["beta"]),
+    ("beta_int", _replace(beta=np.zeros(6, np.int16)), TypeError, ["beta"]),
     ("eps_zero", _replace(eps=0.0), ValueError, ["eps"]),
     ("eps_negative", _replace(eps=-1e-5), ValueError, ["eps"]),
     ("eps_nan", _replace(eps=float("nan")), ValueError, ["eps"]),
@@ -180,7 +179,7 @@ BACKWARD_CASES = [
     ("mean_int", _replace(mean=np.zeros((2, G), np.int32)), TypeError, ["mean"]),
     ("rstd_complex", _replace(rstd=np.ones((2, G), np.complex64)), TypeError, ["rstd"]),
     ("gamma_length", _replace(gamma=np.ones(4, np.float32)), ValueError, ["gamma"]),
-    ("gamma_float64", _replace(gamma=np.ones(6, np.float64)), TypeError, ["gamma"]),
+    ("gamma_bool", _replace(gamma=np.ones(6, bool)), TypeError, ["gamma"]),
     ("groups_not_dividing", _replace(n_groups=4), ValueError, ["n_groups"]),
     ("groups_zero", _replace(n_groups=0), ValueError, ["n_groups"]),
     ("stats_unknown", _replace(stats="layer"), ValueError, ["stats"]),
@@ -309,11 +308,12 @@ def test_torch_cpu_tensors_are_accepted(dtype):
     gamma, beta = make_affine("channel", 6, 3, dtype, 8)
     xt, gt, bt = (torch.from_numpy(a) for a in (x, gamma, beta))
     expected = gn.group_norm(x, 3, gamma, beta)
-    assert_bit_identical(gn.group_norm(xt, 3, gt, bt), expected)
+    y = gn.group_norm(xt, 3, gt, bt)
+    assert isinstance(y, torch.Tensor)          # a tensor in, a tensor out (issue 15)
+    assert_bit_identical(y.numpy(), expected)
     y, m, r = gn.group_norm_forward(xt, 3, gt, bt)
-    dx = gn.group_norm_backward(torch.from_numpy(x), xt, torch.from_numpy(m),
-                                torch.from_numpy(r), 3, gt)[0]
-    assert isinstance(dx, np.ndarray)
+    dx = gn.group_norm_backward(torch.from_numpy(x), xt, m, r, 3, gt)[0]
+    assert isinstance(dx, torch.Tensor)
     # through DLPack explicitly, as a framework without __array__ would be read
     assert_bit_identical(gn.group_norm(_DLPackOnly(xt), 3, _DLPackOnly(gt), _DLPackOnly(bt)),
                          expected)

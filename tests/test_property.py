@@ -183,8 +183,8 @@ def bad_calls(draw, kind):
         fw["gamma"] = np.ones(draw(st.sampled_from(_other_len(c, g))), dtype)
     elif kind == "gamma_ndim":
         fw["gamma"] = np.ones((1, c), dtype)
-    elif kind == "gamma_dtype":
-        fw["gamma"], expect = np.ones(c, other), T
+    elif kind == "gamma_dtype":     # another float dtype is rounded to x's (mixed precision)
+        fw["gamma"], expect = np.ones(c, draw(st.sampled_from([np.int32, np.bool_]))), T
     elif kind == "beta_len":
         fw["beta"] = np.zeros(draw(st.sampled_from(_other_len(c, g))), dtype)
     elif kind == "out_shape":

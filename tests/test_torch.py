@@ -74,8 +74,8 @@ def test_torch_tensor_input_matches_numpy_input(dtype):
     x = make_data((2, 6, 4, 4), dtype, 3)
     gamma, beta = make_affine("channel", 6, 3, dtype, 3)
     y = gn.group_norm(torch.from_numpy(x), 3, torch.from_numpy(gamma), torch.from_numpy(beta))
-    assert isinstance(y, np.ndarray)
-    np.testing.assert_array_equal(y, gn.group_norm(x, 3, gamma, beta))
+    assert isinstance(y, torch.Tensor) and y.dtype == getattr(torch, np.dtype(dtype).name)
+    np.testing.assert_array_equal(y.numpy(), gn.group_norm(x, 3, gamma, beta))
 
 
 def test_float32_large_mean_is_more_accurate_than_torch():
