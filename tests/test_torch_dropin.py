@@ -207,3 +207,18 @@ def test_integer_input_is_refused_with_the_reason():
         gn.group_norm(torch.ones((2, 4, 3), dtype=torch.int32), 2)
     x = make_data((2, 4, 3), np.float32, 0).tolist()       # a list of floats is an array-like
     assert isinstance(gn.group_norm(x, 2), np.ndarray)
+
+
+def test_jax_arrays_in_give_jax_arrays_out():
+    jax = pytest.importorskip("jax")
+    jnp = jax.numpy
+    x = make_data((2, 8, 4, 4), np.float32, 3)
+    xj = jnp.asarray(x)
+    y = gn.group_norm(xj, 4)
+    assert type(y) is type(xj) and y.dtype == jnp.float32
+    assert_bit_identical(np.asarray(y), gn.group_norm(x, 4))
+    y, mean, rstd = gn.group_norm_forward(xj, 4)
+    dx, dgamma, dbeta = gn.group_norm_backward(jnp.ones_like(xj), xj, mean, rstd, 4)
+    assert all(type(a) is type(xj) for a in (mean, rstd, dx, dgamma, dbeta))
+    yb = gn.group_norm(xj.astype(jnp.bfloat16), 4)
+    assert yb.dtype == jnp.bfloat16
