@@ -12,6 +12,7 @@ core runs single-threaded.
 """
 import importlib.util
 import os
+import re
 import sys
 import tempfile
 
@@ -38,6 +39,26 @@ CFG = _load_build_config()
 LIBNAME = CFG.LIBNAME
 
 
+def _version():
+    """GN_VERSION_STRING of gn_native.h: the one place the version is written (the core's
+    gn_version() returns it, gn_native.__version__ and `python -m gn_native --version`
+    read that, and pyproject.toml declares the version dynamic)."""
+    with open(os.path.join(HERE, INCLUDE, "gn_native.h"), encoding="utf-8") as f:
+        m = re.search(r'^#define GN_VERSION_STRING "([^"]+)"', f.read(), re.M)
+    if m is None:
+        raise RuntimeError("gn_native.h does not define GN_VERSION_STRING")
+    return m.group(1)
+
+
+def _check_platform():
+    """The build makes ELF shared objects with GCC/Clang flags and an $ORIGIN rpath:
+    Linux only.  Elsewhere, say so before the compiler fails in a less clear way."""
+    if not sys.platform.startswith("linux") and os.environ.get("GN_NATIVE_UNSUPPORTED_PLATFORM") != "1":
+        raise RuntimeError(
+            f"gn_native builds on Linux only (with GCC or Clang); this platform is {sys.platform!r}. "
+            "Set GN_NATIVE_UNSUPPORTED_PLATFORM=1 to try anyway.")
+
+
 def _try_compile(compiler, flags, code, link_flags=()):
     with tempfile.TemporaryDirectory() as d:
         src = os.path.join(d, "t.c")
@@ -53,6 +74,7 @@ def _try_compile(compiler, flags, code, link_flags=()):
 
 class BuildExt(build_ext):
     def run(self):
+        _check_platform()
         # setuptools clears self.inplace while building; remember it for the core library
         self._to_source = bool(self.inplace or getattr(self, "editable_mode", False))
         super().run()
@@ -117,4 +139,4 @@ def extensions():
         "boundscheck": False, "wraparound": False, "cdivision": True})
 
 
-setup(ext_modules=extensions(), cmdclass={"build_ext": BuildExt})
+setup(version=_version(), ext_modules=extensions(), cmdclass={"build_ext": BuildExt})

@@ -3,7 +3,10 @@
     cc demo.c $(python -m gn_native --cflags --libs) -o demo
 
 --libs links libgn_native (with an rpath to it, so the program runs without
-LD_LIBRARY_PATH), the math library and POSIX threads.
+LD_LIBRARY_PATH), the math library and POSIX threads.  --version prints the
+version alone (the C core's gn_version(): GN_VERSION_STRING of gn_native.h,
+which is also the package's metadata version); with no option the
+configuration is printed.
 """
 import argparse
 import sys
@@ -14,10 +17,14 @@ import gn_native
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m gn_native", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--version", action="store_true", help="print the version and exit")
     ap.add_argument("--cflags", action="store_true", help="print the compiler flags")
     ap.add_argument("--libs", action="store_true", help="print the linker flags")
     ap.add_argument("--config", action="store_true", help="print the configuration")
     args = ap.parse_args(argv)
+    if args.version:
+        print(gn_native.__version__)
+        return 0
     out = []
     if args.cflags:
         out.append(f"-I{gn_native.get_include()}")

@@ -1,7 +1,7 @@
 """The activation maths of issue 13 (gn_native/src/act.h, act_avx2.h), on its own.
 
-Compiles tests/c/test_act.c against the installed package's src/ (act.h ships
-there as package data) with the core's flags (_build_config.REQUIRED_CFLAGS +
+Compiles tests/c/test_act.c against the checkout's gn_native/src/ (act.h is
+not installed) with the core's flags (_build_config.REQUIRED_CFLAGS +
 -O2, plus the AVX2 flags and -DGN_HAVE_AVX2=1 where the compiler takes them),
 and runs it: scalar == AVX2 bit for bit over a strided sweep of all float32
 bit patterns, the max-ulp table of exp, erf, tanh, every activation and

@@ -13,11 +13,13 @@ from gn_native import _cpu, _dtypes, _gpu_kernels
 from gn_native import _validate as V
 
 PKG = os.path.dirname(os.path.abspath(gn_native.__file__))
+# the C core's sources are not installed (the wheel holds what runs): the checkout's
+SRC_PKG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gn_native")
 SUFFIXES = [d.suffix for d in _dtypes.DTYPES]
 
 
 def _read(*parts):
-    with open(os.path.join(PKG, *parts), encoding="utf-8") as f:
+    with open(os.path.join(SRC_PKG if parts[0] == "src" else PKG, *parts), encoding="utf-8") as f:
         return f.read()
 
 

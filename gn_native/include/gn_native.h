@@ -46,6 +46,9 @@ extern "C" {
 #define GN_API
 #endif
 
+/* The package version, written only here: setup.py reads it for the Python package
+ * metadata, and gn_native.__version__ and `python -m gn_native --version` are
+ * gn_version(), which returns it. */
 #define GN_VERSION_STRING "0.1.0"
 
 typedef enum { GN_OK = 0, GN_EINVAL, GN_ENOMEM, GN_EUNSUPPORTED } gn_status;

@@ -73,7 +73,8 @@ def can_compile(cc, flags, workdir, code="int main(void) { return 0; }\n", name=
 
 
 def core_sources():
-    """The C core's sources: the imported package's src/ (installed as package data)."""
+    """The C core's sources: the checkout's gn_native/src/ (the wheel does not install
+    them; an older install that did is still used first)."""
     for d in (Path(gn_native.__file__).resolve().parent / "src", REPO / "gn_native" / "src"):
         if sorted(d.glob("*.c")):
             return d
