@@ -73,6 +73,20 @@ static inline int gn_overlap(const void *a, int64_t na, const void *b, int64_t n
 #define GN_PF_BYTES (1 << 20)  /* NCHW groups up to this size prefetch their successor */
 #define GN_FUSE_NHWC_BYTES (256 << 10) /* NHWC samples up to this size: stats + normalize fused */
 
+/* Ask for `bytes` bytes from p to be brought into the cache (a hint: it
+ * changes no result).  For a pass that reads from a scratch buffer while
+ * the next unit's input is to come from memory. */
+static inline void gn_prefetch_range(const void *p, int64_t bytes)
+{
+#if defined(__GNUC__)
+    for (int64_t i = 0; i < bytes; i += 64)
+        __builtin_prefetch((const char *)p + i, 0, 3);
+#else
+    (void)p;
+    (void)bytes;
+#endif
+}
+
 /* a * b + c rounded once, in the compute type of a */
 #define GN_FMA(a, b, c) _Generic((a), float: fmaf, default: fma)((a), (b), (c))
 
