@@ -52,8 +52,8 @@ mean, var : array_like, optional
 activation : {None, "silu", "gelu", "gelu_tanh", "relu"}, default None
     Applied to every value after the affine step, in the same pass
     (``torch.nn.functional.silu`` etc. of the GroupNorm output).
-num_groups, weight, bias
-    torch's names for `n_groups`, `gamma` and `beta`, so that code
+input, num_groups, weight, bias
+    torch's names for `x`, `n_groups`, `gamma` and `beta`, so that code
     written for ``torch.nn.functional.group_norm`` runs unchanged.
 add : array_like, optional
     Added to `x` before everything else, as ONNX Runtime's
@@ -64,10 +64,11 @@ add : array_like, optional
     the call gives the bits of the same call on that sum."""
 
 
-def _torch_names(n_groups, gamma, beta, num_groups, weight, bias):
-    """torch's names (num_groups, weight, bias) for ours; each argument given once."""
+def _torch_names(x, n_groups, gamma, beta, input, num_groups, weight, bias):
+    """torch's names (input, num_groups, weight, bias) for ours; each argument given once."""
     out = []
-    for ours, theirs, a, b in (("n_groups", "num_groups", n_groups, num_groups),
+    for ours, theirs, a, b in (("x", "input", x, input),
+                               ("n_groups", "num_groups", n_groups, num_groups),
                                ("gamma", "weight", gamma, weight), ("beta", "bias", beta, bias)):
         if a is not None and b is not None:
             raise TypeError(f"got both {ours} and {theirs} (torch's name for it); give one")
@@ -181,10 +182,11 @@ def _stat_in(xp, a, p, target):
 
 
 @_shared_doc
-def group_norm_forward(x, n_groups=None, gamma=None, beta=None, eps=1e-5, *, stats="sample",
-                       channel_axis=1, out=None, mean=None, var=None, running_mean=None,
-                       running_var=None, momentum=0.1, activation=None, add=None,
-                       sum_out=None, num_groups=None, weight=None, bias=None):
+def group_norm_forward(x=None, n_groups=None, gamma=None, beta=None, eps=1e-5, *,
+                       stats="sample", channel_axis=1, out=None, mean=None, var=None,
+                       running_mean=None, running_var=None, momentum=0.1, activation=None,
+                       add=None, sum_out=None, input=None, num_groups=None, weight=None,
+                       bias=None):
     """Group-normalize `x` and return the statistics used.
 
     Computes ``y = (x - mean) / sqrt(var + eps) * gamma + beta`` as
@@ -257,8 +259,10 @@ def group_norm_forward(x, n_groups=None, gamma=None, beta=None, eps=1e-5, *, sta
     >>> h[0, :, 0], mean
     (array([0., 2., 5., 7.], dtype=float32), array([[1.5, 6.5]], dtype=float32))
     """
-    if num_groups is not None or weight is not None or bias is not None:
-        n_groups, gamma, beta = _torch_names(n_groups, gamma, beta, num_groups, weight, bias)
+    if (input is not None or num_groups is not None or weight is not None
+            or bias is not None):
+        x, n_groups, gamma, beta = _torch_names(x, n_groups, gamma, beta, input, num_groups,
+                                                weight, bias)
     if (mean is None and var is None and running_mean is None and running_var is None
             and add is None and sum_out is None):
         r = _cpu.forward_fast(x, n_groups, gamma, beta, eps, stats, channel_axis, out, activation)
@@ -376,9 +380,9 @@ def _update_running(xp, p, mean, rstd, var, running_mean, running_var, momentum)
 
 
 @_shared_doc
-def group_norm(x, n_groups=None, gamma=None, beta=None, eps=1e-5, *, stats="sample",
+def group_norm(x=None, n_groups=None, gamma=None, beta=None, eps=1e-5, *, stats="sample",
                channel_axis=1, out=None, mean=None, var=None, activation=None, add=None,
-               num_groups=None, weight=None, bias=None):
+               input=None, num_groups=None, weight=None, bias=None):
     """Group-normalize `x`.
 
     Computes ``y = (x - mean) / sqrt(var + eps) * gamma + beta`` with the
@@ -430,8 +434,10 @@ def group_norm(x, n_groups=None, gamma=None, beta=None, eps=1e-5, *, stats="samp
     ...
     ValueError: ...
     """
-    if num_groups is not None or weight is not None or bias is not None:
-        n_groups, gamma, beta = _torch_names(n_groups, gamma, beta, num_groups, weight, bias)
+    if (input is not None or num_groups is not None or weight is not None
+            or bias is not None):
+        x, n_groups, gamma, beta = _torch_names(x, n_groups, gamma, beta, input, num_groups,
+                                                weight, bias)
     if mean is None and var is None and add is None:
         r = _cpu.forward_fast(x, n_groups, gamma, beta, eps, stats, channel_axis, out, activation)
         if r is not None:

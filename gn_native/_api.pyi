@@ -14,15 +14,16 @@ def group_norm(
     x: np.ndarray[Any, Any], n_groups: SupportsIndex | None = None, gamma: _Param = None,
     beta: _Param = None, eps: float = 1e-5, *, stats: str = "sample", channel_axis: int = 1,
     out: Any = None, mean: _Param = None, var: _Param = None, activation: str | None = None,
-    add: _Param = None, num_groups: SupportsIndex | None = None, weight: _Param = None,
-    bias: _Param = None,
+    add: _Param = None, input: None = None, num_groups: SupportsIndex | None = None,
+    weight: _Param = None, bias: _Param = None,
 ) -> _Array: ...
 @overload
 def group_norm(
-    x: Any, n_groups: SupportsIndex | None = None, gamma: Any = None, beta: Any = None,
+    x: Any = None, n_groups: SupportsIndex | None = None, gamma: Any = None, beta: Any = None,
     eps: float = 1e-5, *, stats: str = "sample", channel_axis: int = 1, out: Any = None,
     mean: Any = None, var: Any = None, activation: str | None = None, add: Any = None,
-    num_groups: SupportsIndex | None = None, weight: Any = None, bias: Any = None,
+    input: Any = None, num_groups: SupportsIndex | None = None, weight: Any = None,
+    bias: Any = None,
 ) -> Any: ...
 
 # 3 results, or 4 with sum_out= (the sum x + add as the 4th)
@@ -32,8 +33,8 @@ def group_norm_forward(
     beta: _Param = None, eps: float = 1e-5, *, stats: str = "sample", channel_axis: int = 1,
     out: Any = None, mean: _Param = None, var: _Param = None, running_mean: Any = None,
     running_var: Any = None, momentum: float = 0.1, activation: str | None = None,
-    add: _Param = None, sum_out: None = None, num_groups: SupportsIndex | None = None,
-    weight: _Param = None, bias: _Param = None,
+    add: _Param = None, sum_out: None = None, input: None = None,
+    num_groups: SupportsIndex | None = None, weight: _Param = None, bias: _Param = None,
 ) -> tuple[_Array, _Array, _Array]: ...
 @overload
 def group_norm_forward(
@@ -41,24 +42,26 @@ def group_norm_forward(
     beta: _Param = None, eps: float = 1e-5, *, stats: str = "sample", channel_axis: int = 1,
     out: Any = None, mean: _Param = None, var: _Param = None, running_mean: Any = None,
     running_var: Any = None, momentum: float = 0.1, activation: str | None = None,
-    add: _Param = None, sum_out: np.ndarray[Any, Any], num_groups: SupportsIndex | None = None,
-    weight: _Param = None, bias: _Param = None,
+    add: _Param = None, sum_out: np.ndarray[Any, Any], input: None = None,
+    num_groups: SupportsIndex | None = None, weight: _Param = None, bias: _Param = None,
 ) -> tuple[_Array, _Array, _Array, _Array]: ...
 @overload
 def group_norm_forward(
-    x: Any, n_groups: SupportsIndex | None = None, gamma: Any = None, beta: Any = None,
+    x: Any = None, n_groups: SupportsIndex | None = None, gamma: Any = None, beta: Any = None,
     eps: float = 1e-5, *, stats: str = "sample", channel_axis: int = 1, out: Any = None,
     mean: Any = None, var: Any = None, running_mean: Any = None, running_var: Any = None,
     momentum: float = 0.1, activation: str | None = None, add: Any = None, sum_out: None = None,
-    num_groups: SupportsIndex | None = None, weight: Any = None, bias: Any = None,
+    input: Any = None, num_groups: SupportsIndex | None = None, weight: Any = None,
+    bias: Any = None,
 ) -> tuple[Any, Any, Any]: ...
 @overload
 def group_norm_forward(
-    x: Any, n_groups: SupportsIndex | None = None, gamma: Any = None, beta: Any = None,
+    x: Any = None, n_groups: SupportsIndex | None = None, gamma: Any = None, beta: Any = None,
     eps: float = 1e-5, *, stats: str = "sample", channel_axis: int = 1, out: Any = None,
     mean: Any = None, var: Any = None, running_mean: Any = None, running_var: Any = None,
     momentum: float = 0.1, activation: str | None = None, add: Any = None, sum_out: Any,
-    num_groups: SupportsIndex | None = None, weight: Any = None, bias: Any = None,
+    input: Any = None, num_groups: SupportsIndex | None = None, weight: Any = None,
+    bias: Any = None,
 ) -> tuple[Any, Any, Any, Any]: ...
 
 # (dx, dgamma, dbeta)

@@ -270,7 +270,7 @@ class GroupNorm:
         return self.train(False)
 
     # ---- forward / backward ----
-    def __call__(self, x, add=None):
+    def __call__(self, x=None, add=None, *, input=None):
         """Normalize `x` with the layer's parameters; `forward` is the same.
 
         Keeps `x` (without copying it) and its statistics for `backward`.
@@ -282,6 +282,8 @@ class GroupNorm:
         x : array_like
             Input of shape (N, C, *spatial) (channels on `channel_axis`) and
             of the layer's dtype; a CuPy array for a ``"gpu"`` layer.
+        input : array_like, optional
+            torch's name for `x` (``module(input=x)``); give one of them.
         add : array_like, optional
             Added to `x` first, in the same pass (as `group_norm`'s `add`):
             `x`'s shape, (N, C) or (C,), the layer's dtype.  The layer then
@@ -322,6 +324,10 @@ class GroupNorm:
         ...
         TypeError: x has dtype float64, but the layer's dtype is float32
         """
+        if input is not None:
+            if x is not None:
+                raise TypeError("got both x and input (torch's name for it); give one")
+            x = input
         fw = _interop.framework(x)      # a torch/JAX array in: the same kind out
         x = V.check_layer_input(x, self.device, self.dtype, self.n_channels, self.channel_axis)
         extra = {}

@@ -37,6 +37,17 @@ def test_torch_keyword_names():
         gn.group_norm(x, 4, w, weight=w)
     with pytest.raises(TypeError, match="n_groups"):
         gn.group_norm(x)
+    # F.group_norm(input=..., ...) and module(input=...): every argument torch names
+    assert_bit_identical(gn.group_norm(input=x, num_groups=4, weight=w, bias=b).numpy(),
+                         y.numpy())
+    assert_bit_identical(gn.group_norm_forward(input=x, num_groups=4, weight=w, bias=b)[0].numpy(),
+                         y.numpy())
+    with pytest.raises(TypeError, match="both x and input"):
+        gn.group_norm(x, 4, input=x)
+    layer = gn.GroupNorm(num_groups=4, num_channels=8)
+    assert_bit_identical(layer(input=x).numpy(), layer(x).numpy())
+    with pytest.raises(TypeError, match="both x and input"):
+        layer(x, input=x)
 
 
 def test_layer_torch_names_attributes_and_dtypes():
