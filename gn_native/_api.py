@@ -65,15 +65,9 @@ add : array_like, optional
 
 
 def _torch_names(x, n_groups, gamma, beta, input, num_groups, weight, bias):
-    """torch's names (input, num_groups, weight, bias) for ours; each argument given once."""
-    out = []
-    for ours, theirs, a, b in (("x", "input", x, input),
-                               ("n_groups", "num_groups", n_groups, num_groups),
-                               ("gamma", "weight", gamma, weight), ("beta", "bias", beta, bias)):
-        if a is not None and b is not None:
-            raise TypeError(f"got both {ours} and {theirs} (torch's name for it); give one")
-        out.append(a if b is None else b)
-    return out
+    """torch's names (input, num_groups, weight, bias) for ours."""
+    return V.torch_names(("x", "input", x, input), ("n_groups", "num_groups", n_groups, num_groups),
+                         ("gamma", "weight", gamma, weight), ("beta", "bias", beta, bias))
 
 
 def _shared_doc(f):
@@ -556,8 +550,8 @@ def backward_general(dy, x, mean, rstd, n_groups, gamma=None, beta=None, *, stat
     pshape = (gamma.shape[0],) if gamma is not None else (p.c,)
     kshape = (p.groups,) if p.affine == "group" else (p.c,)
     # the gradients take their parameter's dtype (float32 weights of 16-bit data)
-    gdt, bdt = (p.dtype if a is None else a.dtype for a in (gamma, beta if beta is not None
-                                                             else gamma))
+    gdt = p.dtype if gamma is None else gamma.dtype
+    bdt = beta.dtype if beta is not None else gdt
     dgamma = xp.zeros(kshape, p.dtype)
     dbeta = xp.zeros(kshape, p.dtype)
     if p.size:

@@ -49,6 +49,7 @@ def _numpy_dtype(d):
 # the dtypes this process can make: NumPy dtype -> line
 AVAILABLE = {dt: d for d, dt in ((d, _numpy_dtype(d)) for d in DTYPES) if dt is not None}
 STAT = {dt: np.dtype(d.stat) for dt, d in AVAILABLE.items()}
+NUMPY = {d.name: dt for dt, d in AVAILABLE.items()}   # name -> NumPy dtype, where available
 
 
 def supported_names():

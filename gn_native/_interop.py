@@ -25,10 +25,9 @@ def framework(a):
 
 
 def _bfloat16():
-    for dt, line in _dtypes.AVAILABLE.items():
-        if line.name == "bfloat16":
-            return dt
-    raise TypeError('a bfloat16 tensor needs ml_dtypes: pip install "gn_native[bf16]"')
+    if "bfloat16" not in _dtypes.NUMPY:
+        raise TypeError('a bfloat16 tensor needs ml_dtypes: pip install "gn_native[bf16]"')
+    return _dtypes.NUMPY["bfloat16"]
 
 
 def to_numpy(a, name):

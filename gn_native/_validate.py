@@ -336,6 +336,20 @@ def check_out(out, p):
         raise ValueError("out must be writable (got a read-only array)")
 
 
+def torch_names(*pairs, required=None):
+    """Arguments given by our name or by torch's: (ours, theirs, value, torch's value)
+    pairs, each given once, as a list of values.  required: the call's name, when
+    every argument must be given."""
+    out = []
+    for ours, theirs, a, b in pairs:
+        if a is not None and b is not None:
+            raise TypeError(f"got both {ours} and {theirs} (torch's name for it); give one")
+        if required and a is None and b is None:
+            raise TypeError(f"{required} missing {ours} (or {theirs})")
+        out.append(a if b is None else b)
+    return out
+
+
 def check_add(add, p):
     """add= of a forward call: x's shape, (N, C) or (C,), and x's dtype; its shape's Code."""
     shapes = {(p.c,): "c", (p.n, p.c): "nc", tuple(p.shape): "full"}

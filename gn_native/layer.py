@@ -32,28 +32,14 @@ def _to_numpy(a):
     return a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else np.asarray(a)
 
 
-def _torch_names(n_groups, n_channels, num_groups, num_channels):
-    """torch's names (num_groups, num_channels) for ours; each given once."""
-    out = []
-    for ours, theirs, a, b in (("n_groups", "num_groups", n_groups, num_groups),
-                               ("n_channels", "num_channels", n_channels, num_channels)):
-        if a is not None and b is not None:
-            raise TypeError(f"got both {ours} and {theirs} (torch's name for it); give one")
-        if a is None and b is None:
-            raise TypeError(f"GroupNorm() missing {ours} (or {theirs})")
-        out.append(a if b is None else b)
-    return out
-
-
 def _np_dtype(dtype):
     """A layer dtype: None (float32), a NumPy one, or a torch one (torch.float16 ...)."""
     if dtype is None:
         return np.float32
     if type(dtype).__module__.startswith("torch"):
         name = str(dtype).rpartition(".")[2]
-        for dt, line in V._dtypes.AVAILABLE.items():
-            if line.name == name:
-                return dt
+        if name in V._dtypes.NUMPY:
+            return V._dtypes.NUMPY[name]
         if name == "bfloat16":
             raise TypeError('dtype torch.bfloat16 needs ml_dtypes: pip install "gn_native[bf16]"')
     return dtype
@@ -180,7 +166,9 @@ class GroupNorm:
                  affine_per="channel", stats="sample", track_running_stats=False, momentum=0.1,
                  dtype=np.float32, device="cpu", channel_axis=1, activation=None,
                  num_groups=None, num_channels=None):
-        n_groups, n_channels = _torch_names(n_groups, n_channels, num_groups, num_channels)
+        n_groups, n_channels = V.torch_names(
+            ("n_groups", "num_groups", n_groups, num_groups),
+            ("n_channels", "num_channels", n_channels, num_channels), required="GroupNorm()")
         cfg = V.check_layer_config(n_groups, n_channels, eps, affine_per, stats, momentum,
                                    _np_dtype(dtype), "cpu" if device is None else device,
                                    channel_axis)
@@ -325,9 +313,7 @@ class GroupNorm:
         TypeError: x has dtype float64, but the layer's dtype is float32
         """
         if input is not None:
-            if x is not None:
-                raise TypeError("got both x and input (torch's name for it); give one")
-            x = input
+            x, = V.torch_names(("x", "input", x, input))
         fw = _interop.framework(x)      # a torch/JAX array in: the same kind out
         x = V.check_layer_input(x, self.device, self.dtype, self.n_channels, self.channel_axis)
         extra = {}
