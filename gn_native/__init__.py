@@ -24,6 +24,7 @@ except ImportError:
 
 from ._api import group_norm, group_norm_backward, group_norm_forward
 from .layer import GroupNorm
+from . import stages
 
 __version__ = _cpu.version()
 

@@ -171,6 +171,15 @@ def _output(xp, out, to_k, like_k, sources):
     return xp.empty(like_k.shape, like_k.dtype), True
 
 
+def _result(xp, out, yk, copy_back, from_k):
+    """The user's result from the kernel-layout array `yk` (see _output)."""
+    if out is None:
+        return from_k(yk)
+    if copy_back:
+        xp.copyto(out, from_k(yk))
+    return out
+
+
 def _stat_in(xp, a, p, target):
     return _param(xp, a.astype(p.stat_dtype, copy=False), target)
 
@@ -339,12 +348,7 @@ def forward_general(x, n_groups, gamma=None, beta=None, eps=1e-5, *, stats="samp
             backend.normalize(p, yk, xk, m, r, _param(xp, gamma, yk), _param(xp, beta, yk))
     if want_var and p.size:
         _update_running(xp, p, m, r, v, running_mean, running_var, momentum)
-    if out is None:
-        y = from_k(yk)
-    else:
-        if copy_back:
-            xp.copyto(out, from_k(yk))
-        y = out
+    y = _result(xp, out, yk, copy_back, from_k)
     if sum_out is None:
         return y, m, r
     if sum_back:
@@ -527,6 +531,27 @@ def group_norm_backward(dy, x, mean, rstd, n_groups, gamma=None, beta=None, *, s
                             activation=activation)
 
 
+def param_grad_arrays(xp, p, gamma, beta):
+    """Zeroed arrays for the kernel's dgamma/dbeta, and the function that turns
+    them into what the user gets: gamma's shape, or (C,) without gamma (a
+    per-group gamma beside a per-channel beta runs per channel, and its
+    gradients are then summed per group); each in its parameter's dtype
+    (float32 weights of 16-bit data)."""
+    pshape = (gamma.shape[0],) if gamma is not None else (p.c,)
+    kshape = (p.groups,) if p.affine == "group" else (p.c,)
+    gdt = p.dtype if gamma is None else gamma.dtype
+    bdt = beta.dtype if beta is not None else gdt
+
+    def finish(dgamma, dbeta):
+        if kshape != pshape:
+            dgamma, dbeta = (a.astype(np.float64).reshape(p.groups, p.k).sum(1).astype(p.dtype)
+                             for a in (dgamma, dbeta))
+        if gdt != p.dtype or bdt != p.dtype:
+            dgamma, dbeta = dgamma.astype(gdt), dbeta.astype(bdt)
+        return dgamma, dbeta
+    return xp.zeros(kshape, p.dtype), xp.zeros(kshape, p.dtype), finish
+
+
 def backward_general(dy, x, mean, rstd, n_groups, gamma=None, beta=None, *, stats="sample",
                      channel_axis=1, out=None, frozen=False, activation=None):
     """group_norm_backward without its fast path."""
@@ -545,27 +570,10 @@ def backward_general(dy, x, mean, rstd, n_groups, gamma=None, beta=None, *, stat
     xk = _contig(xp, to_k(x))
     dyk = _contig(xp, to_k(dy))
     dxk, copy_back = _output(xp, out, to_k, xk, (xk, dyk))
-    # gamma's shape, or (C,) without gamma; a per-group gamma beside a per-channel
-    # beta runs per channel and its gradients are then summed per group
-    pshape = (gamma.shape[0],) if gamma is not None else (p.c,)
-    kshape = (p.groups,) if p.affine == "group" else (p.c,)
-    # the gradients take their parameter's dtype (float32 weights of 16-bit data)
-    gdt = p.dtype if gamma is None else gamma.dtype
-    bdt = beta.dtype if beta is not None else gdt
-    dgamma = xp.zeros(kshape, p.dtype)
-    dbeta = xp.zeros(kshape, p.dtype)
+    dgamma, dbeta, finish = param_grad_arrays(xp, p, gamma, beta)
     if p.size:
         gamma, beta = V.expand_affine(xp, p, gamma), V.expand_affine(xp, p, beta)
         backend.backward(p, dxk, dgamma, dbeta, dyk, xk, _stat_in(xp, mean, p, dxk),
                          _stat_in(xp, rstd, p, dxk), _param(xp, gamma, dxk),
                          beta=_param(xp, beta, dxk), frozen=frozen)
-    if kshape != pshape:
-        dgamma, dbeta = (a.astype(np.float64).reshape(p.groups, p.k).sum(1).astype(p.dtype)
-                         for a in (dgamma, dbeta))
-    if gdt != p.dtype or bdt != p.dtype:
-        dgamma, dbeta = dgamma.astype(gdt), dbeta.astype(bdt)
-    if out is None:
-        return from_k(dxk), dgamma, dbeta
-    if copy_back:
-        xp.copyto(out, from_k(dxk))
-    return out, dgamma, dbeta
+    return (_result(xp, out, dxk, copy_back, from_k),) + finish(dgamma, dbeta)

@@ -49,6 +49,18 @@ cdef extern from "kernel_table.h" nogil:
     ctypedef gn_status (*gn_kt_backward)(void *, void *, void *, const void *, const void *,
                                          const void *, const void *, const void *,
                                          const void *, const gn_desc *)
+    ctypedef gn_status (*gn_kt_partial)(double *, const void *, const gn_desc *)
+    ctypedef gn_status (*gn_kt_normalize_stats)(void *, const void *, const double *,
+                                                const double *, const void *, const void *,
+                                                const gn_desc *)
+    ctypedef gn_status (*gn_kt_reduce)(double *, const void *, const void *, const double *,
+                                       const double *, const void *, const void *,
+                                       const gn_desc *)
+    ctypedef gn_status (*gn_kt_apply)(void *, const void *, const void *, const double *,
+                                      const double *, const double *, int64_t, const void *,
+                                      const void *, const gn_desc *)
+    ctypedef gn_status (*gn_kt_param_grads)(void *, void *, const double *, const double *,
+                                            int64_t, const gn_desc *)
     ctypedef struct gn_kernels:
         const char *suffix
         int item_size
@@ -57,6 +69,11 @@ cdef extern from "kernel_table.h" nogil:
         gn_kt_normalize normalize
         gn_kt_backward backward
         gn_kt_backward frozen
+        gn_kt_partial partial
+        gn_kt_normalize_stats normalize_stats
+        gn_kt_reduce reduce
+        gn_kt_apply apply
+        gn_kt_param_grads param_grads
     const gn_kernels gn_kernel_table[]
     int GN_KERNEL_COUNT
 
@@ -206,6 +223,108 @@ def backward(p, dx, dgamma, dbeta, dy, x, mean, rstd, gamma, beta=None, frozen=F
     frozen."""
     cdef gn_desc d = _desc(p)
     _run_backward(_code(p.dtype), &d, dx, dgamma, dbeta, dy, x, mean, rstd, gamma, beta, frozen)
+
+
+# ---- the stages (gn_native.stages) ------------------------------------------
+# Arrays as for forward/backward; partials, sums and the statistics they
+# take are float64, C-contiguous.
+
+PARTIAL_LEN = GN_PARTIAL_LEN
+DSUM_LEN = GN_DSUM_LEN
+
+
+def stats_partial(p, partial, x):
+    """partial (N, G, PARTIAL_LEN) float64 of x (gn_stats_partial)."""
+    cdef gn_desc d = _desc(p)
+    cdef int code = _code(p.dtype)
+    cdef double *pp = <double *>_ptr(partial)
+    cdef void *px = _ptr(x)
+    cdef gn_status st
+    with nogil:
+        st = _KT[code].partial(pp, px, &d)
+    _check(st)
+
+
+def stats_merge(mean, rstd, var, partial, int64_t m, int64_t k, double eps):
+    """float64 mean, rstd, var (k values each) from m x k partials (gn_stats_merge)."""
+    cdef double *pm = <double *>_ptr(mean)
+    cdef double *pr = <double *>_ptr(rstd)
+    cdef double *pv = <double *>_ptr(var)
+    cdef const double *pp = <const double *>_ptr(partial)
+    cdef gn_status st
+    with nogil:
+        st = gn_stats_merge(pm, pr, pv, pp, m, k, eps)
+    if st == GN_EINVAL:
+        raise ValueError("partials: a count is negative or NaN, or an exponent is not a whole "
+                         "number in [-4096, 4096]")
+    _check(st)
+
+
+def normalize_stats(p, y, x, mean, rstd, gamma, beta):
+    """y from x and float64 mean/rstd (gn_normalize_stats)."""
+    cdef gn_desc d = _desc(p)
+    cdef int code = _code(p.dtype)
+    cdef void *py = _ptr(y)
+    cdef void *px = _ptr(x)
+    cdef const double *pm = <const double *>_ptr(mean)
+    cdef const double *pr = <const double *>_ptr(rstd)
+    cdef void *pg = _ptr(gamma)
+    cdef void *pb = _ptr(beta)
+    cdef gn_status st
+    with nogil:
+        st = _KT[code].normalize_stats(py, px, pm, pr, pg, pb, &d)
+    _check(st)
+
+
+def backward_reduce(p, sums, dy, x, mean, rstd, gamma, beta):
+    """sums (N, C, DSUM_LEN) float64 (gn_backward_reduce); mean/rstd float64."""
+    cdef gn_desc d = _desc(p)
+    cdef int code = _code(p.dtype)
+    cdef double *ps = <double *>_ptr(sums)
+    cdef void *pdy = _ptr(dy)
+    cdef void *px = _ptr(x)
+    cdef const double *pm = <const double *>_ptr(mean)
+    cdef const double *pr = <const double *>_ptr(rstd)
+    cdef void *pg = _ptr(gamma)
+    cdef void *pb = _ptr(beta)
+    cdef gn_status st
+    with nogil:
+        st = _KT[code].reduce(ps, pdy, px, pm, pr, pg, pb, &d)
+    _check(st)
+
+
+def backward_apply(p, dx, dy, x, mean, rstd, sums, gamma, beta):
+    """dx from the sums of sums.shape[0] samples (gn_backward_apply)."""
+    cdef gn_desc d = _desc(p)
+    cdef int code = _code(p.dtype)
+    cdef int64_t na = sums.shape[0]
+    cdef void *pdx = _ptr(dx)
+    cdef void *pdy = _ptr(dy)
+    cdef void *px = _ptr(x)
+    cdef const double *pm = <const double *>_ptr(mean)
+    cdef const double *pr = <const double *>_ptr(rstd)
+    cdef const double *ps = <const double *>_ptr(sums)
+    cdef void *pg = _ptr(gamma)
+    cdef void *pb = _ptr(beta)
+    cdef gn_status st
+    with nogil:
+        st = _KT[code].apply(pdx, pdy, px, pm, pr, ps, na, pg, pb, &d)
+    _check(st)
+
+
+def param_grads(p, dgamma, dbeta, sums, rstd):
+    """dgamma/dbeta from the sums of sums.shape[0] samples (gn_param_grads)."""
+    cdef gn_desc d = _desc(p)
+    cdef int code = _code(p.dtype)
+    cdef int64_t na = sums.shape[0]
+    cdef void *pdg = _ptr(dgamma)
+    cdef void *pdb = _ptr(dbeta)
+    cdef const double *ps = <const double *>_ptr(sums)
+    cdef const double *pr = <const double *>_ptr(rstd)
+    cdef gn_status st
+    with nogil:
+        st = _KT[code].param_grads(pdg, pdb, ps, pr, na, &d)
+    _check(st)
 
 
 def get_num_threads():

@@ -123,6 +123,59 @@ cdef extern from "gn_native.h" nogil:
                                       const uint16_t *dy, const uint16_t *x, const float *mean,
                                       const float *rstd, const uint16_t *gamma,
                                       const uint16_t *beta, const gn_desc *d)
+    # the stages (gn_native.h: "The stages")
+    int GN_PARTIAL_LEN
+    int GN_DSUM_LEN
+    gn_status gn_stats_merge(double *mean, double *rstd, double *var, const double *partial,
+                             int64_t m, int64_t k, double eps)
+    gn_status gn_stats_partial_f32(double *partial, const float *x, const gn_desc *d)
+    gn_status gn_normalize_stats_f32(float *y, const float *x, const double *mean,
+                                     const double *rstd, const float *gamma, const float *beta,
+                                     const gn_desc *d)
+    gn_status gn_backward_reduce_f32(double *sums, const float *dy, const float *x,
+                                     const double *mean, const double *rstd, const float *gamma,
+                                     const float *beta, const gn_desc *d)
+    gn_status gn_backward_apply_f32(float *dx, const float *dy, const float *x, const double *mean,
+                                    const double *rstd, const double *sums, int64_t sums_n,
+                                    const float *gamma, const float *beta, const gn_desc *d)
+    gn_status gn_param_grads_f32(float *dgamma, float *dbeta, const double *sums,
+                                 const double *rstd, int64_t sums_n, const gn_desc *d)
+    gn_status gn_stats_partial_f64(double *partial, const double *x, const gn_desc *d)
+    gn_status gn_normalize_stats_f64(double *y, const double *x, const double *mean,
+                                     const double *rstd, const double *gamma, const double *beta,
+                                     const gn_desc *d)
+    gn_status gn_backward_reduce_f64(double *sums, const double *dy, const double *x,
+                                     const double *mean, const double *rstd, const double *gamma,
+                                     const double *beta, const gn_desc *d)
+    gn_status gn_backward_apply_f64(double *dx, const double *dy, const double *x, const double *mean,
+                                    const double *rstd, const double *sums, int64_t sums_n,
+                                    const double *gamma, const double *beta, const gn_desc *d)
+    gn_status gn_param_grads_f64(double *dgamma, double *dbeta, const double *sums,
+                                 const double *rstd, int64_t sums_n, const gn_desc *d)
+    gn_status gn_stats_partial_f16(double *partial, const uint16_t *x, const gn_desc *d)
+    gn_status gn_normalize_stats_f16(uint16_t *y, const uint16_t *x, const double *mean,
+                                     const double *rstd, const uint16_t *gamma, const uint16_t *beta,
+                                     const gn_desc *d)
+    gn_status gn_backward_reduce_f16(double *sums, const uint16_t *dy, const uint16_t *x,
+                                     const double *mean, const double *rstd, const uint16_t *gamma,
+                                     const uint16_t *beta, const gn_desc *d)
+    gn_status gn_backward_apply_f16(uint16_t *dx, const uint16_t *dy, const uint16_t *x, const double *mean,
+                                    const double *rstd, const double *sums, int64_t sums_n,
+                                    const uint16_t *gamma, const uint16_t *beta, const gn_desc *d)
+    gn_status gn_param_grads_f16(uint16_t *dgamma, uint16_t *dbeta, const double *sums,
+                                 const double *rstd, int64_t sums_n, const gn_desc *d)
+    gn_status gn_stats_partial_bf16(double *partial, const uint16_t *x, const gn_desc *d)
+    gn_status gn_normalize_stats_bf16(uint16_t *y, const uint16_t *x, const double *mean,
+                                     const double *rstd, const uint16_t *gamma, const uint16_t *beta,
+                                     const gn_desc *d)
+    gn_status gn_backward_reduce_bf16(double *sums, const uint16_t *dy, const uint16_t *x,
+                                     const double *mean, const double *rstd, const uint16_t *gamma,
+                                     const uint16_t *beta, const gn_desc *d)
+    gn_status gn_backward_apply_bf16(uint16_t *dx, const uint16_t *dy, const uint16_t *x, const double *mean,
+                                    const double *rstd, const double *sums, int64_t sums_n,
+                                    const uint16_t *gamma, const uint16_t *beta, const gn_desc *d)
+    gn_status gn_param_grads_bf16(uint16_t *dgamma, uint16_t *dbeta, const double *sums,
+                                 const double *rstd, int64_t sums_n, const gn_desc *d)
     const char *gn_strerror(gn_status s)
     const char *gn_version()
     void gn_set_num_threads(int n)

@@ -144,6 +144,117 @@ GN_API gn_status gn_normalize_f16(uint16_t *y, const uint16_t *x, const float *m
 GN_API gn_status gn_normalize_bf16(uint16_t *y, const uint16_t *x, const float *mean, const float *rstd,
                                    const uint16_t *gamma, const uint16_t *beta, const gn_desc *d);
 
+/* ---- The stages (Group Normalization as four steps; DESIGN.md) ----
+ * A single call is these stages run one after the other, for the same bits:
+ * gn_forward_var with batch statistics gives y, mean, rstd and var of
+ * gn_stats_partial, then gn_stats_merge(m = n), then gn_normalize_stats with
+ * the merged double statistics (its mean/rstd/var are those rounded to the
+ * statistics type); gn_backward_ex gives the dx of gn_backward_reduce and
+ * gn_backward_apply, and the dgamma/dbeta of gn_param_grads.  With the batch
+ * split over processes (each a contiguous run of samples), gathering the
+ * partials and the backward sums in sample order and running the merge and
+ * the apply on the gathered arrays gives the bits of one call on the whole
+ * batch, whatever the split.
+ *
+ * Partial: GN_PARTIAL_LEN doubles per (sample, group), [n][g][5]:
+ *   {count m, shift c, sum s, sumsq q, exponent e}
+ * c is the first value of the (sample, group) (NCHW x[n][g*K][0], NHWC
+ * x[n][0][g*K]); s = sum((x - c) 2^-e), q = sum(((x - c) 2^-e)^2); e is 0
+ * except for extreme magnitudes (an exact, scaled fallback); data holding
+ * inf/NaN give q = NaN.  Each partial depends only on its sample's values. */
+#define GN_PARTIAL_LEN 5
+/* partial: d->n * d->groups partials (d->stats is not read) */
+GN_API gn_status gn_stats_partial_f32(double *partial, const float *x, const gn_desc *d);
+GN_API gn_status gn_stats_partial_f64(double *partial, const double *x, const gn_desc *d);
+GN_API gn_status gn_stats_partial_f16(double *partial, const uint16_t *x, const gn_desc *d);
+GN_API gn_status gn_stats_partial_bf16(double *partial, const uint16_t *x, const gn_desc *d);
+
+/* Merge: for each of k groups j, its m partials partial[(i * k + j) * 5]
+ * (i = 0..m-1) folded in order i into mean[j], rstd[j] and var[j] (biased;
+ * var may be NULL).  Batch statistics of n samples: m = n, k = groups;
+ * sample statistics: m = 1, k = n * groups.  Fold (c = c_0, E = max e_i):
+ * S = s_0 2^(e_0 - E), Q = q_0 2^(2(e_0 - E)); for i >= 1, with d = (c_i - c)
+ * 2^-E, s = s_i 2^(e_i - E), q = q_i 2^(2(e_i - E)): S += s + m_i d,
+ * Q += q + d (2 s + m_i d); M = sum m_i, dm = S / M, v = max(Q / M - dm^2, 0),
+ * mean = c + dm 2^E, var = v 2^(2E), rstd = 1 / sqrt(var + eps).  m = 0 or
+ * M = 0 gives NaN.  GN_EINVAL for a negative count, an exponent that is not
+ * a whole number in [-4096, 4096], or outputs overlapping the partials. */
+GN_API gn_status gn_stats_merge(double *mean, double *rstd, double *var, const double *partial,
+                                int64_t m, int64_t k, double eps);
+
+/* Normalize with given double statistics (as gn_normalize, whose float
+ * statistics lose the low part of a large mean). */
+GN_API gn_status gn_normalize_stats_f32(float *y, const float *x, const double *mean,
+                                        const double *rstd, const float *gamma,
+                                        const float *beta, const gn_desc *d);
+GN_API gn_status gn_normalize_stats_f64(double *y, const double *x, const double *mean,
+                                        const double *rstd, const double *gamma,
+                                        const double *beta, const gn_desc *d);
+GN_API gn_status gn_normalize_stats_f16(uint16_t *y, const uint16_t *x, const double *mean,
+                                        const double *rstd, const uint16_t *gamma,
+                                        const uint16_t *beta, const gn_desc *d);
+GN_API gn_status gn_normalize_stats_bf16(uint16_t *y, const uint16_t *x, const double *mean,
+                                         const double *rstd, const uint16_t *gamma,
+                                         const uint16_t *beta, const gn_desc *d);
+
+/* Backward reduce: GN_DSUM_LEN doubles per (sample, channel), [n][c][2]:
+ *   {sum g, sum g (x - mean_F)}
+ * g = dy act'(z) (dy without an activation), mean_F the mean rounded to the
+ * compute type; mean/rstd are the forward's (as double).  Per sample: a
+ * sample's sums depend only on its own dy and x (and the statistics). */
+#define GN_DSUM_LEN 2
+GN_API gn_status gn_backward_reduce_f32(double *sums, const float *dy, const float *x,
+                                        const double *mean, const double *rstd,
+                                        const float *gamma, const float *beta, const gn_desc *d);
+GN_API gn_status gn_backward_reduce_f64(double *sums, const double *dy, const double *x,
+                                        const double *mean, const double *rstd,
+                                        const double *gamma, const double *beta,
+                                        const gn_desc *d);
+GN_API gn_status gn_backward_reduce_f16(double *sums, const uint16_t *dy, const uint16_t *x,
+                                        const double *mean, const double *rstd,
+                                        const uint16_t *gamma, const uint16_t *beta,
+                                        const gn_desc *d);
+GN_API gn_status gn_backward_reduce_bf16(double *sums, const uint16_t *dy, const uint16_t *x,
+                                         const double *mean, const double *rstd,
+                                         const uint16_t *gamma, const uint16_t *beta,
+                                         const gn_desc *d);
+
+/* Backward apply: dx of these d->n samples from the sums of sums_n samples:
+ * with batch statistics those of the whole batch, in sample order (sums_n >=
+ * d->n), with sample statistics these samples' own (sums_n == d->n).  dx may
+ * alias dy or x. */
+GN_API gn_status gn_backward_apply_f32(float *dx, const float *dy, const float *x,
+                                       const double *mean, const double *rstd,
+                                       const double *sums, int64_t sums_n, const float *gamma,
+                                       const float *beta, const gn_desc *d);
+GN_API gn_status gn_backward_apply_f64(double *dx, const double *dy, const double *x,
+                                       const double *mean, const double *rstd,
+                                       const double *sums, int64_t sums_n, const double *gamma,
+                                       const double *beta, const gn_desc *d);
+GN_API gn_status gn_backward_apply_f16(uint16_t *dx, const uint16_t *dy, const uint16_t *x,
+                                       const double *mean, const double *rstd,
+                                       const double *sums, int64_t sums_n,
+                                       const uint16_t *gamma, const uint16_t *beta,
+                                       const gn_desc *d);
+GN_API gn_status gn_backward_apply_bf16(uint16_t *dx, const uint16_t *dy, const uint16_t *x,
+                                        const double *mean, const double *rstd,
+                                        const double *sums, int64_t sums_n,
+                                        const uint16_t *gamma, const uint16_t *beta,
+                                        const gn_desc *d);
+
+/* dgamma/dbeta from the sums of sums_n samples (d->n is not read) and rstd
+ * (groups values for batch statistics, sums_n * groups for sample ones):
+ * dgamma_c = sum_n rstd b_nc, dbeta_c = sum_n a_nc, in sample order; per group
+ * (GN_AFFINE_GROUP) the sums over its channels.  Either may be NULL. */
+GN_API gn_status gn_param_grads_f32(float *dgamma, float *dbeta, const double *sums,
+                                    const double *rstd, int64_t sums_n, const gn_desc *d);
+GN_API gn_status gn_param_grads_f64(double *dgamma, double *dbeta, const double *sums,
+                                    const double *rstd, int64_t sums_n, const gn_desc *d);
+GN_API gn_status gn_param_grads_f16(uint16_t *dgamma, uint16_t *dbeta, const double *sums,
+                                    const double *rstd, int64_t sums_n, const gn_desc *d);
+GN_API gn_status gn_param_grads_bf16(uint16_t *dgamma, uint16_t *dbeta, const double *sums,
+                                     const double *rstd, int64_t sums_n, const gn_desc *d);
+
 /* Backward: dx may alias dy.  dgamma/dbeta may be NULL.  With an activation,
  * beta counts as zeros here: use gn_backward_ex. */
 GN_API gn_status gn_backward_f32(float *dx, float *dgamma, float *dbeta,

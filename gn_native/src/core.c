@@ -176,3 +176,34 @@ int gn_set_isa(const char *name)
     atomic_store(&active, k);
     return 0;
 }
+
+/* ---- the merge stage ---- */
+
+gn_status gn_stats_merge(double *mean, double *rstd, double *var, const double *partial,
+                         int64_t m, int64_t k, double eps)
+{
+    int64_t n = gn_mul(m, k), len = gn_mul(n, GN_PARTIAL_LEN);
+    if (len < 0 || !(eps > 0.0) || !isfinite(eps) || (k && (!mean || !rstd)) ||
+        (n && !partial))
+        return GN_EINVAL;
+    int64_t pb = gn_mul(len, sizeof(double)), ob = gn_mul(k, sizeof(double));
+    if (gn_overlap(mean, ob, partial, pb) || gn_overlap(rstd, ob, partial, pb) ||
+        gn_overlap(var, ob, partial, pb) || gn_overlap(mean, ob, rstd, ob) ||
+        gn_overlap(mean, ob, var, ob) || gn_overlap(rstd, ob, var, ob))
+        return GN_EINVAL;
+    /* counts non-negative, exponents whole numbers within reach of ldexp */
+    for (int64_t i = 0; i < n; i++) {
+        double c = partial[i * GN_PARTIAL_LEN], e = partial[i * GN_PARTIAL_LEN + 4];
+        if (!(c >= 0.0) || !(fabs(e) <= 4096.0) || e != floor(e))
+            return GN_EINVAL;
+    }
+    for (int64_t j = 0; j < k; j++) {
+        double mj, rj, vj;
+        gn_merge_group(partial + j * GN_PARTIAL_LEN, k * GN_PARTIAL_LEN, m, eps, &mj, &rj, &vj);
+        mean[j] = mj;
+        rstd[j] = rj;
+        if (var)
+            var[j] = vj;
+    }
+    return GN_OK;
+}

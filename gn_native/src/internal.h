@@ -170,6 +170,58 @@ static inline double gn_lanes_fold(const double *l)
     return (t[0] + t[2]) + (t[1] + t[3]);
 }
 
+/* ---- partials and their merge (the first two stages, gn_native.h) ----
+ * A partial is GN_PARTIAL_LEN doubles {count m, shift c, sum s, sumsq q,
+ * exponent e} of one (sample, group): s = sum((x - c) 2^-e), q = sum(((x - c)
+ * 2^-e)^2), c its first value.  gn_merge_group folds m partials `stride`
+ * doubles apart in index order, to the reference shift c0 of the first and
+ * the largest exponent E; with one partial it is the plain finish
+ * (mean = c + s/m, var = q/m - (s/m)^2).  Scaling by powers of two is exact,
+ * so E changes no bits except near the ends of double's range. */
+static inline void gn_merge_group(const double *p, int64_t stride, int64_t m, double eps,
+                                  double *mean, double *rstd, double *var)
+{
+    if (m <= 0) {
+        *mean = *rstd = *var = NAN;
+        return;
+    }
+    int E = (int)p[4];
+    for (int64_t i = 1; i < m; i++)
+        if ((int)p[i * stride + 4] > E)
+            E = (int)p[i * stride + 4];
+    double c = p[1], M = 0.0, S = 0.0, Q = 0.0;
+    for (int64_t i = 0; i < m; i++) {
+        const double *pi = p + i * stride;
+        int r = (int)pi[4] - E;
+        double s = ldexp(pi[2], r), q = ldexp(pi[3], 2 * r);
+        M += pi[0];
+        if (i == 0) {
+            S = s;
+            Q = q;
+            continue;
+        }
+        double dd = ldexp(pi[1] - c, -E);
+        S += s + pi[0] * dd;
+        Q += q + dd * (2.0 * s + pi[0] * dd);
+    }
+    double dm = S / M, v = Q / M - dm * dm;
+    if (v < 0.0)
+        v = 0.0;
+    *mean = c + ldexp(dm, E);
+    *var = ldexp(v, 2 * E);
+    *rstd = 1.0 / sqrt(*var + eps);
+}
+
+/* the backward sums of n (sample, channel) pairs, [i][2] interleaved (gn_native.h), as
+ * two arrays */
+static inline void gn_sums_split(double *a, double *b, const double *sums, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        a[i] = sums[GN_DSUM_LEN * i];
+        b[i] = sums[GN_DSUM_LEN * i + 1];
+    }
+}
+
 /* for (int64_t i = 0; i < n; i++) BODY, on nt threads when nt > 1, with
  * `tid` the index of the running thread in [0, nt): per-thread workspaces are
  * indexed by it.  tid counts threads of the team this macro starts, never the
