@@ -12,10 +12,12 @@ training step of `gn_native.distributed` with ``stats="batch"``: forward
 communicator is wrapped so that every collective call is timed (the small
 agreement ``allgather`` and the ``Allgatherv`` of the float64 partials and
 sums).  Reported per P: the median step time over the repeats, the median
-time inside collectives, and their ratio, the communication share.  Time in
-a collective includes waiting for the slowest rank to arrive, so on an
-oversubscribed machine (P above the cores) the share also shows the ranks
-taking turns on the cores; `cores` in the output says whether that was so.
+time inside the step's collectives and its share of the step.  Time in a
+collective includes waiting for the slowest rank to arrive (on an
+oversubscribed or busy machine, the ranks taking turns on the cores), so
+each repeat also times the same collectives, same payloads, right after a
+barrier: "transport alone", the cost of the communication itself, and its
+share of the step.
 Each rank runs one gn_native thread (``OMP_NUM_THREADS=1``): P ranks use P
 cores, as data-parallel training with one rank per core.
 
@@ -79,7 +81,22 @@ def worker(per_rank, c, hw, groups, repeats, warmup):
     beta = np.zeros(c, np.float32)
     y = np.empty_like(x)
     dx = np.empty_like(x)
-    steps, comms, calls = [], [], 0
+    # the step's collectives alone, with the ranks lined up by a barrier first: the
+    # transport's own cost, without the wait for the slowest rank
+    from gn_native import stages
+    _, mean, rstd = gnd.group_norm_forward(x, groups, gamma, beta, comm=world)
+    part = stages.stats_partial(x, groups)
+    sums = stages.backward_reduce(dy, x, mean, rstd, groups, gamma, beta)
+    sig = dict(C=c, spatial=(hw, hw), n_groups=groups, dtype="float32")
+
+    def transport():
+        if world.size == 1:      # one rank: the calls skip every collective
+            return
+        for payload in (part, sums):
+            counts = gnd._agree(world, None, sig, per_rank)
+            gnd._allgatherv(world, payload, counts)
+
+    steps, comms, alone, calls = [], [], [], 0
     for r in range(warmup + repeats):
         world.Barrier()       # every rank starts the step together (not timed)
         Timed.spent, Timed.calls = 0.0, 0
@@ -87,12 +104,18 @@ def worker(per_rank, c, hw, groups, repeats, warmup):
         _, mean, rstd = gnd.group_norm_forward(x, groups, gamma, beta, comm=comm, out=y)
         gnd.group_norm_backward(dy, x, mean, rstd, groups, gamma, beta, comm=comm, out=dx)
         step = time.perf_counter() - t
+        world.Barrier()
+        t = time.perf_counter()
+        transport()
+        solo = time.perf_counter() - t
         if r >= warmup:
             steps.append(step)
             comms.append(Timed.spent)
+            alone.append(solo)
             calls = Timed.calls
     mine = dict(step_ms=statistics.median(steps) * 1e3, comm_ms=statistics.median(comms) * 1e3,
-                share=statistics.median(s_c / s for s_c, s in zip(comms, steps)))
+                share=statistics.median(s_c / s for s_c, s in zip(comms, steps)),
+                transport_ms=statistics.median(alone) * 1e3)
     rows = world.gather(mine, root=0)
     if world.rank == 0:
         med = lambda k: statistics.median(r[k] for r in rows)
@@ -101,6 +124,8 @@ def worker(per_rank, c, hw, groups, repeats, warmup):
                    collectives_per_step=calls,
                    bytes_gathered_per_step=8 * world.size * per_rank * (groups * 5 + c * 2),
                    step_ms=med("step_ms"), comm_ms=med("comm_ms"), comm_share=med("share"),
+                   transport_ms=med("transport_ms"),
+                   transport_share=med("transport_ms") / med("step_ms"),
                    comm_share_max_rank=max(r["share"] for r in rows),
                    step_ms_rank0=rows[0]["step_ms"], comm_ms_rank0=rows[0]["comm_ms"])
         print("RESULT " + json.dumps(out), flush=True)
@@ -129,14 +154,17 @@ def mpi_table(rows, cores):
     lines = [f"MPI: gn_native.distributed, stats='batch', forward + backward per step "
              f"(float32 {tuple(rows[0]['shape_per_rank'])} per rank, G={rows[0]['n_groups']}, "
              f"1 thread per rank, {cores} cores, median of {rows[0]['repeats']})",
-             "    P   step ms   in collectives ms   comm share   (max over ranks)   "
-             "collectives   gathered KiB"]
+             "    P   step ms   in collectives ms   share (max rank)   transport alone ms"
+             "   share   collectives   gathered KiB"]
     for r in rows:
         over = "  oversubscribed" if r["P"] > cores else ""
         lines.append(f"  {r['P']:3d}  {r['step_ms']:8.2f}  {r['comm_ms']:18.3f}  "
-                     f"{100 * r['comm_share']:10.1f} %  {100 * r['comm_share_max_rank']:13.1f} %"
+                     f"{100 * r['comm_share']:6.1f} % ({100 * r['comm_share_max_rank']:4.1f} %)"
+                     f"  {r['transport_ms']:19.3f}  {100 * r['transport_share']:5.1f} %"
                      f"  {r['collectives_per_step']:12d}  "
                      f"{r['bytes_gathered_per_step'] / 1024:12.1f}{over}")
+    lines.append("  in collectives: the step's own calls, waiting for the slowest rank included;"
+                 " transport alone: the same calls with the ranks lined up by a barrier")
     return "\n".join(lines)
 
 
@@ -181,8 +209,9 @@ def main(argv=None):
     for p in (int(s) for s in a.ranks.split(",")):
         row = run_mpi(p, a, timeout=120 if a.quick else 900)
         result["mpi"].append(row)
-        print(f"  P={p}: step {row['step_ms']:.2f} ms, collectives {row['comm_ms']:.3f} ms "
-              f"({100 * row['comm_share']:.1f} %)", flush=True)
+        print(f"  P={p}: step {row['step_ms']:.2f} ms, in collectives {row['comm_ms']:.3f} ms "
+              f"({100 * row['comm_share']:.1f} %), transport alone {row['transport_ms']:.3f} ms",
+              flush=True)
     print(mpi_table(result["mpi"], cores))
     if not a.no_dask:
         dask_bench = load_dask()
@@ -192,9 +221,14 @@ def main(argv=None):
         else:
             kw = (dict(shape=(8, 64, 32, 256), repeats=2) if a.quick
                   else dict(size_bytes=a.dask_gib * 2 ** 30))
-            r = dask_bench.measure(verbose=True, **kw)
-            result["dask"] = r
-            print(dask_bench.report(r) if hasattr(dask_bench, "report") else json.dumps(r))
+            try:
+                r = dask_bench.measure(verbose=True, **kw)
+            except ImportError as e:     # dask or distributed not installed
+                result["dask"] = f"skipped: {e}"
+                print(f'Dask: skipped ({e}; pip install "gn_native[dask]")')
+            else:
+                result["dask"] = r
+                print(dask_bench.report(r) if hasattr(dask_bench, "report") else json.dumps(r))
     print(f"({time.perf_counter() - t0:.0f} s in all)")
     if a.json != "none":
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)

@@ -537,7 +537,8 @@ def group_norm_backward(dy, x, mean, rstd, n_groups, gamma=None, beta=None, *, c
     if _is_cupy(x):
         return _nccl().group_norm_backward(dy, x, mean, rstd, n_groups, gamma, beta, comm=comm,
                                            stats=stats, channel_axis=channel_axis,
-                                           activation=activation, out=out)
+                                           activation=activation, out=out,
+                                           param_grads=param_grads)
     fw = _interop.framework(x) or _interop.framework(dy)
     a = dict(dy=dy, x=x, mean=mean, rstd=rstd, gamma=gamma, beta=beta, out=out)
     if fw is not None:

@@ -91,6 +91,26 @@ def test_examples_run_on_any_number_of_ranks(n):
             assert failed == 0, f"{name}: {failed} of {tried} examples failed on rank {rank}"
 
 
+def test_scaleout_bench_runs(tmp_path):
+    """bench/scaleout.py --quick: the MPI share for P = 1 and 2, and the Dask part
+    (when dask is installed), in one run."""
+    script = REPO / "bench" / "scaleout.py"
+    if not script.exists():
+        pytest.skip("no checkout beside the tests")
+    out = tmp_path / "scaleout.json"
+    args = ["--quick", "--ranks", "1,2", "--json", str(out)]
+    r = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True,
+                       timeout=TIMEOUT, env=_env(), cwd=str(tmp_path))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert [row["P"] for row in res["mpi"]] == [1, 2]
+    assert res["mpi"][0]["comm_ms"] == 0 and res["mpi"][1]["collectives_per_step"] == 4
+    assert 0 < res["mpi"][1]["comm_share"] < 1
+    if isinstance(res["dask"], dict):
+        assert res["dask"]["bit_identical"]
+    assert "comm share" in r.stdout or "share" in r.stdout
+
+
 # ---- in this process, without initializing MPI here (the suite forks elsewhere) ----
 
 PUBLIC = [(n, getattr(gnd, n)) for n in gnd.__all__] + [
@@ -145,3 +165,25 @@ def test_stub_covers_the_module():
                                                                            "__call__")):
             _check_covers(f"SyncGroupNorm.{name}", v, methods[name])
     assert "comm" in attrs
+
+
+def test_cupy_arrays_go_to_the_nccl_transport(monkeypatch):
+    """A CuPy x is handed to gn_native._nccl with every argument (no GPU needed: a
+    stand-in module records the call); MPI is not touched."""
+    calls = []
+
+    class Stub:
+        def __getattr__(self, name):
+            return lambda *a, **k: calls.append((name, a, k)) or (None, None, None)
+
+    monkeypatch.setattr(gnd, "_nccl", lambda: Stub())
+    x = type("ndarray", (), {"__module__": "cupy._core.core"})()
+    comm = object()
+    gnd.group_norm_forward(x, 2, comm=comm, stats="sample", channel_axis=-1)
+    gnd.group_norm(x, 2, comm=comm)
+    gnd.group_norm_backward(x, x, 1, 2, 2, comm=comm, param_grads="local", activation="silu")
+    assert [c[0] for c in calls] == ["group_norm_forward", "group_norm_forward",
+                                     "group_norm_backward"]
+    assert calls[0][2]["stats"] == "sample" and calls[0][2]["channel_axis"] == -1
+    assert calls[0][2]["comm"] is comm
+    assert calls[2][2]["param_grads"] == "local" and calls[2][2]["activation"] == "silu"
