@@ -213,11 +213,17 @@ def _forward(comm, x, n_groups, gamma, beta, eps, stats, channel_axis, activatio
 
 
 def _merge(part, eps):
-    """stats_merge; no value at all (an empty batch) gives NaN, as the single call."""
+    """stats_merge; a group of no value at all (an empty batch, a zero spatial size)
+    gives NaN, the single call's (whose bits: np.nan, not the merge's 0/0)."""
     if part.shape[0] == 0:
         nan = np.full(part.shape[1:-1], np.nan)
         return nan, nan.copy(), nan.copy()
-    return _stages.stats_merge(part, eps=eps)
+    stats = _stages.stats_merge(part, eps=eps)
+    empty = ~(part[..., 0].sum(axis=0) > 0)
+    if empty.any():
+        for a in stats:
+            a[empty] = np.nan
+    return stats
 
 
 def _framework_in(x, arrays):
@@ -442,6 +448,9 @@ def _backward(comm, dy, x, mean, rstd, n_groups, gamma, beta, stats, channel_axi
                                 channel_axis=channel_axis, activation=activation, out=out)
     dgamma, dbeta = _stages.param_grads(g_sums, g_rstd, p.groups, gamma, beta, stats=st,
                                         dtype=p.dtype)
+    if p.c * p.spatial == 0:     # no value: zero gradients, as the single call (not NaN rstd * 0)
+        dgamma[...] = 0
+        dbeta[...] = 0
     return dx, dgamma, dbeta
 
 

@@ -140,9 +140,15 @@ def group_shapes():
 
 
 def group_empty():
-    """Every rank holding no sample: the single call's NaN statistics, empty outputs."""
+    """No value at all: every rank holding no sample, or a zero spatial size; the single
+    call's NaN statistics and zero parameter gradients, empty outputs."""
     run_case("empty", "all-empty", (0, 6, 3), 3, np.dtype(np.float32), "nchw", "batch",
              "channel", None, [0] * P, seed=7)
+    for stats in ("batch", "sample"):
+        for layout in ("nchw", "nhwc"):
+            run_case("empty", f"zero-spatial-{stats}-{layout}", (2 * P, 6, 0, 3), 3,
+                     np.dtype(np.float32), layout, stats, "channel", None,
+                     split(2 * P, "uneven"), seed=8)
 
 
 def group_accuracy():
