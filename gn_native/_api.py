@@ -290,10 +290,31 @@ def _framework_result(fw, r, outs):
     return _interop.like(fw, r, keep=tuple(outs.values()))
 
 
+def _is_dask(a):
+    """A dask.array.Array, told without importing Dask (as _interop tells torch/JAX)."""
+    return type(a).__module__.startswith("dask.array")
+
+
+def _dask_forward(x, n_groups, gamma, beta, eps, stats, channel_axis, activation, **others):
+    """The lazy result of gn_native.dask for a Dask array x; the arguments that write
+    into arrays or take given statistics have no Dask form and are refused."""
+    given = [k for k, v in others.items() if v is not None]
+    if given:
+        raise TypeError(f"{given[0]}= is not supported with a Dask array x: gn_native.dask "
+                        "computes its statistics lazily and writes no array in place")
+    from . import dask as gn_dask
+    return gn_dask.group_norm_forward(x, n_groups, gamma, beta, eps, stats=stats,
+                                      channel_axis=channel_axis, activation=activation)
+
+
 def forward_general(x, n_groups, gamma=None, beta=None, eps=1e-5, *, stats="sample",
                     channel_axis=1, out=None, mean=None, var=None, running_mean=None,
                     running_var=None, momentum=0.1, activation=None, add=None, sum_out=None):
     """group_norm_forward without its fast path."""
+    if _is_dask(x):
+        return _dask_forward(x, n_groups, gamma, beta, eps, stats, channel_axis, activation,
+                             out=out, mean=mean, var=var, running_mean=running_mean,
+                             running_var=running_var, add=add, sum_out=sum_out)
     fw = _interop.framework(x)
     if fw is not None:       # a torch/JAX array: the call on NumPy views, results back as fw's
         a = _numpy_args(dict(x=x, gamma=gamma, beta=beta, out=out, mean=mean, var=var,
@@ -555,6 +576,9 @@ def param_grad_arrays(xp, p, gamma, beta):
 def backward_general(dy, x, mean, rstd, n_groups, gamma=None, beta=None, *, stats="sample",
                      channel_axis=1, out=None, frozen=False, activation=None):
     """group_norm_backward without its fast path."""
+    if _is_dask(x) or _is_dask(dy):
+        raise TypeError("group_norm_backward does not take Dask arrays (gn_native.dask is "
+                        "forward only); compute dy and x first")
     fw = _interop.framework(x) or _interop.framework(dy)
     if fw is not None:       # as in forward_general
         a = _numpy_args(dict(dy=dy, x=x, mean=mean, rstd=rstd, gamma=gamma, beta=beta, out=out))
