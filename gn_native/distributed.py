@@ -432,8 +432,7 @@ def _backward(comm, dy, x, mean, rstd, n_groups, gamma, beta, stats, channel_axi
             raise
         error = e
     # past the agreement, nothing may fail on one rank only: the payload is ready
-    local = g_sums = sums
-    g_rstd = rstd
+    g_sums, g_rstd = sums, rstd     # this rank's own (param_grads="local", or one rank)
     if needs_comm:
         counts = _agree(comm, error, sig, None if p is None else p.n)
         gathered = _allgatherv(comm, payload, counts)

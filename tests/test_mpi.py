@@ -11,17 +11,16 @@ import ast
 import inspect
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 pytest.importorskip("mpi4py", reason='mpi4py is not installed (pip install "gn_native[mpi]"; '
                                      "the [test] extra has it)")
 
-import gn_native as gn  # noqa: E402
 import gn_native.distributed as gnd  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -50,15 +49,32 @@ def _env():
     return env
 
 
+def _run(cmd, timeout, **kw):
+    """subprocess.run for mpiexec: on a timeout, SIGTERM to mpiexec's process group (hydra
+    then ends its proxies and ranks), SIGKILL 10 s later; the test fails, CI goes on."""
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True, **kw)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+            try:
+                os.killpg(p.pid, sig)
+                out, err = p.communicate(timeout=wait)
+                break
+            except (subprocess.TimeoutExpired, ProcessLookupError):
+                continue
+        else:
+            out = err = ""
+        pytest.fail(f"{' '.join(cmd)} hung for {timeout} s (a rank left in a collective?)\n"
+                    f"stdout:\n{(out or '')[-3000:]}\nstderr:\n{(err or '')[-3000:]}")
+    return subprocess.CompletedProcess(cmd, p.returncode, out, err)
+
+
 def _launch(script, n, *args, timeout=TIMEOUT):
     """Run `script` on n ranks; its RESULT line as JSON (the test fails on a hang)."""
     cmd = [_mpiexec(), "-n", str(n), sys.executable, str(script), *args]
-    try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=_env(),
-                           cwd=str(HERE))
-    except subprocess.TimeoutExpired as e:
-        out = (e.stdout or b"")[-3000:] if isinstance(e.stdout, bytes) else (e.stdout or "")[-3000:]
-        pytest.fail(f"{' '.join(cmd)} hung for {timeout} s (a rank left in a collective?)\n{out}")
+    r = _run(cmd, timeout, env=_env(), cwd=str(HERE))
     lines = [l for l in r.stdout.splitlines() if l.startswith("RESULT ")]
     assert r.returncode == 0 and lines, (
         f"{' '.join(cmd)} exited with {r.returncode}\nstdout:\n{r.stdout[-4000:]}\n"
@@ -99,8 +115,7 @@ def test_scaleout_bench_runs(tmp_path):
         pytest.skip("no checkout beside the tests")
     out = tmp_path / "scaleout.json"
     args = ["--quick", "--ranks", "1,2", "--json", str(out)]
-    r = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True,
-                       timeout=TIMEOUT, env=_env(), cwd=str(tmp_path))
+    r = _run([sys.executable, str(script), *args], TIMEOUT, env=_env(), cwd=str(tmp_path))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     res = json.loads(out.read_text())
     assert [row["P"] for row in res["mpi"]] == [1, 2]
