@@ -182,8 +182,8 @@ def report(r):
         f"{r['gn_threads_in_blocks']}, in memory {r['gn_threads_in_memory']}; "
         f"median of {r['repeats']}",
         f"  in memory (out=)      {r['in_memory_ms']:9.1f} ms  {r['in_memory_gbps']:6.2f} GB/s",
-        *(f"  Dask y.{h + ('(out)' if h == 'store' else '()'):14s}{r[f'dask_{h}_ms']:9.1f} ms  {r[f'dask_{h}_gbps']:6.2f} GB/s"
-          f"  x{r[f'{h}_vs_in_memory']:.2f} in-memory time"
+        *(f"  Dask y.{h + ('(out)' if h == 'store' else '()'):14s}{r[f'dask_{h}_ms']:9.1f} ms"
+          f"  {r[f'dask_{h}_gbps']:6.2f} GB/s  x{r[f'{h}_vs_in_memory']:.2f} in-memory time"
           for h in ("persist", "store", "compute") if f"dask_{h}_ms" in r),
         f"  y bit-identical to the in-memory call: {'yes' if r['bit_identical'] else 'NO'}",
     ])

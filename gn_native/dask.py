@@ -8,12 +8,27 @@ and ``gn_native.group_norm_forward`` given a Dask array come here.
 
 The graph is the core's three forward stages (`gn_native.stages`):
 
-1. per block, ``stats_partial``: the partial statistics (count, shift, sums)
-   of each (sample, group) the block covers;
+1. per block of the statistics pass, ``stats_partial``: the partial
+   statistics (count, shift, sums) of each (sample, group) the block covers;
 2. ONE merge task, ``stats_merge``, over all the partials in a fixed order
    (below), giving float64 mean and rstd;
-3. per block, ``normalize`` with the float64 mean/rstd of its samples and
-   groups and the gamma/beta of its channels.
+3. per block of `x`, ``normalize`` with the float64 mean/rstd of its samples
+   and groups and the gamma/beta of its channels.
+
+The statistics pass reads whole samples: when `x` is chunked along its
+spatial axes, it is rechunked for that pass to one spatial chunk, cutting N
+and the channels (on group boundaries) so that each block stays within
+Dask's ``array.chunk-size``.  Every partial is then the whole call's, bit for
+bit (a partial depends only on its own sample and group), and y, mean and
+rstd equal the in-memory call bit for bit, whatever the chunks.  Only when
+one sample's group of values (K * spatial of them) exceeds
+``array.chunk-size`` are the partials those of the spatial blocks, merged
+per (sample, group); their sums, folded by the core in its compute type
+(float32 for float32 and 16-bit data) over other runs of values than one
+call folds, give statistics that differ from the in-memory ones in their
+last float32 (float64) bits, and y, exactly `normalize` with them, differs
+by a few ulp (16-bit data: within 1).  Raise ``array.chunk-size``
+(``dask.config.set``) to keep the bits.
 
 The merge order is fixed by the block layout alone, never by when the
 partials arrive, so the result does not depend on scheduling:
@@ -22,12 +37,6 @@ partials arrive, so the result does not depend on scheduling:
   sample's spatial blocks in row-major block order;
 - ``stats="batch"``: for each group, the samples in global order and, for
   each sample, its spatial blocks in row-major block order.
-
-With chunks that split only N (and the channels on group boundaries) every
-(sample, group) partial is the whole call's, bit for bit, so y, mean and
-rstd equal the in-memory call bit for bit.  Spatial splits merge partials of
-sub-blocks with other shifts: the statistics then differ from the
-in-memory call in the last bits, and y by at most 1 ulp.
 
 Channel chunks must hold whole groups: a chunking of the channel axis whose
 boundaries are not multiples of K = C/G is rechunked to the nearest group
@@ -49,10 +58,12 @@ from itertools import accumulate
 import numpy as np
 
 try:
+    import dask
     import dask.array as da
     from dask.array import PerformanceWarning
     from dask.base import tokenize
     from dask.graph_manipulation import bind
+    from dask.utils import parse_bytes
 except ImportError as e:  # pragma: no cover - the [dask] extra is in [test]
     raise ImportError('gn_native.dask needs Dask: pip install "gn_native[dask]" '
                       '(dask[array] and distributed)') from e
@@ -146,9 +157,37 @@ def _normalize_block(xb, s, gamma, beta, *, k, c, stats, ca, activation, n_offse
 
 # ---- the graph ----------------------------------------------------------------------
 
+def _stats_blocks(x, ca, k, spatial_axes):
+    """x as the statistics pass reads it: the spatial axes in one chunk (each block's
+    partials are then the whole call's, bit for bit) when one sample's group of
+    values, K * spatial of them, fits Dask's array.chunk-size; the channel and N
+    chunks are cut (on group boundaries) to keep each block within it.  Else x as it
+    is: partials of spatial sub-blocks."""
+    if all(x.numblocks[a] == 1 for a in spatial_axes):
+        return x
+    budget = parse_bytes(dask.config.get("array.chunk-size"))
+    per_channel = x.dtype.itemsize * int(np.prod([x.shape[a] for a in spatial_axes]))
+    if k * per_channel > budget:
+        return x
+    groups = max(1, budget // (k * per_channel))            # groups per block, at most
+    cmax = max(x.chunks[ca])
+    cchunks = x.chunks[ca] if cmax <= groups * k else tuple(
+        piece for c in x.chunks[ca] for piece in _split(c, groups * k))
+    n = max(1, budget // (max(cchunks) * per_channel))       # samples per block, at most
+    nchunks = tuple(piece for b in x.chunks[0] for piece in _split(b, n))
+    return x.rechunk({0: nchunks, ca: cchunks, **{a: -1 for a in spatial_axes}})
+
+
+def _split(total, most):
+    """total as pieces of `most` (the last one shorter)."""
+    return (most,) * (total // most) + ((total % most,) if total % most else ()) or (0,)
+
+
 def _lazy(a):
     """A small Dask array (gamma, beta) as one Delayed value that every block task reads."""
-    return a.rechunk(-1).to_delayed(optimize_graph=False).ravel()[0] if isinstance(a, da.Array) else a
+    if not isinstance(a, da.Array):
+        return a
+    return a.rechunk(-1).to_delayed(optimize_graph=False).ravel()[0]
 
 
 def _forward(x, n_groups, gamma, beta, eps, stats, channel_axis, activation, recompute):
@@ -176,23 +215,25 @@ def _forward(x, n_groups, gamma, beta, eps, stats, channel_axis, activation, rec
                       stacklevel=_user_stacklevel())
         x = x.rechunk({ca: new})
 
-    tok = tokenize(x, g, p.eps, str(p.stats), ca, act, gamma, beta, bool(recompute))
     nd = x.ndim
     spatial_axes = [a for a in range(1, nd) if a != ca]
+    xs = _stats_blocks(x, ca, k, spatial_axes)
+    tok = tokenize(x, xs.chunks, g, p.eps, str(p.stats), ca, act, gamma, beta, bool(recompute))
 
-    # 1. per block: partials, (n_b, [g_b at ca], 1, ..., 1, 5)
-    pchunks = [x.chunks[0]] + [None] * (nd - 1) + [(5,)]
-    pchunks[ca] = tuple(c // k for c in x.chunks[ca])
+    # 1. per block: partials, (n_b, [g_b at ca], 1, ..., 1, 5); of whole samples when
+    # they fit the chunk budget (then the bits of one call), else of the spatial blocks
+    pchunks = [xs.chunks[0]] + [None] * (nd - 1) + [(5,)]
+    pchunks[ca] = tuple(c // k for c in xs.chunks[ca])
     for a in spatial_axes:
-        pchunks[a] = (1,) * x.numblocks[a]
-    partials = x.map_blocks(_partial_block, k, p.eps, ca, chunks=tuple(pchunks),
-                            new_axis=[nd], dtype=np.float64, meta=np.empty((0,) * (nd + 1)),
-                            name="gn_native-partial-" + tok)
+        pchunks[a] = (1,) * xs.numblocks[a]
+    partials = xs.map_blocks(_partial_block, k, p.eps, ca, chunks=tuple(pchunks),
+                             new_axis=[nd], dtype=np.float64, meta=np.empty((0,) * (nd + 1)),
+                             name="gn_native-partial-" + tok)
 
     # 2. one task: every block's partials, concatenated in block order, merged
     sizes = [1]
     for a in spatial_axes:   # row-major flat index -> does the block hold values?
-        sizes = [s * b for s in sizes for b in x.chunks[a]]
+        sizes = [s * b for s in sizes for b in xs.chunks[a]]
     keep = tuple(i for i, s in enumerate(sizes) if s > 0)
     letters = "abcdefghijklmnopqrstuvwxyz"
     out_ind = letters[:1 + len(stat_shape)]
@@ -220,19 +261,23 @@ def group_norm_forward(x, n_groups, gamma=None, beta=None, eps=1e-5, *, stats="s
     """Group-normalize a Dask array lazily; also return the statistics, lazily.
 
     The same numbers as ``gn_native.group_norm_forward`` on the computed
-    array: bit for bit when the chunks split only N (and the channels on
-    group boundaries), within 1 ulp of y when they split the spatial axes.
-    Nothing runs until the results are computed.
+    array, bit for bit, for any chunks along N and the spatial axes (and
+    channel chunks on group boundaries): the statistics pass reads whole
+    samples, within Dask's ``array.chunk-size``.  Only when one sample's
+    group of values exceeds that size are spatial blocks merged, and y then
+    differs by a few ulp (see the module's notes).  Nothing runs until the
+    results are computed.
 
     Parameters
     ----------
     x : dask.array.Array
         Input of shape (N, C, *spatial) (or (N, *spatial, C) with
-        ``channel_axis=-1``); float16, bfloat16, float32 or float64.  Chunks
-        are free along N and the spatial axes; channel chunks should hold
-        whole groups (multiples of C/G channels), else they are rechunked
-        with a ``dask.array.PerformanceWarning``.  Anything else is turned
-        into one with ``dask.array.asarray``.
+        ``channel_axis=-1``); float16, bfloat16, float32 or float64.
+        Chunks are free along N and the spatial axes (y keeps them);
+        channel chunks should hold whole groups (multiples of C/G
+        channels), else they are rechunked with a
+        ``dask.array.PerformanceWarning``.  Anything else is turned into
+        one with ``dask.array.asarray``.
     n_groups : int
         Number of groups G; it must divide C.
     gamma, beta : array_like or dask.array.Array, optional
@@ -284,7 +329,7 @@ def group_norm_forward(x, n_groups, gamma=None, beta=None, eps=1e-5, *, stats="s
     >>> x = da.from_array(np.arange(16, dtype=np.float32).reshape(2, 4, 2), chunks=(1, 4, 2))
     >>> y, mean, rstd = gnd.group_norm_forward(x, 2, stats="batch")
     >>> y                                   # lazy: nothing has run yet
-    dask.array<gn_native-normalize..., shape=(2, 4, 2), dtype=float32, chunksize=(1, 4, 2), chunktype=numpy.ndarray>
+    dask.array<gn_native-normalize..., shape=(2, 4, 2), dtype=float32, chunksize=(1, 4, 2), ...>
     >>> mean.compute()
     array([5.5, 9.5], dtype=float32)
     """

@@ -10,6 +10,7 @@ accuracy target of SPEC.md (float32 at data offset 1e4) holds across chunks.
 import ast
 import doctest
 import inspect
+import itertools
 import pathlib
 
 import numpy as np
@@ -154,28 +155,56 @@ SPATIAL = [((6, 8, 9, 7), 4, (2, 4, 4, 3)), ((3, 6, 50), 2, (1, 3, 17)),
 @pytest.mark.parametrize("layout", ["nchw", "nhwc"])
 @pytest.mark.parametrize("st", ["sample", "batch"])
 @pytest.mark.parametrize("dtype", dtype_params([F32, F64, F16]))
-def test_spatial_chunks(case, layout, st, dtype):
-    """Spatial chunks merge partials of sub-blocks, whose sums the core folds in x's
-    compute type (float32 for float32/16-bit data) over other runs of values than one
-    call does: the statistics differ from the in-memory ones in their last float32
-    (float64) bits.  y is then (1) exactly the whole-array normalize with the merged
-    statistics, the blocks adding nothing, and (2) within 2 ulp of the in-memory y
-    (each rounded once, and the kernel's own float32 rounding of its scale and shift)
-    plus what the statistics' difference carries into it."""
+@pytest.mark.parametrize("budget", ["default", "one group"])
+def test_spatial_chunks_bit_identical(case, layout, st, dtype, budget):
+    """Spatial chunks: the statistics pass reads whole samples (rechunked within Dask's
+    array.chunk-size, cutting N and the channels on group boundaries when needed),
+    normalize x's own blocks, so y, mean and rstd are the in-memory call's bits."""
     shape, g, chunks = case
     ca = channel_axis(layout)
     shape, chunks = _case(shape, layout), _case(chunks, layout)
     a = _data(shape, dtype, seed=5, offset=3.0)
     gamma, beta = _affine("channel", shape[ca], g)
     x = da.from_array(a, chunks=chunks)
-    lazy = gnd.group_norm_forward(x, g, gamma, beta, stats=st, channel_axis=ca)
+    k, size = shape[ca] // g, a.size // (shape[0] * shape[ca])
+    cfg = {} if budget == "default" else {"array.chunk-size": k * size * a.itemsize}
+    with dask.config.set(cfg):
+        lazy = gnd.group_norm_forward(x, g, gamma, beta, stats=st, channel_axis=ca)
+    assert lazy[0].chunks == x.chunks
+    got = _compute(lazy)
+    for gt, w in zip(got, gn.group_norm_forward(a, g, gamma, beta, stats=st, channel_axis=ca)):
+        _assert_same(gt, w)
+
+
+@pytest.mark.parametrize("case", SPATIAL, ids=[str(c[0]) for c in SPATIAL])
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+@pytest.mark.parametrize("st", ["sample", "batch"])
+@pytest.mark.parametrize("dtype", dtype_params([F32, F64, F16]))
+def test_spatial_chunks_larger_than_the_budget(case, layout, st, dtype):
+    """When one sample's group of values exceeds array.chunk-size, the partials are the
+    spatial blocks', whose sums the core folds in x's compute type (float32 for
+    float32/16-bit data) over other runs of values than one call does: the statistics
+    differ from the in-memory ones in their last float32 (float64) bits.  y is then
+    (1) exactly the whole-array normalize with the merged statistics, the blocks adding
+    nothing, and (2) within 2 ulp of the in-memory y (each rounded once, and the
+    kernel's own rounding of its scale and shift) plus what the statistics' difference
+    carries into it."""
+    shape, g, chunks = case
+    ca = channel_axis(layout)
+    shape, chunks = _case(shape, layout), _case(chunks, layout)
+    a = _data(shape, dtype, seed=5, offset=3.0)
+    gamma, beta = _affine("channel", shape[ca], g)
+    x = da.from_array(a, chunks=chunks)
+    with dask.config.set({"array.chunk-size": "64B"}):
+        lazy = gnd.group_norm_forward(x, g, gamma, beta, stats=st, channel_axis=ca)
     y, mean, rstd = _compute(lazy)
     m, r = _merged(lazy[0])
     _assert_same(y, stages.normalize(a, m, r, g, gamma, beta, stats=st, channel_axis=ca))
+    _assert_same(mean, m.astype(mean.dtype))     # the merged statistics, rounded once
+    _assert_same(rstd, r.astype(rstd.dtype))
     p = stages.stats_partial(a, g, channel_axis=ca)
     m0, r0, _ = stages.stats_merge(p[None] if st == "sample" else p)
-    wy, wm, wr = gn.group_norm_forward(a, g, gamma, beta, stats=st, channel_axis=ca)
-    _assert_same(wm, m0.astype(wm.dtype))
+    wy = gn.group_norm(a, g, gamma, beta, stats=st, channel_axis=ca)
     rtol = 1e-5 if dtype != F64 else 1e-12       # the folded sums' rounding, far above it
     np.testing.assert_allclose(m, m0, rtol=rtol, atol=rtol)
     np.testing.assert_allclose(r, r0, rtol=rtol)
@@ -188,8 +217,6 @@ def test_spatial_chunks(case, layout, st, dtype):
     diff = reference.to_ncs(y, ca) - reference.to_ncs(wy, ca)
     excess = np.maximum(np.abs(diff) - 2 * carried.reshape(diff.shape), 0)
     assert _unit_ulps(excess, reference.to_ncs(wy, ca), dtype).max() <= 2, (st, layout, dtype)
-    _assert_same(mean, m.astype(wm.dtype))       # the merged statistics, rounded once
-    _assert_same(rstd, r.astype(wr.dtype))
 
 
 def test_spatial_chunks_do_not_depend_on_the_scheduler(client):
@@ -199,7 +226,8 @@ def test_spatial_chunks_do_not_depend_on_the_scheduler(client):
     a = _data(shape, F32, seed=7, offset=100.0)
     x = da.from_array(a, chunks=(2, 4, 5, 4))   # 24 blocks
     for st in ("sample", "batch"):
-        lazy = gnd.group_norm_forward(x, g, stats=st)
+        with dask.config.set({"array.chunk-size": "64B"}):   # partials of the 24 blocks
+            lazy = gnd.group_norm_forward(x, g, stats=st)
         ref = dask.compute(*lazy, scheduler="sync")
         for got in (_compute(lazy), _compute(lazy, client), _compute(lazy, client)):
             for gt, w in zip(got, ref):
@@ -212,10 +240,11 @@ def test_accuracy_at_offset_1e4():
     shape, g = (8, 16, 12, 12), 4
     a = (np.random.default_rng(11).standard_normal(shape) + 1e4).astype(F32)
     x = da.from_array(a, chunks=(3, 8, 5, 7))
-    for st in ("sample", "batch"):
-        y = gnd.group_norm(x, g, stats=st).compute(scheduler="threads")
+    for st, budget in itertools.product(("sample", "batch"), ("128MiB", "64B")):
+        with dask.config.set({"array.chunk-size": budget}):  # whole samples, sub-blocks
+            y = gnd.group_norm(x, g, stats=st).compute(scheduler="threads")
         ref = reference.forward(a, g, stats=st)[0]
-        assert np.abs(y - ref).max() <= 1e-5, st
+        assert np.abs(y - ref).max() <= 1e-5, (st, budget)
 
 
 def test_channel_chunks_off_group_boundaries_are_rechunked():
@@ -256,7 +285,8 @@ def test_building_the_graph_runs_nothing(monkeypatch):
     merges = [k for k in dict(y.__dask_graph__()) if "gn_native-merge" in str(k)]
     assert len(merges) == 1
     dask.compute(y, mean, rstd, scheduler="sync")
-    assert calls == {"stats_partial": 12, "stats_merge": 1, "normalize": 12}
+    # the statistics pass reads whole samples (3 x 2 blocks), normalize x's 12 blocks
+    assert calls == {"stats_partial": 6, "stats_merge": 1, "normalize": 12}
     y2.compute(scheduler="sync")
     assert calls["stats_merge"] == 2
 
@@ -270,7 +300,8 @@ def test_recompute_makes_the_blocks_again_instead_of_holding_them(recompute):
     def block(block_id=None):
         made.append(block_id)
         return _data((2, 4, 5), F32, seed=block_id[0])
-    x = da.map_blocks(block, chunks=((2,) * 4, (4,), (5,)), dtype=F32, meta=np.empty((0, 0, 0), F32))
+    x = da.map_blocks(block, chunks=((2,) * 4, (4,), (5,)), dtype=F32,
+                      meta=np.empty((0, 0, 0), F32))
     y = gnd.group_norm(x, 2, stats="batch", recompute=recompute)
     deps = y.__dask_graph__().get_all_dependencies()
     x_keys = set(x.__dask_keys__()[i][0][0] for i in range(4))
@@ -392,7 +423,8 @@ def test_stub_covers_the_runtime_signatures():
         a = defs[name].args
         stub = {p.arg: ("positional", i >= len(a.args) - len(a.defaults))
                 for i, p in enumerate(a.args)}
-        stub.update({p.arg: ("keyword", d is not None) for p, d in zip(a.kwonlyargs, a.kw_defaults)})
+        stub.update({p.arg: ("keyword", d is not None)
+                     for p, d in zip(a.kwonlyargs, a.kw_defaults)})
         rt = {p.name: ("keyword" if p.kind is p.KEYWORD_ONLY else "positional",
                        p.default is not p.empty)
               for p in inspect.signature(getattr(gnd, name)).parameters.values()}
