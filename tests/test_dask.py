@@ -429,3 +429,18 @@ def test_stub_covers_the_runtime_signatures():
                        p.default is not p.empty)
               for p in inspect.signature(getattr(gnd, name)).parameters.values()}
         assert stub == rt, f"gn_native/dask.pyi: {name}"
+
+
+def test_the_benchmark_runs():
+    """bench/scaleout_dask.py's measure(), which bench/scaleout.py reports, on a small
+    array: every figure present, the Dask result bit-identical to the in-memory one."""
+    import importlib.util
+    path = pathlib.Path(__file__).resolve().parents[1] / "bench" / "scaleout_dask.py"
+    spec = importlib.util.spec_from_file_location("scaleout_dask", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    r = bench.measure(shape=(4, 16, 8, 8), n_groups=4, chunk_n=2, repeats=1)
+    assert r["bit_identical"] and r["blocks"] == 2
+    for k in ("in_memory_ms", "dask_persist_ms", "dask_store_ms", "dask_compute_ms"):
+        assert r[k] > 0
+    assert "Dask y.store(out)" in bench.report(r)
