@@ -2,6 +2,7 @@
 from typing import Any, SupportsIndex
 
 from . import _cpu as _cpu
+from . import stages as stages
 from ._api import group_norm as group_norm
 from ._api import group_norm_backward as group_norm_backward
 from ._api import group_norm_forward as group_norm_forward

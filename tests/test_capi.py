@@ -113,6 +113,14 @@ def test_core_c_level(tmp_path):
 
 
 @needs_cc
+def test_stages_c_level(tmp_path):
+    """tests/c/test_stages.c against the shipped library: the stages of gn_native.h give the
+    single calls' bits, on a batch split at any point (see that file)."""
+    _run_checks(cb.link(CC, tmp_path / "test_stages", [cb.TESTS_C / "test_stages.c"],
+                        cflags=["-O2", "-Wall", "-Wextra"], libs=cb.gn_flags(), openmp=False))
+
+
+@needs_cc
 def test_safety_c_level(tmp_path):
     """tests/c/test_safety.c against the shipped library, the program itself built with
     OpenMP so that it can call the core from inside its own team."""

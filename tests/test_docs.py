@@ -15,6 +15,8 @@ METHODS = [n for n, f in inspect.getmembers(gn.GroupNorm, inspect.isfunction)
 
 def _objects():
     out = [(n, getattr(gn, n)) for n in PUBLIC]
+    out += [(f"stages.{n}", getattr(gn.stages, n)) for n in gn.stages.__all__
+            if callable(getattr(gn.stages, n))]
     return out + [(f"GroupNorm.{n}", getattr(gn.GroupNorm, n)) for n in METHODS]
 
 

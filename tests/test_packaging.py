@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 import gn_native as gn
-from gn_native import _api, _cpu, layer
+from gn_native import _api, _cpu, layer, stages
 
 REPO = Path(__file__).resolve().parents[1]
 PKG = Path(gn.__file__).resolve().parent
@@ -124,7 +124,7 @@ def test_release_matrix_is_linux_x86_64_and_aarch64():
 
 # ---- type information ----------------------------------------------------------
 
-STUBS = {"__init__": gn, "_api": _api, "layer": layer, "_cpu": _cpu}
+STUBS = {"__init__": gn, "_api": _api, "layer": layer, "_cpu": _cpu, "stages": stages}
 
 
 def _stub(name):
@@ -235,6 +235,16 @@ def test_stubs_cover_the_public_api():
     for name in vars(inst):
         if not name.startswith("_"):
             assert name in attrs or name in methods, f"GroupNorm attribute {name} is not in layer.pyi"
+
+
+def test_stub_of_the_stages():
+    defs, names = _defs(_stub("stages").body)
+    for name in stages.__all__:
+        v = getattr(stages, name)
+        if callable(v):
+            _check_covers(f"stages.{name}", v, defs[name])
+        else:
+            assert name in names, f"gn_native.stages.{name} is not in stages.pyi"
 
 
 def test_stub_of_the_compiled_module():

@@ -204,6 +204,10 @@ static inline void gn_merge_group(const double *p, int64_t stride, int64_t m, do
         S += s + pi[0] * dd;
         Q += q + dd * (2.0 * s + pi[0] * dd);
     }
+    if (!(M > 0.0)) {            /* no values */
+        *mean = *rstd = *var = NAN;
+        return;
+    }
     double dm = S / M, v = Q / M - dm * dm;
     if (v < 0.0)
         v = 0.0;
