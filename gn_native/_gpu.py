@@ -7,12 +7,36 @@ current stream, temporaries come from CuPy's memory pool, and all sizes are
 known from the plan.
 
 Paths (chosen by gn_native._gpu_geometry from the shape alone):
-- fused: one RawKernel block per (n, g) computes the group's statistics and
-  normalizes it (forward), or its channel sums and dx (backward);
-- split (stats="batch", or few large groups): a RawKernel writes partial
+- stats="batch": the stages (issue 14, gn_native/stages.py's contract),
+  one after another: stats_partial -> stats_merge -> normalize forward,
+  backward_reduce -> backward_apply -> param_grads backward.  gn_native._nccl
+  runs the same functions with an NCCL allGather of the partials (or sums)
+  between the first two, so a batch split across GPUs gives the bits of one
+  GPU's call on the whole batch;
+- stats="sample", fused: one RawKernel block per (n, g) computes the group's
+  statistics and normalizes it (forward), or its channel sums and dx
+  (backward);
+- stats="sample", split (few large groups): a RawKernel writes partial
   moments / channel sums per chunk, a CuPy ReductionKernel merges them in a
   fixed order, and CuPy ElementwiseKernels normalize or compute dx.
 normalize() (statistics given) is one ElementwiseKernel.
+
+The stages, on device arrays (the functions below that take preallocated
+outputs, as the backend contract does):
+- stats_partial: float64 (N, G, 5) {count, shift, sum, sumsq, exponent} per
+  (sample, group), shift the group's first value, sums in double; exponent
+  is always 0 here, and data holding inf/NaN (or float64 data whose squares
+  overflow double, a spread beyond ~1e154) give sumsq NaN, hence NaN
+  statistics for that group.  A sample's row depends on its own values only.
+- stats_merge: one thread per group folds the partials in index order with
+  the C core's gn_stats_merge formula (gn_partials_merge in gn_math.cuh),
+  to float64 mean, rstd and var.
+- normalize_stats: y from float64 mean/rstd (the low part of the mean kept).
+- backward_reduce: float64 (N, C, 2) per (sample, channel), [sum g,
+  sum g (x - mean_F)], g = dy * act'(z), mean_F the mean in the compute type.
+- backward_apply: dx from the sums of the whole batch (stats="batch": M rows
+  in global sample order) or the local ones (stats="sample").
+- param_grads: dgamma, dbeta from the same sums.
 
 Activation (plan.activation, issue 13): every kernel that writes y or dx,
 or sums for dgamma/dbeta, applies it.  y = act(z), z = gamma * xhat + beta;
@@ -83,7 +107,15 @@ def _raw_module(dtype, layout, act):
 
 
 @functools.lru_cache(maxsize=None)
+def _stage_module():
+    return cupy.RawModule(code=K.raw_source(), options=K.raw_options(),
+                          name_expressions=tuple(n for _, n in K.stage_kinds()))
+
+
+@functools.lru_cache(maxsize=None)
 def _raw_kernel(kind, dtype, layout, affine, act="none"):
+    if kind in G.STAGE_KINDS:     # dtype: the statistics dtype S
+        return _stage_module().get_function(K.stage_name(kind, dtype))
     return _raw_module(dtype, layout, K.raw_module_act(kind, act)).get_function(
         K.raw_name(kind, dtype, layout, affine, act))
 
@@ -92,6 +124,7 @@ def _raw_kernel(kind, dtype, layout, affine, act="none"):
 _SPECS = {
     "normalize": K.normalize_spec, "dx": K.dx_spec, "bwd_coef": K.bwd_coef_spec,
     "param_out": K.param_out_spec, "add": K.add_spec, "norm_coef": K.norm_coef_spec, "sum2": K.sum2_spec,
+    "norm_coef64": K.norm_coef64_spec,
     "merge_float32": lambda: K.merge_stats_spec("float32"),
     "merge_float64": lambda: K.merge_stats_spec("float64"),
 }
@@ -116,6 +149,14 @@ class _CupyExec:
 
     def empty(self, shape, dtype):
         return cupy.empty(shape, dtype)
+
+    def ptr(self, a):
+        """The device address of a (for a communicator)."""
+        return a.data.ptr
+
+    def stream_ptr(self):
+        """CuPy's current stream (collectives go there, in order with the kernels)."""
+        return cupy.cuda.get_current_stream().ptr
 
     def raw(self, kind, dtype, layout, affine, launch, args, act="none"):
         k = _raw_kernel(kind, dtype, layout, affine, act)
@@ -184,9 +225,59 @@ def describe(plan=None):
         name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
         return (f"CuPy {cupy.__version__}, {name} (sm_{props['major']}{props['minor']}, "
                 f"{props['multiProcessorCount']} SMs)")
+    if plan.stats == "batch":
+        f = G.stats_rows_geometry(plan.n, plan.c, plan.spatial, plan.groups)
+        b = G.bwd_reduce_geometry(plan.n, plan.c, plan.spatial, plan.layout)
+        return {"forward": "stages", "backward": "stages", "forward_geometry": f, "backward_geometry": b}
     f = G.forward_geometry(plan.n, plan.c, plan.spatial, plan.groups, plan.stats)
     b = G.backward_geometry(plan.n, plan.c, plan.spatial, plan.groups, plan.stats, plan.layout)
     return {"forward": f.path, "backward": b.path, "forward_geometry": f, "backward_geometry": b}
+
+
+# ---------------------------------------------------------------------------
+# The stages on device arrays (see the module docstring; gn_native._nccl and
+# stats="batch" run them).  Inputs in the kernel layout, C-contiguous; outputs
+# preallocated.
+
+def stats_partial(plan, partial, x):
+    """partial: float64 (plan.n, plan.groups, 5), the partials of x's (sample, group)s."""
+    run_stats_partial(_EXEC, plan, partial, x)
+
+
+def stats_merge(mean, rstd, var, partial, m, k, eps):
+    """float64 mean, rstd, var (k values each) from the m x k partials (m, k, 5), merged
+    along the first axis in index order (the C core's gn_stats_merge formula)."""
+    run_stats_merge(_EXEC, mean, rstd, var, partial.reshape(m, k, K.PARTIAL_LEN), eps)
+
+
+def normalize_stats(plan, y, x, mean, rstd, gamma, beta):
+    """y = act(normalized x) with float64 mean/rstd (plan.stat_shape)."""
+    run_normalize_stats(_EXEC, plan, y, x, mean, rstd, gamma, beta)
+
+
+def _stat(plan, a):
+    """float64 statistics as the kernels read them: in the statistics dtype (exact for the
+    values a forward call returns)."""
+    return a.astype(plan.stat_dtype, copy=False)
+
+
+def backward_reduce(plan, sums, dy, x, mean, rstd, gamma, beta):
+    """sums: float64 (plan.n, plan.c, 2), [sum g, sum g (x - mean_F)] per (sample, channel).
+
+    mean, rstd: float64, plan.stat_shape."""
+    run_backward_reduce(_EXEC, plan, sums, dy, x, _stat(plan, mean), _stat(plan, rstd), gamma, beta)
+
+
+def backward_apply(plan, dx, dy, x, mean, rstd, sums, gamma, beta):
+    """dx from float64 sums (M, C, 2): the whole batch's in global sample order
+    (stats="batch", any M >= 1), the local ones (stats="sample", M = plan.n)."""
+    run_backward_apply(_EXEC, plan, dx, dy, x, _stat(plan, mean), _stat(plan, rstd), sums, gamma, beta)
+
+
+def param_grads(plan, dgamma, dbeta, sums, rstd):
+    """dgamma, dbeta (x's dtype; (C,), or (G,) for per-group weights) from float64 sums (M, C, 2)
+    and rstd ((G,), or (M, G) for stats="sample")."""
+    run_param_grads(_EXEC, plan, dgamma, dbeta, sums, rstd)
 
 
 # ---------------------------------------------------------------------------
@@ -234,6 +325,9 @@ def run_forward(ex, plan, y, mean, rstd, x, gamma, beta, add=None, add_shape=Non
     the same sequence reading the sum (see forward)."""
     if add is not None:
         x = _run_add(ex, plan, y if sum_out is None else sum_out, x, add, add_shape)
+    if plan.stats == "batch":
+        run_forward_stages(ex, plan, y, mean, rstd, x, gamma, beta)
+        return
     dt = dtype_name(plan.dtype)
     geo = G.forward_geometry(plan.n, plan.c, plan.spatial, plan.groups, plan.stats)
     affine = _affine_of(gamma, beta, plan.c)
@@ -251,6 +345,126 @@ def run_forward(ex, plan, y, mean, rstd, x, gamma, beta, add=None, add_shape=Non
     ex.reduce("merge_" + sd, parts[0].reshape(q, r), parts[1].reshape(q, r), parts[2].reshape(q, r),
               np.float64(plan.eps), mean.reshape(-1), rstd.reshape(-1), *coef)
     _run_normalize(ex, plan, y, x, coef, gamma, beta)
+
+
+def run_forward_stages(ex, plan, y, mean, rstd, x, gamma, beta, gather=None):
+    """stats="batch" forward as its stages: partial -> [gather] -> merge -> normalize.
+
+    gather (gn_native._nccl): partial (n, G, 5) -> the partials of every rank,
+    (M, G, 5) in global sample order, on the device; None: this batch alone."""
+    part = ex.empty((plan.n, plan.groups, K.PARTIAL_LEN), np.float64)
+    run_stats_partial(ex, plan, part, x)
+    whole = part if gather is None else gather(part)
+    st = ex.empty((3, plan.groups), np.float64)
+    run_stats_merge(ex, st[0], st[1], st[2], whole, plan.eps, mean.reshape(-1), rstd.reshape(-1))
+    run_normalize_stats(ex, plan, y, x, st[0], st[1], gamma, beta)
+
+
+def run_stats_partial(ex, plan, part, x):
+    geo = G.stats_rows_geometry(plan.n, plan.c, plan.spatial, plan.groups)
+    ng = plan.n * plan.groups
+    rows = part if geo.parts == 1 else ex.empty((ng * geo.parts, K.PARTIAL_LEN), np.float64)
+    ex.raw("stats_rows", dtype_name(plan.dtype), plan.layout, "none", geo.launch,
+           (rows, x) + _sizes(plan) + (_i64(geo.parts), _i64(geo.chunk)))
+    if geo.parts > 1:
+        ex.raw("partial_fold", "float64", plan.layout, "none", G.stage_launch(ng),
+               (part, rows, _i64(ng), _i64(geo.parts)))
+
+
+def run_stats_merge(ex, mean, rstd, var, part, eps, mean_s=None, rstd_s=None):
+    """float64 mean, rstd, var of part (m, ..., 5) merged along axis 0; with mean_s and
+    rstd_s (the statistics dtype) also those, rounded."""
+    m = part.shape[0]
+    k = int(np.prod(part.shape[1:-1], dtype=np.int64))
+    sd = "float64" if mean_s is None else dtype_name(mean_s.dtype)
+    ex.raw("stats_merge", sd, "nchw", "none", G.stage_launch(k),
+           (mean, rstd, var, mean_s, rstd_s, part, _i64(m), _i64(k), np.float64(eps)))
+
+
+def run_normalize_stats(ex, plan, y, x, mean, rstd, gamma, beta):
+    """y from float64 mean/rstd (contiguous, plan.stat_shape's values)."""
+    coef = ex.empty((K.NORM_COEFS, mean.size), plan.stat_dtype)
+    ex.elementwise("norm_coef64", None, mean.reshape(-1), rstd.reshape(-1), *coef)
+    _run_normalize(ex, plan, y, x, coef, gamma, beta)
+
+
+def _pair_sums(ex, o0, o1, sums, rstd, outer, rows, plan, rs):
+    """gn_pair_sums: rows of (sample, channel) pairs summed in order (see gn_kernels.cuh)."""
+    sd = dtype_name(plan.stat_dtype if rstd is None else rstd.dtype)
+    ex.raw("pair_sums", sd, plan.layout, "none", G.stage_launch(outer * plan.c),
+           (o0, o1, sums, None if rstd is None else rstd.reshape(-1), _i64(outer), _i64(rows),
+            _i64(plan.c), _i64(plan.k), _i64(rs)))
+
+
+def run_backward_reduce(ex, plan, sums, dy, x, mean, rstd, gamma, beta):
+    act, code = _act(plan)
+    if not code:
+        beta = None          # without an activation nothing reads beta
+    geo = G.bwd_reduce_geometry(plan.n, plan.c, plan.spatial, plan.layout)
+    rows = sums if geo.parts == 1 else ex.empty((plan.n * geo.parts, plan.c, K.DSUM_LEN), np.float64)
+    gn = plan.groups if plan.stats == "sample" else 0
+    ex.raw("bwd_reduce", dtype_name(plan.dtype), plan.layout, "none", geo.launch,
+           (rows, dy, x, mean.reshape(-1), rstd.reshape(-1), gamma, beta,
+            np.int32(K.AFFINE_CODE[_affine_of(gamma, beta, plan.c)]), np.int32(code)) + _sizes(plan)
+           + (_i64(gn), _i64(geo.parts), _i64(geo.chunk), np.int32(geo.tx_len)), act=act)
+    if geo.parts > 1:
+        _pair_sums(ex, sums, None, rows, None, plan.n, geo.parts, plan, 0)
+
+
+def _totals(ex, plan, sums, rstd, per_sample):
+    """(db, dg) float64: sum g and sum g xhat per channel over the rows of sums
+    (per_sample: per (sample, channel), for the coefficients of stats="sample")."""
+    m = sums.shape[0]
+    outer, rows = (m, 1) if per_sample else (1, m)
+    tdb = ex.empty((outer * plan.c,), np.float64)
+    tdg = ex.empty((outer * plan.c,), np.float64)
+    _pair_sums(ex, tdb, tdg, sums, rstd, outer, rows, plan, plan.groups if plan.stats == "sample" else 0)
+    return tdb, tdg
+
+
+def run_backward_apply(ex, plan, dx, dy, x, mean, rstd, sums, gamma, beta=None, frozen=False):
+    """dx from sums (M, C, 2), mean/rstd in the statistics dtype; returns the per-channel
+    totals it used for stats="batch" (dgamma's and dbeta's too, see run_param_grads)."""
+    act, code = _act(plan)
+    if not code:
+        beta = None
+    batch = plan.stats == "batch"
+    tdb, tdg = _totals(ex, plan, sums, rstd, per_sample=not batch)
+    dt = dtype_name(plan.dtype)
+    xf = _io(x.reshape(-1))
+    gam = xf[:1] if gamma is None else _io(gamma)      # a small stand-in when there is no gamma
+    bet = xf[:1] if beta is None else _io(beta)
+    m = plan.k * plan.spatial * (sums.shape[0] if batch else 1)    # values per statistics group
+    coef = ex.empty((K.DX_COEFS, mean.size), plan.stat_dtype)
+    ex.elementwise("bwd_coef", dt, tdb, tdg, mean.reshape(-1), rstd.reshape(-1), gam,
+                   _i64(plan.c), _i64(plan.k), _i64(plan.groups), np.float64(m),
+                   np.int32(K.AFFINE_CODE[_affine_of(gamma, None, plan.c)]), np.int32(frozen), *coef)
+    dyf = _io(dy.reshape(-1))
+    dxf = dyf if dx is dy else (xf if dx is x else _io(dx.reshape(-1)))   # in place, as in _run_normalize
+    ex.elementwise("dx", dt, dyf, xf, coef, _i64(coef.shape[1]), gam, bet, *_flat_args(plan),
+                   np.int32(K.AFFINE_CODE[_affine_of(gamma, beta, plan.c)]), np.int32(gamma is not None),
+                   np.int32(beta is not None), np.int32(code), dxf)
+    return (tdb, tdg) if batch else None
+
+
+def run_param_grads(ex, plan, dgamma, dbeta, sums, rstd, totals=None):
+    """dgamma, dbeta from sums (M, C, 2) (totals: backward_apply's, the same numbers for "batch")."""
+    tdb, tdg = totals if totals is not None else _totals(ex, plan, sums, rstd, per_sample=False)
+    ex.elementwise("param_out", dtype_name(plan.dtype), tdb, tdg, _i64(plan.c // dgamma.shape[0]),
+                   _io(dgamma), _io(dbeta))
+
+
+def run_backward_stages(ex, plan, dx, dgamma, dbeta, dy, x, mean, rstd, gamma, frozen=False, beta=None,
+                        gather=None):
+    """stats="batch" backward as its stages: reduce -> [gather] -> apply -> param_grads.
+
+    gather (gn_native._nccl): sums (n, C, 2) -> every rank's, (M, C, 2) in
+    global sample order; None: this batch alone."""
+    sums = ex.empty((plan.n, plan.c, K.DSUM_LEN), np.float64)
+    run_backward_reduce(ex, plan, sums, dy, x, mean, rstd, gamma, beta)
+    whole = sums if gather is None else gather(sums)
+    totals = run_backward_apply(ex, plan, dx, dy, x, mean, rstd, whole, gamma, beta, frozen)
+    run_param_grads(ex, plan, dgamma, dbeta, whole, rstd, totals)
 
 
 def _run_add(ex, plan, dest, x, add, add_shape):
@@ -288,6 +502,9 @@ def _run_normalize(ex, plan, y, x, coef, gamma, beta):
 
 def run_backward(ex, plan, dx, dgamma, dbeta, dy, x, mean, rstd, gamma, frozen=False,
                  beta=None):
+    if plan.stats == "batch":
+        run_backward_stages(ex, plan, dx, dgamma, dbeta, dy, x, mean, rstd, gamma, frozen, beta)
+        return
     dt = dtype_name(plan.dtype)
     acc = plan.stat_dtype   # the sums accumulate in the statistics dtype
     act, act_code = _act(plan)

@@ -101,15 +101,21 @@ def fused_block(m):
 ELEMENTWISE_BLOCK = 128
 REDUCTION_BLOCK = 512
 
-RAW_KINDS = ("fwd_fused", "stats_partial", "bwd_fused", "bwd_partial")
+RAW_KINDS = ("fwd_fused", "stats_partial", "bwd_fused", "bwd_partial", "stats_rows", "bwd_reduce")
+# The stages' one-thread-per-output kernels (dtype-free, one RawModule of
+# their own, gn_native._gpu_kernels.stage_names): blocks of STAGE_BLOCK.
+STAGE_KINDS = ("partial_fold", "stats_merge", "pair_sums")
+STAGE_BLOCK = 128
 
 
 def max_block(kind):
     """The largest block `kind` is ever launched with (a RawKernel kind, "elementwise" or "reduction")."""
     if kind in ("fwd_fused", "bwd_fused"):
         return FUSED_BLOCK_MAX
-    if kind in ("stats_partial", "bwd_partial"):
+    if kind in ("stats_partial", "bwd_partial", "stats_rows", "bwd_reduce"):
         return SPLIT_BLOCK
+    if kind in STAGE_KINDS:
+        return STAGE_BLOCK
     if kind == "elementwise":
         return ELEMENTWISE_BLOCK
     if kind == "reduction":
@@ -125,7 +131,7 @@ def max_dynamic_smem(kind):
         return 3 * 8 * SPLIT_BLOCK
     if kind == "bwd_fused":
         return SMEM_LIMIT           # backward_geometry takes the split path past it
-    if kind == "bwd_partial":
+    if kind in ("bwd_partial", "stats_rows", "bwd_reduce"):
         return 16 * SPLIT_BLOCK
     return 0
 
@@ -133,7 +139,8 @@ def max_dynamic_smem(kind):
 def raw_defines():
     """The -D options the RawKernels are compiled with: their __launch_bounds__."""
     return (f"-DGN_FUSED_BLOCK_MAX={FUSED_BLOCK_MAX}", f"-DGN_FUSED_MIN_BLOCKS={FUSED_MIN_BLOCKS}",
-            f"-DGN_SPLIT_BLOCK={SPLIT_BLOCK}", f"-DGN_SPLIT_MIN_BLOCKS={SPLIT_MIN_BLOCKS}")
+            f"-DGN_SPLIT_BLOCK={SPLIT_BLOCK}", f"-DGN_SPLIT_MIN_BLOCKS={SPLIT_MIN_BLOCKS}",
+            f"-DGN_STAGE_BLOCK={STAGE_BLOCK}")
 
 
 def block_registers(regs, block):
@@ -216,6 +223,47 @@ def backward_geometry(n, c, spatial, groups, stats, layout):
     items = parts * n * ntiles
     q, r = (parts, n * c) if stats == "sample" else (parts * n, c)
     return BackwardGeometry("split", Launch(grid_for(items), t, 16 * t), tx, parts, chunk, (q, r))
+
+
+# ---------------------------------------------------------------------------
+# The stages (issue 14): stats="batch" runs them, on one GPU or many.  Their
+# chunking comes from the sample's shape (C, spatial, G) and never from N, so
+# that a sample's partial rows and channel sums are the same bits whatever
+# else is in the batch, and a batch split across GPUs gives one GPU's bits.
+
+@dataclass(frozen=True)
+class StageGeometry:
+    launch: Launch     # of gn_stats_rows or gn_bwd_reduce, for the local n
+    parts: int         # chunks per group (forward) or per channel (backward): P
+    chunk: int         # elements (forward) or positions (backward) per chunk
+    tx_len: int = 0    # backward: threads along the contiguous axis of a tile
+
+
+def stats_rows_geometry(n, c, spatial, groups):
+    """How gn_stats_rows cuts each (sample, group) of c // groups * spatial values."""
+    m = (c // groups) * spatial
+    chunk = split_chunk(m, groups)
+    parts = ceil_div(m, chunk)
+    return StageGeometry(Launch(grid_for(n * groups * parts), SPLIT_BLOCK, 16 * SPLIT_BLOCK), parts, chunk)
+
+
+def bwd_reduce_geometry(n, c, spatial, layout):
+    """How gn_bwd_reduce cuts each sample's (channels x positions): tiles as backward_geometry's split."""
+    t = SPLIT_BLOCK
+    tx = tile_tx(layout, t, spatial, c)
+    clen = t // tx if layout == "nchw" else tx
+    ntiles = ceil_div(c, clen)
+    per_pos = max(1, clen)
+    want = pow2ceil(ceil_div(ntiles * spatial, SPLIT_TARGET_ITEMS))
+    chunk = max(ceil_div(SPLIT_MIN_CHUNK, per_pos), min(want, ceil_div(SPLIT_MAX_CHUNK, per_pos)))
+    chunk = max(1, min(spatial, chunk))
+    parts = ceil_div(spatial, chunk)
+    return StageGeometry(Launch(grid_for(n * ntiles * parts), t, 16 * t), parts, chunk, tx)
+
+
+def stage_launch(outputs):
+    """One thread per output (gn_partial_fold, gn_stats_merge, gn_pair_sums)."""
+    return Launch(grid_for(ceil_div(max(1, outputs), STAGE_BLOCK)), STAGE_BLOCK, 0)
 
 
 # ---------------------------------------------------------------------------

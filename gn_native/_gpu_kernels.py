@@ -82,9 +82,31 @@ def raw_name(kind, dtype, layout, affine="none", act="none"):
         return f"gn_{kind}<{ct}, {lay}, {AFFINES[affine]}, {a}>"
     if kind == "bwd_partial":
         return f"gn_{kind}<{ct}, {lay}, {a}>"
-    if kind == "stats_partial":
+    if kind in ("stats_partial", "stats_rows", "bwd_reduce"):
         return f"gn_{kind}<{ct}, {lay}>"
     raise ValueError(f"unknown raw kernel kind {kind!r}")
+
+
+# The stages' dtype-free kernels: one RawModule, its kernels per statistics
+# dtype S (the dtype of the mean/rstd they read or write).
+STAGE_CTYPE = {"float32": "float", "float64": "double"}
+
+
+def stage_name(kind, sdtype):
+    """C++ name expression of a stage kernel (kind in _gpu_geometry.STAGE_KINDS)."""
+    if kind == "partial_fold":
+        return "gn_partial_fold"
+    if kind in ("stats_merge", "pair_sums"):
+        return f"gn_{kind}<{STAGE_CTYPE[sdtype]}>"
+    raise ValueError(f"unknown stage kernel kind {kind!r}")
+
+
+def stage_kinds():
+    """[(kind, name expression)] of the stages' RawModule."""
+    out = [("partial_fold", stage_name("partial_fold", None))]
+    for kind in ("stats_merge", "pair_sums"):
+        out += [(kind, stage_name(kind, sd)) for sd in STAGE_CTYPE]
+    return out
 
 
 def raw_kinds(dtype, layout, act="none"):
@@ -152,6 +174,9 @@ AFFINE_CODE = {"none": 0, "channel": 1, "group": 2}
 # normalize's 4 (gn_norm_coef), dx's 5 (gn_bwd_coef).
 NORM_COEFS = 4
 DX_COEFS = 5
+# The stages' layouts (gn_native.stages.PARTIAL_FIELDS; [sum g, sum g (x - mean_F)])
+PARTIAL_LEN = 5
+DSUM_LEN = 2
 
 
 def _storage(dtype):
@@ -218,6 +243,17 @@ def norm_coef_spec():
     c0 = k_[0]; c1 = k_[1]; c2 = k_[2]; c3 = k_[3];
 """
     return Elementwise("gn_norm_coef", "S mean, S rstd", "S c0, S c1, S c2, S c3", op)
+
+
+def norm_coef64_spec():
+    """normalize's coefficients (rows of coef, the statistics dtype S) from float64 mean and rstd:
+    the stages' normalize, which keeps the low part of the mean (gn_norm_coef)."""
+    op = """
+    S k_[4];
+    gn_norm_coef<S>(mean[i], rstd[i], k_);
+    c0 = k_[0]; c1 = k_[1]; c2 = k_[2]; c3 = k_[3];
+"""
+    return Elementwise("gn_norm_coef64", "raw float64 mean, raw float64 rstd", "S c0, S c1, S c2, S c3", op)
 
 
 def dx_spec(dtype):
@@ -310,6 +346,9 @@ def build_cupy_kernel(spec):
 # ---------------------------------------------------------------------------
 # Variants: every kernel the backend can launch, for gpu_check.
 
+STAGES = "stages"     # the RawVariant.dtype of the stages' module
+
+
 @dataclass(frozen=True)
 class RawVariant:
     dtype: str
@@ -321,6 +360,8 @@ class RawVariant:
 
     @property
     def label(self):
+        if self.dtype == STAGES:
+            return "RawModule[stages]"
         tail = "" if self.act == "none" else f",{self.act}"
         return f"RawModule[{self.dtype},{self.layout}{tail}]"
 
@@ -396,6 +437,8 @@ def variants(dtypes=DTYPES):
             for lay in LAYOUTS:
                 kinds = raw_kinds(dt, lay, act)
                 out.append(RawVariant(dt, lay, tuple(n for _, n in kinds), tuple(k for k, _ in kinds), act=act))
+    kinds = stage_kinds()
+    out.append(RawVariant(STAGES, "", tuple(n for _, n in kinds), tuple(k for k, _ in kinds)))
     for dt in dtypes:
         tmap = {"T": io_dtype(dt), "S": stat_dtype(dt)}
         for spec in (normalize_spec(dt), dx_spec(dt), add_spec(dt)):
@@ -405,6 +448,7 @@ def variants(dtypes=DTYPES):
         out.append(_ew(param_out_spec(dt), tmap))
     for sd in sorted({stat_dtype(d) for d in dtypes}):
         out.append(_ew(norm_coef_spec(), {"S": sd}))
+        out.append(_ew(norm_coef64_spec(), {"S": sd}))
         spec = merge_stats_spec(sd)
         out.append(CupyVariant(spec, ("float64",) * 4, (sd,) * 6, scalar_names(spec), "i32", f"S={sd}"))
     for ad in sorted({acc_dtype(d) for d in dtypes}):

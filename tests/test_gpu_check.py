@@ -162,7 +162,7 @@ def test_block_registers_follow_the_allocation_unit(regs, block, fits):
 def test_variants_cover_every_activation():
     """One RawModule per (dtype, layout, activation); the statistics pass only in the "none" one
     (it does not depend on the activation), the others' kernels carry their activation's id."""
-    raw = [v for v in K.variants() if isinstance(v, K.RawVariant)]
+    raw = [v for v in K.variants() if isinstance(v, K.RawVariant) and v.dtype != K.STAGES]
     assert len(raw) == len(K.DTYPES) * len(K.LAYOUTS) * len(K.ACTIVATIONS)
     assert len({v.label for v in raw}) == len(raw)
     for v in raw:
@@ -181,3 +181,19 @@ def test_an_activation_module_passes(capsys):
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "gn_bwd_fused<float, 1, 1, 1>" in out and "7 kernels x 1 archs" in out
+
+
+def test_the_stages_module_passes(capsys):
+    """The stages' dtype-free kernels (issue 14: fold, merge, pair sums) are one RawModule of their
+    own, checked at their one-thread-per-output blocks; the per-dtype ones (gn_stats_rows,
+    gn_bwd_reduce) sit in the "none" modules beside the statistics pass."""
+    stage = [v for v in K.variants() if isinstance(v, K.RawVariant) and v.dtype == K.STAGES]
+    assert len(stage) == 1 and stage[0].label == "RawModule[stages]"
+    assert set(stage[0].kinds) == set(G.STAGE_KINDS)
+    assert {"stats_rows", "bwd_reduce"} <= set(K.RAW_KINDS) - set(K.ACT_KINDS)
+    rc = gpu_check.main(["--only", "RawModule[stages]", "--arch", "sm_80", "--no-cache", "--jobs", "1"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    for name in ("gn_partial_fold", "gn_stats_merge<double>", "gn_pair_sums<float>"):
+        line = next(ln for ln in out.splitlines() if ln.split()[1:2] == [name])
+        assert line.startswith("ok") and int(line.split()[7]) == G.STAGE_BLOCK, line

@@ -186,3 +186,34 @@ def test_index_regime():
     assert G.index_regime(2**31, 2) == "mixed"
     assert G.index_regime(2**31 + 1, 2) == "i64"
     assert G.index_regime(2**30 + 1, 2) == "mixed"
+
+
+# ---------------------------------------------------------------------------
+# The stages (issue 14): stats="batch" on one GPU or many.
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_stage_geometry(shape, layout):
+    """Chunks tile each group / each channel's positions, a chunk counts in int, and the chunking
+    never depends on N: a sample's partial rows and sums are the same bits in any batch."""
+    n, c, sp, g = shape
+    m = (c // g) * sp
+    f = G.stats_rows_geometry(n, c, sp, g)
+    _check_launch(f.launch, "stats_rows")
+    assert f.parts * f.chunk >= m > (f.parts - 1) * f.chunk and 1 <= f.chunk < 2**30
+    assert f.launch.grid == min(n * g * f.parts, G.GRID_X_MAX)
+    b = G.bwd_reduce_geometry(n, c, sp, layout)
+    _check_launch(b.launch, "bwd_reduce")
+    assert b.parts * b.chunk >= sp > (b.parts - 1) * b.chunk and 1 <= b.chunk < 2**30
+    for other in (1, 3, 1 << 12):
+        assert G.stats_rows_geometry(other, c, sp, g).chunk == f.chunk
+        assert G.bwd_reduce_geometry(other, c, sp, layout).chunk == b.chunk
+        assert G.bwd_reduce_geometry(other, c, sp, layout).tx_len == b.tx_len
+
+
+@pytest.mark.parametrize("outputs", [0, 1, 127, 128, 129, 10**6, 2**40])
+def test_stage_launch(outputs):
+    launch = G.stage_launch(outputs)
+    assert launch.block == G.STAGE_BLOCK == G.max_block("stats_merge") and launch.smem == 0
+    assert 1 <= launch.grid <= G.GRID_X_MAX
+    assert launch.grid * launch.block >= outputs or launch.grid == G.GRID_X_MAX   # grid-stride loops past it

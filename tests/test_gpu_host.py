@@ -330,8 +330,8 @@ def test_forward_float32(ex, path, case, layout, stats, affine):
     assert mean.dtype == np.float32 and mean.shape == p.stat_shape
     assert np.allclose(mean, mr, rtol=1e-6, atol=1e-6) and np.allclose(rstd, rr, rtol=1e-6)
     if path != "auto":
-        assert ex.launches[0][0] == ("fwd_fused" if path == "fused" and stats == "sample" else
-                                     "stats_partial")
+        assert ex.launches[0][0] == ("stats_rows" if stats == "batch" else
+                                     "fwd_fused" if path == "fused" else "stats_partial")
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -375,7 +375,8 @@ def test_forward_big_block_and_many_chunks(ex, monkeypatch):
     _check_y(y, R.forward(x, 1, None, None, 1e-5, "sample")[0], np.float32)
     monkeypatch.setattr(G, "SPLIT_MIN_CHUNK", 512)
     y, _, _, _ = _run_forward(ex, x, 2, None, None, 1e-5, "batch", "nhwc")
-    assert ex.launches[-3][0] == "stats_partial"
+    assert [k for k, _ in ex.launches[-5:]] == ["stats_rows", "partial_fold", "stats_merge", "norm_coef64",
+                                                "normalize"]
     _check_y(y, R.forward(x, 2, None, None, 1e-5, "batch")[0], np.float32)
 
 
@@ -468,7 +469,8 @@ def _check_backward(ex, dtype, shape, g, layout, stats, affine):
 def test_backward_float32(ex, path, case, layout, stats, affine):
     _check_backward(ex, np.dtype(np.float32), case[0], case[1], layout, stats, affine)
     if path != "auto":
-        assert ex.launches[0][0] == ("bwd_fused" if path == "fused" and stats == "sample" else "bwd_partial")
+        assert ex.launches[0][0] == ("bwd_reduce" if stats == "batch" else
+                                     "bwd_fused" if path == "fused" else "bwd_partial")
 
 
 @pytest.mark.parametrize("dtype", [d for d in DTYPES if d != np.float32], ids=str)
@@ -517,7 +519,8 @@ def test_every_launch_uses_the_geometry_limits(ex, path):
         m, r = _ref_stats(x, 3, 1e-5, stats)
         _run_backward(ex, x, x, 3, None, m.astype(np.float32), r.astype(np.float32), stats, "nchw")
     kinds = {k for k, _ in ex.launches}
-    assert {"normalize", "merge_float32", "sum2", "param_out"} <= kinds or path == "fused"
+    assert {"normalize", "stats_rows", "stats_merge", "bwd_reduce", "pair_sums", "param_out"} <= kinds
+    assert {"merge_float32", "sum2"} <= kinds or path != "split"
     for k, launch in ex.launches:
         if launch is not None:
             assert launch.smem <= G.SMEM_LIMIT and launch.grid <= G.GRID_X_MAX
@@ -1074,6 +1077,8 @@ def test_backward_activation(ex, path, act, dtype, case, layout, stats):
     assert kinds and {a for _, a in ex.acts} == {act}
     if path == "fused" and stats == "sample":
         assert kinds == {"bwd_fused"}
+    elif stats == "batch":
+        assert kinds == {"bwd_reduce"}
     elif path == "split":
         assert kinds == {"bwd_partial"}
 
@@ -1149,7 +1154,7 @@ def test_activation_none_runs_the_plain_kernels(ex):
     from gn_native import _gpu_kernels as K
     assert K.raw_name("fwd_fused", "float32", "nchw", "channel") == "gn_fwd_fused<float, 0, 1, 0>"
     assert K.raw_name("bwd_partial", "float16", "nhwc", act="silu") == "gn_bwd_partial<gn_half, 1, 1>"
-    assert all(k == "stats_partial" or k in K.ACT_KINDS for k in K.RAW_KINDS)
+    assert all(k in ("stats_partial", "stats_rows", "bwd_reduce") or k in K.ACT_KINDS for k in K.RAW_KINDS)
     assert [k for k, _ in K.raw_kinds("float32", "nchw", "gelu")].count("stats_partial") == 0
     rng = np.random.default_rng(46)
     x = rng.standard_normal((2, 6, 5, 3)).astype(np.float32)
@@ -1234,6 +1239,8 @@ def test_forward_add(lib, ex, path, dtype, layout, kind, sum_out, stats, case):
     _check_add_run(lib, got, x, a, kind, g, gamma, beta, stats, layout, ex.launches)
     if path == "fused" and stats == "sample":
         assert ex.launches[1][0] == "fwd_fused"
+    elif stats == "batch":
+        assert ex.launches[1][0] == "stats_rows"
     elif path == "split":
         assert ex.launches[1][0] == "stats_partial"
 
@@ -1270,3 +1277,426 @@ def test_forward_add_is_one_kernel_before_the_plain_sequence(ex):
     ex.launches.clear()
     _run_add(ex, x, _addend(rng, x, "nc"), "nc", 3, None, None, "batch", "nhwc")
     assert ex.launches == [("add", None)] + plain
+
+
+# ---------------------------------------------------------------------------
+# The stages (issue 14): stats="batch" IS stats_partial -> stats_merge ->
+# normalize and backward_reduce -> backward_apply -> param_grads; a sample's
+# partial rows and sums depend on its own values only; a batch split over
+# ranks (gn_native._nccl, here with a stand-in communicator whose allGather
+# copies the ranks' host "device" buffers in rank order) gives the single
+# call's bits.
+
+import threading   # noqa: E402
+
+from gn_native import _nccl, _gpu_kernels as GK   # noqa: E402
+
+STAGE_CASES = [((4, 6, 5, 7), 3), ((4, 4, 1, 1), 2), ((4, 8), 4), ((4, 4, 3, 2, 5), 2), ((4, 12, 9, 11), 4)]
+
+
+def _stage_data(rng, shape, dtype, offset=3.0):
+    return (offset + 2 * rng.standard_normal(shape)).astype(dtype)
+
+
+def _k(a, p):
+    return _to_kernel(a, p.layout).copy()
+
+
+def _partials(ex, x, g, layout):
+    p = _plan(x, g, None, None, 1e-5, "batch", layout)
+    part = ex.empty((p.n, p.groups, 5), np.float64)
+    _gpu.run_stats_partial(ex, p, part, _k(x, p))
+    return part
+
+
+def _merge_py(rows, eps):
+    """The spec's merge formula in Python floats (IEEE double, no FMA), rows (m, 5) in order."""
+    import math
+    E = max(r[4] for r in rows)
+    c = rows[0][1]
+    M, S, Q = rows[0][0], math.ldexp(rows[0][2], int(rows[0][4] - E)), math.ldexp(rows[0][3], int(2 * (rows[0][4] - E)))
+    for m_i, c_i, s_i, q_i, e_i in rows[1:]:
+        d = math.ldexp(c_i - c, int(-E))
+        s = math.ldexp(s_i, int(e_i - E))
+        q = math.ldexp(q_i, int(2 * (e_i - E)))
+        S += s + m_i * d
+        Q += q + d * (2 * s + m_i * d)
+        M += m_i
+    dm = S / M
+    v = Q / M - dm * dm
+    v = 0.0 if v < 0 else v
+    var = math.ldexp(v, int(2 * E))
+    return c + math.ldexp(dm, int(E)), 1.0 / math.sqrt(var + eps), var
+
+
+@pytest.mark.parametrize("exps", [False, True])
+def test_partials_merge_is_the_spec_formula(lib, exps):
+    """gn_partials_merge (the merge kernel's arithmetic) gives the formula's bits, exponents
+    included (partials from the CPU's exact scaled path carry e != 0)."""
+    rng = np.random.default_rng(60)
+    fn = lib.h_partials_merge
+    for m in (1, 2, 3, 7, 40):
+        rows = np.empty((m, 5))
+        rows[:, 0] = rng.integers(1, 500, m)
+        rows[:, 1] = 1e4 + rng.standard_normal(m)
+        rows[:, 2] = rng.standard_normal(m) * rows[:, 0]
+        rows[:, 3] = rng.uniform(0.5, 2, m) * rows[:, 0] + rows[:, 2] ** 2 / rows[:, 0]
+        rows[:, 4] = rng.integers(-3, 4, m) if exps else 0
+        out = np.empty(3)
+        fn(_p(rows), ctypes.c_longlong(m), ctypes.c_double(1e-5), _p(out))
+        want = _merge_py([tuple(r) for r in rows], 1e-5)
+        assert out.tolist() == list(want), (m, out, want)
+
+
+def test_partials_merge_matches_the_cpu_core(lib):
+    """The same formula as the C core's gn_stats_merge: the same bits (when the core has stages)."""
+    stages = pytest.importorskip("gn_native.stages")
+    rng = np.random.default_rng(61)
+    x = (5e3 + 3 * rng.standard_normal((5, 6, 7, 3))).astype(np.float32)
+    part = stages.stats_partial(x, 3)
+    mean, rstd, var = stages.stats_merge(part)
+    for g in range(3):
+        out = np.empty(3)
+        rows = np.ascontiguousarray(part[:, g])
+        lib.h_partials_merge(_p(rows), ctypes.c_longlong(5), ctypes.c_double(1e-5), _p(out))
+        assert out.tolist() == [mean[g], rstd[g], var[g]]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+@pytest.mark.parametrize("case", STAGE_CASES, ids=lambda c: f"{c[0]}g{c[1]}")
+def test_partial_rows_depend_only_on_their_sample(ex, path, dtype, layout, case):
+    """Every slice of the batch gives exactly its rows of the whole batch's partials; the
+    fields are {count, shift (the group's first value), sum, sumsq, 0} of x - shift."""
+    shape, g = case
+    rng = np.random.default_rng(62)
+    x = _stage_data(rng, shape, dtype)
+    whole = _partials(ex, x, g, layout)
+    for a, b in ((0, 1), (1, 3), (3, 4), (0, 4)):
+        assert _same_bits(_partials(ex, x[a:b], g, layout), whole[a:b])
+    n, c = shape[:2]
+    xg = x.astype(np.float64).reshape(n, g, -1)      # the same values in either layout; first: x[n, g*K, 0]
+    first = xg[:, :, 0]
+    assert np.array_equal(whole[:, :, 0], np.full((n, g), xg.shape[2]))
+    assert np.array_equal(whole[:, :, 1], first) and not whole[:, :, 4].any()
+    d = xg - first[:, :, None]
+    assert np.allclose(whole[:, :, 2], d.sum(2), rtol=1e-12, atol=1e-9 * np.abs(d).sum(2).max())
+    assert np.allclose(whole[:, :, 3], (d * d).sum(2), rtol=1e-12)
+
+
+def test_partial_of_inf_or_nan_has_nan_sumsq(ex):
+    x = np.random.default_rng(63).standard_normal((3, 4, 6)).astype(np.float32)
+    x[0, 0, 2] = np.inf
+    x[1, 3, 0] = np.nan        # the shift of (1, group 1)
+    part = _partials(ex, x, 2, "nchw")
+    assert np.isnan(part[0, 0, 3]) and np.isnan(part[1, 1, 3])
+    assert np.isfinite(np.delete(part.reshape(-1, 5), [0, 3], axis=0)).all()
+
+
+def _forward_stages_by_hand(ex, x, g, gamma, beta, layout, act=None):
+    """The forward stages one call at a time (as gn_native.stages runs them): y, mean64, rstd64."""
+    p = _act_plan(x, g, gamma, beta, 1e-5, "batch", layout, act)
+    xk = _k(x, p)
+    part = ex.empty((p.n, g, 5), np.float64)
+    _gpu.run_stats_partial(ex, p, part, xk)
+    m64, r64, v64 = (ex.empty((g,), np.float64) for _ in range(3))
+    _gpu.run_stats_merge(ex, m64, r64, v64, part, 1e-5)
+    y = ex.empty(xk.shape, xk.dtype)
+    _gpu.run_normalize_stats(ex, p, y, xk, m64, r64, gamma, beta)
+    return _from_kernel(y, p.layout), m64, r64, v64
+
+
+def _single_forward(ex, x, g, gamma, beta, layout, act=None):
+    p = _act_plan(x, g, gamma, beta, 1e-5, "batch", layout, act)
+    xk = _k(x, p)
+    y = ex.empty(xk.shape, xk.dtype)
+    mean, rstd = ex.empty(p.stat_shape, p.stat_dtype), ex.empty(p.stat_shape, p.stat_dtype)
+    _gpu.run_forward(ex, p, y, mean, rstd, xk, gamma, beta)
+    return _from_kernel(y, p.layout), mean, rstd
+
+
+_STAGE_GRID = dict(path=["auto", "fused", "split"], dtype=DTYPES, layout=["nchw", "nhwc"],
+                   act=[None] + ACTS, case=[pytest.param(c, id=f"{c[0]}g{c[1]}") for c in STAGE_CASES],
+                   affine=["channel", "group", "none"])
+
+
+@pytest.mark.parametrize("path,dtype,layout,act,case,affine", pairwise_params(
+    _STAGE_GRID, full=("dtype", "layout")), indirect=["path"])
+def test_forward_batch_is_its_stages(ex, path, dtype, layout, act, case, affine):
+    shape, g = case
+    rng = np.random.default_rng(64)
+    x = _stage_data(rng, shape, dtype)
+    gamma, beta = _params(rng, affine, shape[1], g, dtype)
+    y, mean, rstd = _single_forward(ex, x, g, gamma, beta, layout, act)
+    ys, m64, r64, v64 = _forward_stages_by_hand(H.HostExec(ex.lib), x, g, gamma, beta, layout, act)
+    assert _same_bits(y, ys)
+    sd = V.stat_dtype_for(dtype)
+    assert _same_bits(mean, m64.astype(sd)) and _same_bits(rstd, r64.astype(sd))
+    mr, vr = R.moments(x.astype(np.float64), g, "batch")
+    assert np.allclose(m64, mr, rtol=1e-12, atol=1e-12) and np.allclose(v64, vr, rtol=1e-10)
+    assert [k for k, _ in ex.launches if k in ("stats_rows", "partial_fold", "stats_merge")][-1] == "stats_merge"
+
+
+def _backward_stages_by_hand(ex, x, dy, g, gamma, beta, mean, rstd, layout, act=None):
+    """backward_reduce -> backward_apply -> param_grads, each on its own (param_grads recomputes
+    its totals): dx, dgamma, dbeta, sums."""
+    p = _act_plan(x, g, gamma, beta, 1e-5, "batch", layout, act)
+    xk, dyk = _k(x, p), _k(dy, p)
+    sums = ex.empty((p.n, p.c, 2), np.float64)
+    _gpu.run_backward_reduce(ex, p, sums, dyk, xk, mean, rstd, gamma, beta)
+    dx = ex.empty(xk.shape, xk.dtype)
+    _gpu.run_backward_apply(ex, p, dx, dyk, xk, mean, rstd, sums, gamma, beta)
+    pshape = gamma.shape if gamma is not None else (p.c,)
+    dgamma, dbeta = ex.empty(pshape, x.dtype), ex.empty(pshape, x.dtype)
+    _gpu.run_param_grads(ex, p, dgamma, dbeta, sums, rstd)
+    return _from_kernel(dx, p.layout), dgamma, dbeta, sums
+
+
+@pytest.mark.parametrize("path,dtype,layout,act,case,affine", pairwise_params(
+    _STAGE_GRID, full=("dtype", "layout")), indirect=["path"])
+def test_backward_batch_is_its_stages(ex, path, dtype, layout, act, case, affine):
+    shape, g = case
+    rng = np.random.default_rng(65)
+    x = _stage_data(rng, shape, dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    gamma, beta = _params(rng, affine, shape[1], g, dtype)
+    _, mean, rstd = _single_forward(ex, x, g, gamma, beta, layout, act)
+    single = _run_act_backward(ex, act, x, dy, g, gamma, beta, mean, rstd, "batch", layout)
+    *staged, sums = _backward_stages_by_hand(H.HostExec(ex.lib), x, dy, g, gamma, beta, mean, rstd, layout, act)
+    for a, b in zip(single, staged):
+        assert _same_bits(a, b)
+    # the sums: [sum g, sum g (x - mean_F)] per (sample, channel), mean_F the mean in the compute type
+    f64 = (lambda a: None if a is None else a.astype(np.float64))
+    z = R.forward(x.astype(np.float64), g, f64(gamma), f64(beta), 0.0, "batch", mean=mean,
+                  var=1.0 / rstd.astype(np.float64) ** 2)[0]
+    gg = dy.astype(np.float64) * act_grad_ref(act or "none", z)
+    mean_f = np.repeat(mean.astype(np.float64), shape[1] // g).reshape((1, -1) + (1,) * (x.ndim - 2))
+    axes = tuple(range(2, x.ndim))
+    want0, want1 = gg.sum(axes), (gg * (x.astype(np.float64) - mean_f)).sum(axes)
+    # act'(z) from z in float: off by act'' * (float rounding of z) where act' itself may be ~0
+    scale = np.abs(dy.astype(np.float64)).sum(axes) * (1 + np.abs(x.astype(np.float64) - mean_f).max())
+    tol = 1e-12 if act is None or dtype == np.float64 else 1e-5     # act'(z): z in float
+    assert np.all(np.abs(sums[..., 0] - want0) <= tol * scale) and np.all(np.abs(sums[..., 1] - want1) <= tol * scale)
+
+
+@pytest.mark.parametrize("dtype", [np.dtype(np.float32), np.dtype(np.float64)], ids=str)
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+def test_backward_sums_depend_only_on_their_sample(ex, path, dtype, layout):
+    rng = np.random.default_rng(66)
+    shape, g = (4, 12, 9, 11), 4
+    x, dy = _stage_data(rng, shape, dtype), rng.standard_normal(shape).astype(dtype)
+    gamma, beta = _params(rng, "channel", 12, g, dtype)
+    _, mean, rstd = _single_forward(ex, x, g, gamma, beta, layout, "silu")
+
+    def sums(a, b):
+        p = _act_plan(x[a:b], g, gamma, beta, 1e-5, "batch", layout, "silu")
+        out = ex.empty((b - a, 12, 2), np.float64)
+        _gpu.run_backward_reduce(ex, p, out, _k(dy[a:b], p), _k(x[a:b], p), mean, rstd, gamma, beta)
+        return out
+    whole = sums(0, 4)
+    for a, b in ((0, 1), (1, 3), (3, 4)):
+        assert _same_bits(sums(a, b), whole[a:b])
+
+
+class FakeNcclWorld:
+    """P ranks as threads of this process; each rank's communicator is FakeNccl(world, rank)."""
+
+    def __init__(self, size):
+        self.size = size
+        self.barrier = threading.Barrier(size, timeout=120)
+        self.send = [None] * size
+        self.calls = []
+        self.lock = threading.Lock()
+
+
+class FakeNccl:
+    """A stand-in for cupy.cuda.nccl.NcclCommunicator: allGather copies every rank's send
+    buffer (a host array's address here) into each rank's receive buffer, in rank order."""
+
+    def __init__(self, world, rank):
+        self.world, self.rank = world, rank
+
+    def size(self):
+        return self.world.size
+
+    def rank_id(self):
+        return self.rank
+
+    def allGather(self, sendbuf, recvbuf, count, datatype, stream):
+        w = self.world
+        with w.lock:
+            w.calls.append((self.rank, count, datatype, stream))
+        w.send[self.rank] = (sendbuf, count)
+        w.barrier.wait()
+        for r in range(w.size):
+            ptr, cnt = w.send[r]
+            assert cnt == count, "NCCL's allGather needs the same count on every rank"
+            ctypes.memmove(recvbuf + r * count * 8, ptr, count * 8)
+        w.barrier.wait()       # no rank reuses its send buffer before every rank has copied it
+
+
+def _run_ranks(size, fn):
+    """fn(rank, comm) on `size` threads; returns their results in rank order (re-raising errors)."""
+    world = FakeNcclWorld(size)
+    out, errors = [None] * size, []
+
+    def body(r):
+        try:
+            out[r] = fn(r, FakeNccl(world, r))
+        except BaseException as e:   # noqa: BLE001 - re-raised below
+            errors.append(e)
+            world.barrier.abort()
+    threads = [threading.Thread(target=body, args=(r,)) for r in range(size)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not any(t.is_alive() for t in threads), "a rank hangs"
+    if errors:
+        raise errors[0]
+    return out, world
+
+
+_NCCL_GRID = dict(ranks=[1, 2, 3, 4], dtype=DTYPES, layout=["nchw", "nhwc"], act=[None, "silu", "gelu"],
+                  case=[pytest.param(c, id=f"{c[0]}g{c[1]}") for c in [((2, 6, 5, 7), 3), ((1, 8), 4),
+                                                                       ((2, 12, 9, 11), 4)]],
+                  affine=["channel", "group", "none"])
+
+
+@pytest.mark.parametrize("ranks,dtype,layout,act,case,affine", pairwise_params(
+    _NCCL_GRID, full=("ranks", "dtype")))
+def test_nccl_batch_split_over_ranks_gives_the_single_call(lib, monkeypatch, ranks, dtype, layout, act, case,
+                                                           affine):
+    """P = 1..4 ranks of n samples each (NCCL's allGather: equal counts) through gn_native._nccl's
+    orchestration: y, mean, rstd, dx, dgamma and dbeta are the single call's bits on the whole batch."""
+    monkeypatch.setattr(G, "SPLIT_MIN_CHUNK", 16)       # several chunks per group / channel: folds run
+    monkeypatch.setattr(G, "SPLIT_TARGET_ITEMS", 64)
+    monkeypatch.setattr(G, "SPLIT_BLOCK", 32)           # small blocks: quick in the host harness
+    (n, *rest), g = case
+    rng = np.random.default_rng(67)
+    shape = (ranks * n, *rest)
+    x = _stage_data(rng, shape, dtype, offset=-40.0)
+    dy = rng.standard_normal(shape).astype(dtype)
+    gamma, beta = _params(rng, affine, shape[1], g, dtype)
+    ex = H.HostExec(lib)
+    y, mean, rstd = _single_forward(ex, x, g, gamma, beta, layout, act)
+    dx, dgamma, dbeta = _run_act_backward(ex, act, x, dy, g, gamma, beta, mean, rstd, "batch", layout)
+
+    def rank(r, comm):
+        e = H.HostExec(lib)
+        xs, dys = x[r * n:(r + 1) * n], dy[r * n:(r + 1) * n]
+        p = _act_plan(xs, g, gamma, beta, 1e-5, "batch", layout, act)
+        xk, dyk = _k(xs, p), _k(dys, p)
+        yk = e.empty(xk.shape, xk.dtype)
+        m, rs = e.empty(p.stat_shape, p.stat_dtype), e.empty(p.stat_shape, p.stat_dtype)
+        _nccl.forward_stages(e, comm, p, yk, m, rs, xk, gamma, beta)
+        dxk = e.empty(xk.shape, xk.dtype)
+        pshape = gamma.shape if gamma is not None else (p.c,)
+        dg, db = e.empty(pshape, dtype), e.empty(pshape, dtype)
+        _nccl.backward_stages(e, comm, p, dxk, dg, db, dyk, xk, m, rs, gamma, beta)
+        return _from_kernel(yk, p.layout), m, rs, _from_kernel(dxk, p.layout), dg, db
+
+    got, world = _run_ranks(ranks, rank)
+    for r, (yr, mr, rr, dxr, dgr, dbr) in enumerate(got):
+        sl = slice(r * n, (r + 1) * n)
+        assert _same_bits(yr, y[sl]) and _same_bits(mr, mean) and _same_bits(rr, rstd)
+        assert _same_bits(dxr, dx[sl]) and _same_bits(dgr, dgamma) and _same_bits(dbr, dbeta)
+    # one allGather of the partials and one of the sums per rank, float64, on the executor's stream
+    counts = sorted({c for _, c, _, _ in world.calls})
+    assert len(world.calls) == 2 * ranks and counts == sorted({n * g * 5, n * shape[1] * 2})
+    assert {(d, s) for _, _, d, s in world.calls} == {(8, 0)}
+
+
+@pytest.mark.parametrize("ranks", [2, 3])
+@pytest.mark.parametrize("param_grads", ["global", "local"])
+def test_nccl_sample_stats(lib, ranks, param_grads):
+    """stats="sample": dx is the single call's without communication; global dgamma/dbeta gather
+    the sums and rstd of every sample (the same bits on every rank, the stages' on the whole batch)."""
+    rng = np.random.default_rng(68)
+    n, g, shape = 2, 3, (2 * ranks, 6, 5, 4)
+    x, dy = _stage_data(rng, shape, np.float32), rng.standard_normal(shape).astype(np.float32)
+    gamma, beta = _params(rng, "channel", 6, g, np.float32)
+    ex = H.HostExec(lib)
+    p_all = _act_plan(x, g, gamma, beta, 1e-5, "sample", "nchw", "silu")
+    _, mean, rstd, _ = _run_forward(ex, x, g, gamma, beta, 1e-5, "sample", "nchw")
+    dx = _run_act_backward(ex, "silu", x, dy, g, gamma, beta, mean, rstd, "sample", "nchw")[0]
+    sums = ex.empty((2 * ranks, 6, 2), np.float64)
+    _gpu.run_backward_reduce(ex, p_all, sums, dy, x, mean, rstd, gamma, beta)
+    want = ex.empty((6,), np.float32), ex.empty((6,), np.float32)
+    _gpu.run_param_grads(ex, p_all, *want, sums, rstd.astype(np.float64))
+
+    def rank(r, comm):
+        e = H.HostExec(lib)
+        sl = slice(r * n, (r + 1) * n)
+        p = _act_plan(x[sl], g, gamma, beta, 1e-5, "sample", "nchw", "silu")
+        dxk = e.empty(x[sl].shape, np.float32)
+        dg, db = e.empty((6,), np.float32), e.empty((6,), np.float32)
+        _nccl.backward_stages(e, comm, p, dxk, dg, db, dy[sl].copy(), x[sl].copy(), mean[sl].copy(),
+                              rstd[sl].copy(), gamma, beta, param_grads)
+        return dxk, dg, db
+
+    got, world = _run_ranks(ranks, rank)
+    for r, (dxr, dgr, dbr) in enumerate(got):
+        assert _same_bits(dxr, dx[r * n:(r + 1) * n])
+        if param_grads == "global":
+            assert _same_bits(dgr, want[0]) and _same_bits(dbr, want[1])
+    assert len(world.calls) == (2 * ranks if param_grads == "global" else 0)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+def test_uneven_splits_through_the_stages(ex, layout):
+    """Any split (as MPI's Allgatherv allows; NCCL's allGather needs equal ones): the partials and
+    sums of the slices, concatenated in order, give the single call's bits."""
+    rng = np.random.default_rng(69)
+    shape, g = (7, 12, 9, 11), 4
+    x, dy = _stage_data(rng, shape, np.float32), rng.standard_normal(shape).astype(np.float32)
+    gamma, beta = _params(rng, "group", 12, g, np.float32)
+    y, mean, rstd = _single_forward(ex, x, g, gamma, beta, layout)
+    dx, dgamma, dbeta = _run_act_backward(ex, None, x, dy, g, gamma, beta, mean, rstd, "batch", layout)
+    for cuts in ((0, 7), (0, 1, 7), (0, 3, 4, 7), (0, 2, 3, 5, 7)):
+        parts = [_partials(ex, x[a:b], g, layout) for a, b in zip(cuts, cuts[1:])]
+        whole = np.concatenate(parts)
+        m64, r64, v64 = (ex.empty((g,), np.float64) for _ in range(3))
+        _gpu.run_stats_merge(ex, m64, r64, v64, whole, 1e-5)
+        assert _same_bits(m64.astype(np.float32), mean) and _same_bits(r64.astype(np.float32), rstd)
+        for a, b in zip(cuts, cuts[1:]):
+            p = _plan(x[a:b], g, gamma, beta, 1e-5, "batch", layout)
+            yk = ex.empty(_k(x[a:b], p).shape, np.float32)
+            _gpu.run_normalize_stats(ex, p, yk, _k(x[a:b], p), m64, r64, gamma, beta)
+            assert _same_bits(_from_kernel(yk, p.layout), y[a:b])
+        sums = []
+        for a, b in zip(cuts, cuts[1:]):
+            p = _plan(x[a:b], g, gamma, beta, 1e-5, "batch", layout)
+            s = ex.empty((b - a, 12, 2), np.float64)
+            _gpu.run_backward_reduce(ex, p, s, _k(dy[a:b], p), _k(x[a:b], p), mean, rstd, gamma, None)
+            sums.append(s)
+        allsums = np.concatenate(sums)
+        for a, b in zip(cuts, cuts[1:]):
+            p = _plan(x[a:b], g, gamma, beta, 1e-5, "batch", layout)
+            xk = _k(x[a:b], p)
+            dxk = ex.empty(xk.shape, np.float32)
+            _gpu.run_backward_apply(ex, p, dxk, _k(dy[a:b], p), xk, mean, rstd, allsums, gamma)
+            assert _same_bits(_from_kernel(dxk, p.layout), dx[a:b])
+        dg, db = ex.empty((g,), np.float32), ex.empty((g,), np.float32)
+        _gpu.run_param_grads(ex, _plan(x, g, gamma, beta, 1e-5, "batch", layout), dg, db, allsums, rstd)
+        assert _same_bits(dg, dgamma) and _same_bits(db, dbeta)
+
+
+def test_nccl_module_never_synchronizes_with_the_host():
+    """No .get(), no stream or device synchronization, no host copies in the NCCL path."""
+    import inspect
+    src = inspect.getsource(_nccl) + inspect.getsource(_gpu.run_forward_stages) + inspect.getsource(
+        _gpu.run_backward_stages)
+    for bad in (".get(", "synchronize", "asnumpy", ".item(", "tolist", "allReduce("):
+        assert bad not in src.replace("NOT allReduce", ""), bad
+
+
+def test_nccl_refuses_what_it_can_check_locally():
+    class NoGather:
+        def size(self):
+            return 1
+    with pytest.raises(TypeError, match="NcclCommunicator"):
+        _nccl._check_comm(NoGather(), None)
+    with pytest.raises(TypeError, match="CuPy"):
+        _nccl.group_norm_forward(np.ones((2, 4, 3), np.float32), 2, comm=FakeNccl(FakeNcclWorld(1), 0))
+    assert GK.PARTIAL_LEN == 5 and GK.DSUM_LEN == 2

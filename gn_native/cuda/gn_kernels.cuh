@@ -44,7 +44,7 @@
 // launches come from one place; gn_native.gpu_check checks what ptxas made
 // of them (registers x largest block <= 65536, no spills).
 #if !defined(GN_FUSED_BLOCK_MAX) || !defined(GN_FUSED_MIN_BLOCKS) || !defined(GN_SPLIT_BLOCK) || \
-    !defined(GN_SPLIT_MIN_BLOCKS)
+    !defined(GN_SPLIT_MIN_BLOCKS) || !defined(GN_STAGE_BLOCK)
 #error "compile with the options of gn_native._gpu_kernels.raw_options() (-DGN_FUSED_BLOCK_MAX=... etc.)"
 #endif
 
@@ -447,6 +447,203 @@ gn_bwd_partial(typename gn_traits<T>::acc* pdb, typename gn_traits<T>::acc* pdg,
         if (t.rpos == 0 && c < C) {
             pdb[(p * N + n) * C + c] = (A)ra[tid];
             pdg[(p * N + n) * C + c] = (A)rb[tid];
+        }
+        GN_SYNC();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The stages (issue 14): what a stats="batch" call runs, one kernel per stage,
+// so that ranks that each hold a slice of the batch (gn_native._nccl) and one
+// GPU holding all of it compute the same bits.  Every row a kernel writes
+// depends only on one sample's values (the chunking comes from C, the spatial
+// size and G, never from N), and every fold runs in index order.
+//
+//   stats_rows + partial_fold   x -> partials (N, G, 5)
+//   stats_merge                 partials (M, G, 5), M samples -> mean, rstd, var (double)
+//   bwd_reduce + pair_sums      dy, x -> sums (N, C, 2) = [sum g, sum g (x - mean_F)]
+//   pair_sums                   sums (M, C, 2) -> per-channel totals
+// (normalize, dx and dgamma/dbeta are the CuPy kernels of gn_native._gpu_kernels.)
+
+// Forward stage 1: the partial of chunk p of group (n, g), item = (n * G + g) * P + p,
+// over elements [p * chunk, (p + 1) * chunk) of the group's linear index, with
+// the group's first value as shift: rows[item * 5 ..] = {count, shift, sum,
+// sumsq, 0}.  Values are summed in double (x - shift is exact in double for
+// 16- and 32-bit data), U of them in flight per thread; the block tree-sums.
+// Shared memory: 2 * blockDim doubles.
+template <typename T, int L>
+__global__ void GN_BOUNDS(GN_SPLIT_BLOCK, GN_SPLIT_MIN_BLOCKS)
+gn_stats_rows(double* rows, const T* x, long long N, long long C, long long Sp, long long G,
+              long long P, long long chunk) {
+    GN_DYN_SMEM(smem_raw);
+    const int tid = GN_TID, nt = GN_NT;
+    double* ra = (double*)smem_raw;
+    double* rb = ra + nt;
+    const long long K = C / G, M = K * Sp;
+    const long long len = L == GN_NCHW ? Sp : K, stride = L == GN_NCHW ? Sp : C;
+    const int U = gn_unroll<T>::value;
+    for (long long item = GN_BID; item < N * G * P; item += GN_NB) {
+        const long long ng = item / P, p = item - ng * P;
+        const long long n = ng / G, g = ng - n * G;
+        const T* xg = x + (L == GN_NCHW ? (n * C + g * K) * Sp : n * Sp * C + g * K);
+        const long long j0 = p * chunk;
+        const long long j1 = j0 + chunk < M ? j0 + chunk : M;
+        const double c = (double)gn_to_acc(xg[0]);
+        gn_walk w;
+        w.init(j0 + tid, nt, len, stride);
+        double s = 0.0, q = 0.0;
+        const int jn = (int)(j1 - j0);
+        for (int j = tid; j < jn; j += U * nt) {
+            double v[U];
+#pragma unroll
+            for (int u = 0; u < U; ++u) {
+                v[u] = 0.0;
+                if (j + u * nt < jn) {
+                    v[u] = (double)gn_to_acc(xg[w.offset()]) - c;
+                    w.advance();
+                }
+            }
+#pragma unroll
+            for (int u = 0; u < U; ++u) {
+                s += v[u];
+                q = gn_fma(v[u], v[u], q);
+            }
+        }
+        ra[tid] = s; rb[tid] = q;
+        GN_SYNC();
+        gn_block_sum2(ra, rb, tid, tid, nt, 1);
+        if (tid == 0) {
+            double* r = rows + item * GN_PARTIAL_LEN;
+            const bool ok = gn_finite(ra[0]) && gn_finite(rb[0]);
+            r[0] = (double)(j1 - j0); r[1] = c; r[2] = ra[0]; r[3] = ok ? rb[0] : gn_nan(); r[4] = 0.0;
+        }
+        GN_SYNC();
+    }
+}
+
+// One thread per output, a grid-stride loop (the stages' folds and merge).
+#define GN_EACH_OUTPUT(i, count) \
+    for (long long i = GN_BID * GN_NT + GN_TID; i < (count); i += GN_NB * GN_NT)
+
+// Forward stage 1, second half (when a group has P > 1 chunks): the partial
+// of (n, g) from its P chunk rows, summed in chunk order (the chunks share
+// the shift, so sums add).  Non-finite sums give sumsq NaN.
+__global__ void GN_BOUNDS(GN_STAGE_BLOCK, 1)
+gn_partial_fold(double* part, const double* rows, long long NG, long long P) {
+    GN_EACH_OUTPUT(i, NG) {
+        const double* r = rows + i * P * GN_PARTIAL_LEN;
+        double m = 0.0, s = 0.0, q = 0.0;
+        for (long long p = 0; p < P; ++p) {
+            m += r[p * GN_PARTIAL_LEN];
+            s += r[p * GN_PARTIAL_LEN + 2];
+            q += r[p * GN_PARTIAL_LEN + 3];
+        }
+        double* o = part + i * GN_PARTIAL_LEN;
+        o[0] = m; o[1] = r[1]; o[2] = s; o[3] = gn_finite(s) && gn_finite(q) ? q : gn_nan(); o[4] = 0.0;
+    }
+}
+
+// Merge: for each of the k statistics groups, its m partials
+// part[(j * k + i) * 5 ..], j = 0..m-1, in that order (gn_partials_merge), to
+// mean[i], rstd[i], var[i] in double, and to mean_s[i], rstd_s[i] rounded to S
+// when those are not null (the statistics a forward call returns).
+template <typename S>
+__global__ void GN_BOUNDS(GN_STAGE_BLOCK, 1)
+gn_stats_merge(double* mean, double* rstd, double* var, S* mean_s, S* rstd_s, const double* part,
+               long long m, long long k, double eps) {
+    GN_EACH_OUTPUT(i, k) {
+        double mu, r, v;
+        gn_partials_merge(part + i * GN_PARTIAL_LEN, m, k * GN_PARTIAL_LEN, eps, mu, r, v);
+        mean[i] = mu; rstd[i] = r; var[i] = v;
+        if (mean_s) mean_s[i] = (S)mu;
+        if (rstd_s) rstd_s[i] = (S)r;
+    }
+}
+
+// Pairs summed over rows, in row order: for output (o, c), o < O, c < C,
+//   a = sum_i in[((o Q + i) C + c) * 2],  b = sum_i in[.. + 1] * w_i,
+// i = 0..Q-1, w_i = rstd[(o Q + i) * rs + c / K] (1 when rstd is null).
+// Written as pairs o0[(o C + c) * 2 ..] when o1 is null, else a to o0[o C + c]
+// and b to o1[o C + c].  Folds backward chunks (Q = P per sample), and turns
+// sums into what dx's coefficients and dgamma/dbeta take (b * rstd = sum g xhat).
+template <typename S>
+__global__ void GN_BOUNDS(GN_STAGE_BLOCK, 1)
+gn_pair_sums(double* o0, double* o1, const double* in, const S* rstd, long long O, long long Q, long long C,
+             long long K, long long rs) {
+    GN_EACH_OUTPUT(t, O * C) {
+        const long long o = t / C, c = t - o * C;
+        double a = 0.0, b = 0.0;
+        for (long long i = 0; i < Q; ++i) {
+            const long long row = o * Q + i;
+            const double* v = in + (row * C + c) * GN_DSUM_LEN;
+            a = gn_add(a, v[0]);
+            b = gn_add(b, rstd ? gn_mul(v[1], (double)rstd[row * rs + c / K]) : v[1]);
+        }
+        if (o1) { o0[t] = a; o1[t] = b; }
+        else { o0[t * GN_DSUM_LEN] = a; o0[t * GN_DSUM_LEN + 1] = b; }
+    }
+}
+
+// Backward stage 1: per channel [sum g, sum g (x - mean_F)] over positions
+// [p * chunk, (p + 1) * chunk) of sample n, for a tile of channels (gn_tile),
+// into rows[((n * P + p) * C + c) * 2 ..]; g = dy * act'(z), z = gamma * xhat
+// + beta (act: gn_act.cuh's id, at run time: this kernel accumulates in
+// double, one value at a time, far from its register cap); mean_F the mean
+// rounded to the compute type.  gn is G for stats="sample", 0 for "batch".
+// Shared memory: 2 * blockDim doubles.
+template <typename T, int L>
+__global__ void GN_BOUNDS(GN_SPLIT_BLOCK, GN_SPLIT_MIN_BLOCKS)
+gn_bwd_reduce(double* rows, const T* dy, const T* x, const typename gn_traits<T>::stat* mean,
+              const typename gn_traits<T>::stat* rstd, const T* gamma, const T* beta, int aff, int act,
+              long long N, long long C, long long Sp, long long G, long long gn,
+              long long P, long long chunk, int tx_len) {
+    typedef typename gn_traits<T>::acc A;
+    GN_DYN_SMEM(smem_raw);
+    const int tid = GN_TID, nt = GN_NT;
+    double* ra = (double*)smem_raw;
+    double* rb = ra + nt;
+    const long long K = C / G;
+    gn_tile t;
+    t.init(L, tid, nt, tx_len);
+    const long long ntiles = (C + t.clen - 1) / t.clen;
+    const long long cstride = L == GN_NCHW ? 1 : C;
+    for (long long item = GN_BID; item < N * ntiles * P; item += GN_NB) {
+        const long long nt_ = item / P, p = item - nt_ * P;
+        const long long n = nt_ / ntiles, tile = nt_ - n * ntiles;
+        const long long c = tile * t.clen + t.cpos;
+        const long long s0 = p * chunk;
+        const long long s1 = s0 + chunk < Sp ? s0 + chunk : Sp;
+        double sdy = 0.0, sdyx = 0.0;
+        if (c < C) {
+            const long long st = n * gn + c / K;
+            const double r = (double)rstd[st];
+            const double mu = (double)(A)mean[st];
+            const gn_xhat<A> h = gn_xhat_make<A>(mu, r);
+            A gam = (A)1, bet = (A)0;
+            if (act && aff != GN_AFFINE_NONE) {
+                const long long ix = aff == GN_AFFINE_CHANNEL ? c : c / K;
+                if (gamma) gam = gn_to_acc(gamma[ix]);
+                if (beta) bet = gn_to_acc(beta[ix]);
+            }
+            const T* dyb = dy + n * C * Sp;
+            const T* xb = x + n * C * Sp;
+            const long long cbase = L == GN_NCHW ? c * Sp : c;
+            const int sn = (int)(s1 - s0);
+            for (int s = t.rpos; s < sn; s += t.rlen) {
+                const long long off = cbase + (s0 + s) * cstride;
+                const A xv = gn_to_acc(xb[off]);
+                double d = (double)gn_to_acc(dyb[off]);
+                if (act) d = gn_mul(d, (double)gn_act_grad<A>(act, gn_fma(gam, h.of(xv), bet)));
+                sdy = gn_add(sdy, d);
+                sdyx = gn_fma(d, (double)xv - mu, sdyx);
+            }
+        }
+        ra[tid] = sdy; rb[tid] = sdyx;
+        GN_SYNC();
+        gn_block_sum2(ra, rb, tid, t.rpos, t.rlen, t.rstride);
+        if (t.rpos == 0 && c < C) {
+            double* o = rows + ((n * P + p) * C + c) * GN_DSUM_LEN;
+            o[0] = ra[tid]; o[1] = rb[tid];
         }
         GN_SYNC();
     }

@@ -198,6 +198,32 @@ GN_HD double gn_fma(double a, double b, double c) {
 #endif
 }
 
+// Products and sums that the device compiler may not fuse into an FMA
+// (NVRTC contracts a * b + c by default, the host harness does not): the
+// stages' merge and sums are written with them, so that device and harness
+// round alike, and alike to the C core's gn_stats_merge.
+GN_HD double gn_mul(double a, double b) {
+#ifdef __CUDA_ARCH__
+    return __dmul_rn(a, b);
+#else
+    return a * b;
+#endif
+}
+GN_HD double gn_add(double a, double b) {
+#ifdef __CUDA_ARCH__
+    return __dadd_rn(a, b);
+#else
+    return a + b;
+#endif
+}
+GN_HD double gn_ldexp(double v, int e) {
+#ifdef __CUDA_ARCH__
+    return ldexp(v, e);
+#else
+    return std::ldexp(v, e);
+#endif
+}
+
 // True for finite v (false for inf and NaN), without <cmath>'s isfinite.
 template <typename A> GN_HD bool gn_finite(A v) { return v - v == (A)0; }
 
@@ -404,6 +430,52 @@ template <typename A>
 GN_HD A gn_dx(A dy, A x, const A* c, A gam) {
     const A xs = gn_fma(x, c[0], c[1]);
     return c[0] * gn_fma(c[2] * gam, dy, gn_fma(c[3], xs, c[4]));
+}
+
+// ---------------------------------------------------------------------------
+// The stages (issue 14; gn_native/stages.py, the C core's gn_stats_*).
+//
+// A partial is 5 doubles {count, shift, sum, sumsq, exponent} for one
+// (sample, group), or a part of one: sum = sum(x - shift), sumsq =
+// sum((x - shift)^2), shift the group's first value.  The device always
+// writes exponent 0 and, for data holding inf/NaN or whose squares overflow
+// double (float64 data with a spread beyond ~1e154), sumsq NaN: such a
+// group's statistics are NaN.  gn_partials_merge folds m partials with the
+// C core's formula; partials of other exponents (from the CPU) merge too.
+#define GN_PARTIAL_LEN 5
+#define GN_DSUM_LEN 2
+
+GN_HD double gn_nan() { return gn_bits_to_double(0x7ff8000000000000ULL); }
+
+// p[j * pstride] for j = 0..m-1: the partials of one statistics group, in order.
+// (E = max e_j; S, Q in units of 2^E; then mean, var, rstd.)
+GN_HD void gn_partials_merge(const double* p, long long m, long long pstride, double eps,
+                             double& mean, double& rstd, double& var) {
+    if (m <= 0) { mean = rstd = var = gn_nan(); return; }
+    double E = p[4];
+    for (long long j = 1; j < m; ++j) if (p[j * pstride + 4] > E) E = p[j * pstride + 4];
+    const int ie = (int)E;
+    const double c = p[1];
+    const int d0 = (int)p[4] - ie;
+    double M = p[0], S = gn_ldexp(p[2], d0), Q = gn_ldexp(p[3], 2 * d0);
+    for (long long j = 1; j < m; ++j) {
+        const double* q = p + j * pstride;
+        const int dj = (int)q[4] - ie;
+        const double mi = q[0];
+        const double d = gn_ldexp(q[1] - c, -ie);
+        const double s = gn_ldexp(q[2], dj);
+        const double qq = gn_ldexp(q[3], 2 * dj);
+        const double md = gn_mul(mi, d);
+        S = gn_add(S, gn_add(s, md));
+        Q = gn_add(Q, gn_add(qq, gn_mul(d, gn_add(2.0 * s, md))));
+        M = gn_add(M, mi);
+    }
+    const double dm = S / M;
+    double v = Q / M - gn_mul(dm, dm);
+    if (v < 0.0) v = 0.0;               // NaN stays NaN
+    mean = gn_add(c, gn_ldexp(dm, ie));
+    var = gn_ldexp(v, 2 * ie);
+    rstd = 1.0 / gn_sqrt(gn_add(var, eps));
 }
 
 // Two sums at once: the reduce type of the partial-sum ReductionKernel.

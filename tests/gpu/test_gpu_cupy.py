@@ -292,6 +292,15 @@ def test_every_kernel_fits_every_launch():
                                   (("bwd_fused" if b.path == "fused" else "bwd_partial"), b)):
                     fn = _gpu._raw_kernel(kind, "float32", layout, "channel" if kind.endswith("fused") else "none")
                     assert fn.max_threads_per_block >= geo.launch.block, (shape, kind, geo.launch)
+                # stats="batch": the stages (issue 14)
+                for kind, geo in (("stats_rows", G.stats_rows_geometry(n, c, sp, g)),
+                                  ("bwd_reduce", G.bwd_reduce_geometry(n, c, sp, layout))):
+                    fn = _gpu._raw_kernel(kind, "float32", layout, "none")
+                    assert fn.max_threads_per_block >= geo.launch.block, (shape, kind, geo.launch)
+    for kind in G.STAGE_KINDS:
+        for sd in ("float32", "float64"):
+            fn = _gpu._raw_kernel(kind, sd, "nchw", "none")
+            assert fn.max_threads_per_block >= G.STAGE_BLOCK, (kind, sd)
 
 
 def test_unet_shape_runs():

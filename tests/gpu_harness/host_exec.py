@@ -43,6 +43,8 @@ CTYPE = {"float16": "gn_half", "bfloat16": "gn_bfloat", "float32": "float", "flo
 CT_SCALAR = {"float64": ctypes.c_double, "float32": ctypes.c_float, "int64": ctypes.c_longlong,
              "int32": ctypes.c_int, "uint32": ctypes.c_uint, "uint64": ctypes.c_ulonglong}
 DTYPE_CODE = {"float16": 0, "bfloat16": 1, "float32": 2, "float64": 3}
+# the kernels that take the activation as an argument (not as a template parameter)
+RUNTIME_ACT_KINDS = ("bwd_reduce",)
 LAYOUT_CODE = {"nchw": 0, "nhwc": 1}
 
 
@@ -275,7 +277,7 @@ class HostExec:
     def __init__(self, lib):
         self.lib = lib
         self.launches = []      # (kind or spec key, launch geometry or None), in order
-        self.acts = []          # (raw kernel kind, activation), in order
+        self.acts = []          # (raw kernel kind, activation) of the kernels that apply one, in order
         self.reductions = []    # (key, Q, R, block_size, block_stride) of each reduction
         self._fns = {}
 
@@ -284,12 +286,24 @@ class HostExec:
         a.view(np.uint8)[...] = 0xFF    # NaN bit patterns: unwritten outputs show up
         return a
 
+    def ptr(self, a):
+        """The stand-in for a device address: the NumPy array's (a fake communicator copies through it)."""
+        assert isinstance(a, np.ndarray) and a.flags.c_contiguous
+        return a.ctypes.data
+
+    def stream_ptr(self):
+        return 0
+
     def raw(self, kind, dtype, layout, affine, launch, args, act="none"):
         assert launch.block & (launch.block - 1) == 0 and launch.block <= G.max_block(kind)
-        assert act == "none" or kind in K.ACT_KINDS, (kind, act)
+        assert act == "none" or kind in K.ACT_KINDS + RUNTIME_ACT_KINDS, (kind, act)
         self.launches.append((kind, launch))
-        self.acts.append((kind, act))
-        head = [ctypes.c_int(DTYPE_CODE[dtype]), ctypes.c_int(LAYOUT_CODE[layout])]
+        if kind in K.ACT_KINDS + RUNTIME_ACT_KINDS or act != "none":
+            self.acts.append((kind, act))
+        if kind in G.STAGE_KINDS:       # dtype: the statistics dtype
+            head = [ctypes.c_int(DTYPE_CODE[dtype])]
+        else:
+            head = [ctypes.c_int(DTYPE_CODE[dtype]), ctypes.c_int(LAYOUT_CODE[layout])]
         if kind.endswith("fused"):
             head.append(ctypes.c_int(K.AFFINES[affine]))
         if kind in K.ACT_KINDS:

@@ -37,7 +37,7 @@ struct gn_host_ctx {
 };
 inline thread_local gn_host_ctx gn_ctx;
 
-#define __global__
+#define __global__ inline   // header-defined kernels: one definition across the harness's parts
 #define GN_DEV inline
 #define GN_BOUNDS(threads, blocks)
 #define GN_DYN_SMEM(name) unsigned char* name = gn_ctx.smem

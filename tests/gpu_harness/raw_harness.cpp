@@ -70,7 +70,62 @@ static int run_stats_partial(double* pn, double* pmean, double* pm2, const void*
     });
 }
 
+// The stages (issue 14).
+template <typename T, int L>
+static int run_stats_rows(double* rows, const void* x, long long N, long long C, long long Sp, long long G,
+                          long long P, long long chunk, long long grid, int block, long long smem) {
+    return gn_host_launch(grid, block, GN_SPLIT_BLOCK, (size_t)smem, [=] {
+        gn_stats_rows<T, L>(rows, (const T*)x, N, C, Sp, G, P, chunk);
+    });
+}
+
+// S codes (the stage kernels' statistics dtype): 2 float, 3 double
+#define GN_DISPATCH_S(code, CALL)                               \
+    switch (code) {                                              \
+        case 2: { typedef float S; CALL; break; }                \
+        case 3: { typedef double S; CALL; break; }               \
+        default: return -1;                                      \
+    }
+
 extern "C" {
+
+int h_stats_rows(int dtype, int layout, double* rows, const void* x, long long N, long long C, long long Sp,
+                 long long G, long long P, long long chunk, long long grid, int block, long long smem) {
+    int rc = -1;
+    GN_DISPATCH_T(dtype, GN_DISPATCH_L(layout, (rc = run_stats_rows<T, L>(
+        rows, x, N, C, Sp, G, P, chunk, grid, block, smem))));
+    return rc;
+}
+
+int h_partial_fold(int sdtype, double* part, const double* rows, long long NG, long long P,
+                   long long grid, int block, long long smem) {
+    (void)sdtype;
+    return gn_host_launch(grid, block, GN_STAGE_BLOCK, (size_t)smem, [=] { gn_partial_fold(part, rows, NG, P); });
+}
+
+int h_stats_merge(int sdtype, double* mean, double* rstd, double* var, void* mean_s, void* rstd_s,
+                  const double* part, long long m, long long k, double eps, long long grid, int block,
+                  long long smem) {
+    int rc = -1;
+    GN_DISPATCH_S(sdtype, (rc = gn_host_launch(grid, block, GN_STAGE_BLOCK, (size_t)smem, [=] {
+        gn_stats_merge<S>(mean, rstd, var, (S*)mean_s, (S*)rstd_s, part, m, k, eps);
+    })));
+    return rc;
+}
+
+int h_pair_sums(int sdtype, double* o0, double* o1, const double* in, const void* rstd, long long O, long long Q,
+                long long C, long long K, long long rs, long long grid, int block, long long smem) {
+    int rc = -1;
+    GN_DISPATCH_S(sdtype, (rc = gn_host_launch(grid, block, GN_STAGE_BLOCK, (size_t)smem, [=] {
+        gn_pair_sums<S>(o0, o1, in, (const S*)rstd, O, Q, C, K, rs);
+    })));
+    return rc;
+}
+
+// gn_partials_merge on m partials of one group (stride 5), on the host.
+void h_partials_merge(const double* p, long long m, double eps, double* out) {
+    gn_partials_merge(p, m, GN_PARTIAL_LEN, eps, out[0], out[1], out[2]);
+}
 
 int h_fwd_fused(int dtype, int layout, int aff, int act, void* y, void* mean, void* rstd, const void* x,
                 const void* gamma, const void* beta, long long N, long long C, long long Sp, long long G,
@@ -135,7 +190,29 @@ static int run_bwd_partial(void* pdb, void* pdg, const void* dy, const void* x, 
     });
 }
 
+template <typename T, int L>
+static int run_bwd_reduce(double* rows, const void* dy, const void* x, const void* mean, const void* rstd,
+                          const void* gamma, const void* beta, int aff, int act, long long N, long long C,
+                          long long Sp, long long G, long long gn, long long P, long long chunk, int tx_len,
+                          long long grid, int block, long long smem) {
+    typedef typename gn_traits<T>::stat S;
+    return gn_host_launch(grid, block, GN_SPLIT_BLOCK, (size_t)smem, [=] {
+        gn_bwd_reduce<T, L>(rows, (const T*)dy, (const T*)x, (const S*)mean, (const S*)rstd, (const T*)gamma,
+                            (const T*)beta, aff, act, N, C, Sp, G, gn, P, chunk, tx_len);
+    });
+}
+
 extern "C" {
+
+int h_bwd_reduce(int dtype, int layout, double* rows, const void* dy, const void* x, const void* mean,
+                 const void* rstd, const void* gamma, const void* beta, int aff, int act, long long N, long long C,
+                 long long Sp, long long G, long long gn, long long P, long long chunk, int tx_len,
+                 long long grid, int block, long long smem) {
+    int rc = -1;
+    GN_DISPATCH_T(dtype, GN_DISPATCH_L(layout, (rc = run_bwd_reduce<T, L>(
+        rows, dy, x, mean, rstd, gamma, beta, aff, act, N, C, Sp, G, gn, P, chunk, tx_len, grid, block, smem))));
+    return rc;
+}
 
 int h_bwd_partial(int dtype, int layout, int act, void* pdb, void* pdg, const void* dy, const void* x,
                   const void* mean, const void* rstd, const void* gamma, const void* beta, int aff, long long N,
