@@ -200,7 +200,7 @@ def _forward(comm, x, n_groups, gamma, beta, eps, stats, channel_axis, activatio
     counts = [p.n] if not needs_comm else _agree(comm, error, sig, None if p is None else p.n)
     if needs_comm:     # every rank's partials, in global sample order
         part = _allgatherv(comm, part, counts)
-    mean64, rstd64, var64 = _merge(part if st == "batch" else part[None], p.eps)
+    mean64, rstd64, var64 = _stages.stats_merge(part if st == "batch" else part[None], eps=p.eps)
     sd = p.stat_dtype
     # the running statistics' inputs: the whole batch's (for "sample", every sample's)
     whole = (mean64.astype(sd), var64.astype(sd)) if want_var else None
@@ -210,20 +210,6 @@ def _forward(comm, x, n_groups, gamma, beta, eps, stats, channel_axis, activatio
     y = _stages.normalize(x, mean64, rstd64, p.groups, gamma, beta, stats=st,
                           channel_axis=channel_axis, activation=activation, out=out)
     return _Forward(x, y, mean64.astype(sd), rstd64.astype(sd), p, whole, counts)
-
-
-def _merge(part, eps):
-    """stats_merge; a group of no value at all (an empty batch, a zero spatial size)
-    gives NaN, the single call's (whose bits: np.nan, not the merge's 0/0)."""
-    if part.shape[0] == 0:
-        nan = np.full(part.shape[1:-1], np.nan)
-        return nan, nan.copy(), nan.copy()
-    stats = _stages.stats_merge(part, eps=eps)
-    empty = ~(part[..., 0].sum(axis=0) > 0)
-    if empty.any():
-        for a in stats:
-            a[empty] = np.nan
-    return stats
 
 
 def _framework_in(x, arrays):
@@ -447,9 +433,6 @@ def _backward(comm, dy, x, mean, rstd, n_groups, gamma, beta, stats, channel_axi
                                 channel_axis=channel_axis, activation=activation, out=out)
     dgamma, dbeta = _stages.param_grads(g_sums, g_rstd, p.groups, gamma, beta, stats=st,
                                         dtype=p.dtype)
-    if p.c * p.spatial == 0:     # no value: zero gradients, as the single call (not NaN rstd * 0)
-        dgamma[...] = 0
-        dbeta[...] = 0
     return dx, dgamma, dbeta
 
 
