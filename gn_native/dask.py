@@ -18,17 +18,14 @@ The graph is the core's three forward stages (`gn_native.stages`):
 The statistics pass reads whole samples: when `x` is chunked along its
 spatial axes, it is rechunked for that pass to one spatial chunk, cutting N
 and the channels (on group boundaries) so that each block stays within
-Dask's ``array.chunk-size``.  Every partial is then the whole call's, bit for
-bit (a partial depends only on its own sample and group), and y, mean and
-rstd equal the in-memory call bit for bit, whatever the chunks.  Only when
-one sample's group of values (K * spatial of them) exceeds
-``array.chunk-size`` are the partials those of the spatial blocks, merged
-per (sample, group); their sums, folded by the core in its compute type
-(float32 for float32 and 16-bit data) over other runs of values than one
-call folds, give statistics that differ from the in-memory ones in their
-last float32 (float64) bits, and y, exactly `normalize` with them, differs
-by a few ulp (16-bit data: within 1).  Raise ``array.chunk-size``
-(``dask.config.set``) to keep the bits.
+Dask's ``array.chunk-size``, down to one sample's group of values (K *
+spatial of them), which is read whole even when it is larger (with a
+``dask.array.PerformanceWarning``).  Every partial is then the whole call's,
+bit for bit (a partial depends only on its own sample and group), and y,
+mean and rstd equal the in-memory call bit for bit, whatever the chunks.
+(Partials of spatial sub-blocks, merged, would give statistics off in their
+last float32 bits: the core folds its sums in the compute type over its own
+runs of values.)
 
 The merge order is fixed by the block layout alone, never by when the
 partials arrive, so the result does not depend on scheduling:
@@ -159,16 +156,18 @@ def _normalize_block(xb, s, gamma, beta, *, k, c, stats, ca, activation, n_offse
 
 def _stats_blocks(x, ca, k, spatial_axes):
     """x as the statistics pass reads it: the spatial axes in one chunk (each block's
-    partials are then the whole call's, bit for bit) when one sample's group of
-    values, K * spatial of them, fits Dask's array.chunk-size; the channel and N
-    chunks are cut (on group boundaries) to keep each block within it.  Else x as it
-    is: partials of spatial sub-blocks."""
+    partials are then the whole call's, bit for bit); the channel and N chunks are
+    cut (on group boundaries) to keep each block within Dask's array.chunk-size, down
+    to one sample's group of values (K * spatial of them), read whole even beyond it."""
     if all(x.numblocks[a] == 1 for a in spatial_axes):
         return x
     budget = parse_bytes(dask.config.get("array.chunk-size"))
     per_channel = x.dtype.itemsize * int(np.prod([x.shape[a] for a in spatial_axes]))
     if k * per_channel > budget:
-        return x
+        warnings.warn(f"one sample's group of values ({k * per_channel} bytes) is larger "
+                      f"than array.chunk-size ({budget} bytes): the statistics pass reads "
+                      "each group in one block of that size, which keeps the in-memory "
+                      "call's bits", PerformanceWarning, stacklevel=_user_stacklevel())
     groups = max(1, budget // (k * per_channel))            # groups per block, at most
     cmax = max(x.chunks[ca])
     cchunks = x.chunks[ca] if cmax <= groups * k else tuple(
@@ -220,8 +219,8 @@ def _forward(x, n_groups, gamma, beta, eps, stats, channel_axis, activation, rec
     xs = _stats_blocks(x, ca, k, spatial_axes)
     tok = tokenize(x, xs.chunks, g, p.eps, str(p.stats), ca, act, gamma, beta, bool(recompute))
 
-    # 1. per block: partials, (n_b, [g_b at ca], 1, ..., 1, 5); of whole samples when
-    # they fit the chunk budget (then the bits of one call), else of the spatial blocks
+    # 1. per block: partials, (n_b, [g_b at ca], 1, ..., 1, 5), of whole groups of samples
+    # (the bits of one call)
     pchunks = [xs.chunks[0]] + [None] * (nd - 1) + [(5,)]
     pchunks[ca] = tuple(c // k for c in xs.chunks[ca])
     for a in spatial_axes:
@@ -263,9 +262,8 @@ def group_norm_forward(x, n_groups, gamma=None, beta=None, eps=1e-5, *, stats="s
     The same numbers as ``gn_native.group_norm_forward`` on the computed
     array, bit for bit, for any chunks along N and the spatial axes (and
     channel chunks on group boundaries): the statistics pass reads whole
-    samples, within Dask's ``array.chunk-size``.  Only when one sample's
-    group of values exceeds that size are spatial blocks merged, and y then
-    differs by a few ulp (see the module's notes).  Nothing runs until the
+    samples, within Dask's ``array.chunk-size`` (one sample's group of
+    values at least; see the module's notes).  Nothing runs until the
     results are computed.
 
     Parameters

@@ -11,6 +11,7 @@ import ast
 import doctest
 import inspect
 import itertools
+import warnings
 import pathlib
 
 import numpy as np
@@ -132,21 +133,6 @@ def test_n_chunks_bit_identical_on_a_cluster(client, layout, st, dtype):
         _assert_same(gt, w)
 
 
-def _merged(y):
-    """The float64 [mean, rstd] of y's one merge task, computed alone."""
-    graph = dict(y.__dask_graph__())
-    key = next(k for k in graph if str(k[0] if isinstance(k, tuple) else k).startswith(
-        "gn_native-merge"))
-    return dask.get(graph, key)
-
-
-def _unit_ulps(d, want, dtype):
-    """|d| in units of the spacing of `dtype` at max(|want|, 1): y is O(1), and a value
-    near 0 is a difference of x and the mean, with no finer meaningful bits."""
-    unit = np.spacing(np.maximum(np.abs(want), 1).astype(dtype)).astype(np.float64)
-    return np.abs(d) / unit
-
-
 SPATIAL = [((6, 8, 9, 7), 4, (2, 4, 4, 3)), ((3, 6, 50), 2, (1, 3, 17)),
            ((2, 4, 3, 4, 5), 2, (2, 2, 2, 3, 2))]
 
@@ -179,16 +165,10 @@ def test_spatial_chunks_bit_identical(case, layout, st, dtype, budget):
 @pytest.mark.parametrize("case", SPATIAL, ids=[str(c[0]) for c in SPATIAL])
 @pytest.mark.parametrize("layout", ["nchw", "nhwc"])
 @pytest.mark.parametrize("st", ["sample", "batch"])
-@pytest.mark.parametrize("dtype", dtype_params([F32, F64, F16]))
+@pytest.mark.parametrize("dtype", dtype_params([F32, F16]))
 def test_spatial_chunks_larger_than_the_budget(case, layout, st, dtype):
-    """When one sample's group of values exceeds array.chunk-size, the partials are the
-    spatial blocks', whose sums the core folds in x's compute type (float32 for
-    float32/16-bit data) over other runs of values than one call does: the statistics
-    differ from the in-memory ones in their last float32 (float64) bits.  y is then
-    (1) exactly the whole-array normalize with the merged statistics, the blocks adding
-    nothing, and (2) within 2 ulp of the in-memory y (each rounded once, and the
-    kernel's own rounding of its scale and shift) plus what the statistics' difference
-    carries into it."""
+    """When one sample's group of values exceeds array.chunk-size, the statistics pass
+    still reads each group whole (a PerformanceWarning says so): the in-memory bits."""
     shape, g, chunks = case
     ca = channel_axis(layout)
     shape, chunks = _case(shape, layout), _case(chunks, layout)
@@ -196,27 +176,12 @@ def test_spatial_chunks_larger_than_the_budget(case, layout, st, dtype):
     gamma, beta = _affine("channel", shape[ca], g)
     x = da.from_array(a, chunks=chunks)
     with dask.config.set({"array.chunk-size": "64B"}):
-        lazy = gnd.group_norm_forward(x, g, gamma, beta, stats=st, channel_axis=ca)
-    y, mean, rstd = _compute(lazy)
-    m, r = _merged(lazy[0])
-    _assert_same(y, stages.normalize(a, m, r, g, gamma, beta, stats=st, channel_axis=ca))
-    _assert_same(mean, m.astype(mean.dtype))     # the merged statistics, rounded once
-    _assert_same(rstd, r.astype(rstd.dtype))
-    p = stages.stats_partial(a, g, channel_axis=ca)
-    m0, r0, _ = stages.stats_merge(p[None] if st == "sample" else p)
-    wy = gn.group_norm(a, g, gamma, beta, stats=st, channel_axis=ca)
-    rtol = 1e-5 if dtype != F64 else 1e-12       # the folded sums' rounding, far above it
-    np.testing.assert_allclose(m, m0, rtol=rtol, atol=rtol)
-    np.testing.assert_allclose(r, r0, rtol=rtol)
-    # (2): d(y) = gamma * ((x - mean) d(rstd) - rstd d(mean)), per value
-    xs = reference.to_ncs(a, ca).reshape(shape[0], g, -1)
-    bc = (lambda s: s[:, :, None]) if st == "sample" else (lambda s: s[None, :, None])
-    gam = np.abs(gamma.astype(dtype).astype(np.float64))             # per channel
-    carried = (np.abs(xs - bc(m0)) * bc(np.abs(r - r0)) + bc(r0 * np.abs(m - m0)))
-    carried = carried.reshape(shape[0], shape[ca], -1) * gam[None, :, None]
-    diff = reference.to_ncs(y, ca) - reference.to_ncs(wy, ca)
-    excess = np.maximum(np.abs(diff) - 2 * carried.reshape(diff.shape), 0)
-    assert _unit_ulps(excess, reference.to_ncs(wy, ca), dtype).max() <= 2, (st, layout, dtype)
+        with pytest.warns(PerformanceWarning, match="array.chunk-size"):
+            lazy = gnd.group_norm_forward(x, g, gamma, beta, stats=st, channel_axis=ca)
+    assert lazy[0].chunks == x.chunks
+    for gt, w in zip(_compute(lazy),
+                     gn.group_norm_forward(a, g, gamma, beta, stats=st, channel_axis=ca)):
+        _assert_same(gt, w)
 
 
 def test_spatial_chunks_do_not_depend_on_the_scheduler(client):
@@ -226,7 +191,8 @@ def test_spatial_chunks_do_not_depend_on_the_scheduler(client):
     a = _data(shape, F32, seed=7, offset=100.0)
     x = da.from_array(a, chunks=(2, 4, 5, 4))   # 24 blocks
     for st in ("sample", "batch"):
-        with dask.config.set({"array.chunk-size": "64B"}):   # partials of the 24 blocks
+        with dask.config.set({"array.chunk-size": "64B"}), \
+                pytest.warns(PerformanceWarning):           # one group per block
             lazy = gnd.group_norm_forward(x, g, stats=st)
         ref = dask.compute(*lazy, scheduler="sync")
         for got in (_compute(lazy), _compute(lazy, client), _compute(lazy, client)):
@@ -241,7 +207,9 @@ def test_accuracy_at_offset_1e4():
     a = (np.random.default_rng(11).standard_normal(shape) + 1e4).astype(F32)
     x = da.from_array(a, chunks=(3, 8, 5, 7))
     for st, budget in itertools.product(("sample", "batch"), ("128MiB", "64B")):
-        with dask.config.set({"array.chunk-size": budget}):  # whole samples, sub-blocks
+        with dask.config.set({"array.chunk-size": budget}), \
+                warnings.catch_warnings():          # 64B: one group per block, warned
+            warnings.simplefilter("ignore", PerformanceWarning)
             y = gnd.group_norm(x, g, stats=st).compute(scheduler="threads")
         ref = reference.forward(a, g, stats=st)[0]
         assert np.abs(y - ref).max() <= 1e-5, (st, budget)
