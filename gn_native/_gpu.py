@@ -213,7 +213,8 @@ def backward(plan, dx, dgamma, dbeta, dy, x, mean, rstd, gamma, beta=None, froze
 
 def describe(plan=None):
     """Without a plan: one line on CuPy and the device (gn_native.show_config).
-    With one: the paths and geometry forward/backward use (benchmarks, profiles)."""
+    With one: the paths and geometry forward/backward use (benchmarks, profiles); "stages"
+    with the geometry of gn_stats_rows and gn_bwd_reduce for stats="batch"."""
     if plan is None:
         if cupy is None:
             return "CuPy not installed"

@@ -1362,9 +1362,10 @@ def test_partials_merge_matches_the_cpu_core(lib):
         assert out.tolist() == [mean[g], rstd[g], var[g]]
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
-@pytest.mark.parametrize("case", STAGE_CASES, ids=lambda c: f"{c[0]}g{c[1]}")
+@pytest.mark.parametrize("path,dtype,layout,case", pairwise_params(
+    dict(path=["auto", "fused", "split"], dtype=DTYPES, layout=["nchw", "nhwc"],
+         case=[pytest.param(c, id=f"{c[0]}g{c[1]}") for c in STAGE_CASES]), full=("dtype", "layout")),
+    indirect=["path"])
 def test_partial_rows_depend_only_on_their_sample(ex, path, dtype, layout, case):
     """Every slice of the batch gives exactly its rows of the whole batch's partials; the
     fields are {count, shift (the group's first value), sum, sumsq, 0} of x - shift."""
@@ -1700,3 +1701,41 @@ def test_nccl_refuses_what_it_can_check_locally():
     with pytest.raises(TypeError, match="CuPy"):
         _nccl.group_norm_forward(np.ones((2, 4, 3), np.float32), 2, comm=FakeNccl(FakeNcclWorld(1), 0))
     assert GK.PARTIAL_LEN == 5 and GK.DSUM_LEN == 2
+
+
+@pytest.mark.parametrize("channel_axis", [1, -1])
+@pytest.mark.parametrize("out", [False, True])
+def test_nccl_public_functions_on_the_harness(lib, monkeypatch, channel_axis, out):
+    """gn_native._nccl.group_norm_forward/backward end to end (checks, layout, out=, per-group
+    weights' gradients) with the harness standing in for the device: 2 ranks give the single call's bits."""
+    from gn_native import _api
+    ex = H.HostExec(lib)
+    monkeypatch.setattr(_nccl, "_require_cupy", lambda kind, what: None)
+    monkeypatch.setattr(_api, "_backend", lambda kind: (np, _gpu))
+    monkeypatch.setattr(_gpu, "_EXEC", ex)
+    rng = np.random.default_rng(70)
+    shape, g, n = (4, 6, 5, 3), 3, 2
+    x, dy = _stage_data(rng, shape, np.float32), rng.standard_normal(shape).astype(np.float32)
+    gamma, beta = _params(rng, "group", 6, g, np.float32)
+    layout = "nchw" if channel_axis == 1 else "nhwc"
+    y, mean, rstd = _single_forward(H.HostExec(lib), x, g, gamma, beta, layout, "silu")
+    dx, dgamma, dbeta = _run_act_backward(H.HostExec(lib), "silu", x, dy, g, gamma, beta, mean, rstd, "batch",
+                                          layout)
+    user = (lambda a: a) if channel_axis == 1 else (lambda a: np.ascontiguousarray(np.moveaxis(a, 1, -1)))
+
+    def rank(r, comm):
+        xs, dys = user(x[r * n:(r + 1) * n]), user(dy[r * n:(r + 1) * n])
+        kw = dict(comm=comm, channel_axis=channel_axis, activation="silu")
+        yo = np.empty_like(xs) if out else None
+        ys, ms, rs = _nccl.group_norm_forward(xs, g, gamma, beta, out=yo, **kw)
+        assert yo is None or ys is yo
+        dxs, dgs, dbs = _nccl.group_norm_backward(dys, xs, ms, rs, g, gamma, beta, **kw)
+        return ys, ms, rs, dxs, dgs, dbs
+
+    got, world = _run_ranks(2, rank)
+    for r, (ys, ms, rs, dxs, dgs, dbs) in enumerate(got):
+        sl = slice(r * n, (r + 1) * n)
+        assert _same_bits(ys, user(y[sl])) and _same_bits(ms, mean) and _same_bits(rs, rstd)
+        assert _same_bits(dxs, user(dx[sl])) and _same_bits(dgs, dgamma) and _same_bits(dbs, dbeta)
+        assert dgs.shape == (g,)
+    assert len(world.calls) == 4

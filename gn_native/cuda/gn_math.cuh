@@ -470,6 +470,7 @@ GN_HD void gn_partials_merge(const double* p, long long m, long long pstride, do
         Q = gn_add(Q, gn_add(qq, gn_mul(d, gn_add(2.0 * s, md))));
         M = gn_add(M, mi);
     }
+    if (!(M > 0.0)) { mean = rstd = var = gn_nan(); return; }     // no values
     const double dm = S / M;
     double v = Q / M - gn_mul(dm, dm);
     if (v < 0.0) v = 0.0;               // NaN stays NaN
