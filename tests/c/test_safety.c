@@ -156,6 +156,30 @@ static gn_status call_forward_add(dtype t, void *y, void *sum, void *m, void *r,
     }
 }
 
+/* the stage entry points (gn_native.h, "The stages") on the fuzz's buffers: partial,
+ * normalize_stats, backward reduce, apply (sums of d->n samples) and param grads */
+static void call_stages(dtype t, gn_status st[5], double *const *buf, const gn_desc *d)
+{
+    double *part = buf[6], *md = buf[2], *rd = buf[3], *sums = buf[7];
+    void *y = buf[0], *x = buf[1], *dy = buf[11], *dx = buf[8], *gm = buf[4], *bt = buf[5];
+    void *dg = buf[9], *db = buf[10];
+#define STAGE_CALLS(S)                                                                  \
+    do {                                                                                \
+        st[0] = gn_stats_partial_##S(part, x, d);                                       \
+        st[1] = gn_normalize_stats_##S(y, x, md, rd, gm, bt, d);                        \
+        st[2] = gn_backward_reduce_##S(sums, dy, x, md, rd, gm, bt, d);                 \
+        st[3] = gn_backward_apply_##S(dx, dy, x, md, rd, sums, d->n, gm, bt, d);        \
+        st[4] = gn_param_grads_##S(dg, db, sums, rd, d->n, d);                           \
+    } while (0)
+    switch (t) {
+    case F32: STAGE_CALLS(f32); break;
+    case F64: STAGE_CALLS(f64); break;
+    case F16: STAGE_CALLS(f16); break;
+    default: STAGE_CALLS(bf16); break;
+    }
+#undef STAGE_CALLS
+}
+
 static void *xcalloc(size_t n)
 {
     void *p = calloc(n ? n : 1, 1);
@@ -390,7 +414,7 @@ static void test_fuzz(int rounds)
     double *buf[NBUF];
     for (int i = 0; i < NBUF; i++)
         buf[i] = xcalloc(BUF * sizeof(double));
-    long tried = 0, refused_ok = 0;
+    long tried = 0, refused_ok = 0, stages_tried = 0;
     for (int it = 0; it < rounds; it++) {
         gn_desc d = {.n = sizes[next_u64() % ns], .c = sizes[next_u64() % ns],
                      .spatial = sizes[next_u64() % ns], .groups = sizes[next_u64() % ns],
@@ -439,6 +463,19 @@ static void test_fuzz(int rounds)
                  (long long)d.n, (long long)d.c, (long long)d.spatial, (long long)d.groups,
                  acts[ai], kinds[ki], st[0], st[1], st[2], st[3], st[4], st[5]);
         CHECK(known, "unknown status, %s", what);
+        /* the stages: refused as the calls above, or run when their partials and sums
+         * fit the buffers (a valid call with more is the caller's memory to give) */
+        if (!indexable || !valid || !act_ok ||
+            (small && n * g * GN_PARTIAL_LEN <= BUF && n * c * GN_DSUM_LEN <= BUF)) {
+            gn_status ss[5];
+            call_stages(t, ss, buf, &d);
+            gn_status want = !indexable || !valid || !act_ok ? GN_EINVAL : GN_OK;
+            int same = 0;
+            for (int i = 0; i < 5; i++)
+                same += ss[i] == want;
+            CHECK(same == 5, "stages: %d of 5 not %d, %s", 5 - same, want, what);
+            stages_tried++;
+        }
         if (!indexable || !valid || !act_ok) {
             CHECK(refused == 6, "%s, %s", !act_ok ? "activation out of range" : !indexable ?
                                             "cannot be indexed" : "c %% groups != 0", what);
@@ -461,6 +498,7 @@ static void test_fuzz(int rounds)
     }
     CHECK(tried > rounds / 10, "fuzz tried only %ld descriptors", tried);
     CHECK(refused_ok > 0, "fuzz never met an unindexable or huge descriptor");
+    CHECK(stages_tried > rounds / 20, "fuzz ran the stages only %ld times", stages_tried);
     for (int i = 0; i < NBUF; i++)
         free(buf[i]);
 }

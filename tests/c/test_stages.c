@@ -270,6 +270,9 @@ static void test_errors(void)
           "apply: NULL sums");
     CHECK(gn_backward_apply_f32(x + 1, dy, x, m, r, sums, 2, NULL, NULL, &d) == GN_EINVAL &&
               x[1] == 1.0f, "apply: dx overlapping x partly");
+    double mb[2] = {0, 0}, rb[2] = {1, 1};
+    CHECK(gn_normalize_stats_f32(x + 1, x, mb, rb, NULL, NULL, &d) == GN_EINVAL && x[1] == 1.0f,
+          "normalize_stats: y overlapping x partly");
     float dg[4] = {9, 9, 9, 9};
     CHECK(gn_param_grads_f32(dg, dg + 1, sums, r, 2, &d) == GN_EINVAL && dg[0] == 9,
           "param grads: dgamma overlapping dbeta");
