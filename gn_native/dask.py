@@ -27,13 +27,9 @@ mean and rstd equal the in-memory call bit for bit, whatever the chunks.
 last float32 bits: the core folds its sums in the compute type over its own
 runs of values.)
 
-The merge order is fixed by the block layout alone, never by when the
-partials arrive, so the result does not depend on scheduling:
-
-- ``stats="sample"``: for each (sample, group), the partials of the
-  sample's spatial blocks in row-major block order;
-- ``stats="batch"``: for each group, the samples in global order and, for
-  each sample, its spatial blocks in row-major block order.
+The merge order is fixed (for ``stats="batch"``, each group's samples in
+global order; for ``stats="sample"``, each partial alone), never by when the
+partials arrive, so the result does not depend on scheduling.
 
 Channel chunks must hold whole groups: a chunking of the channel axis whose
 boundaries are not multiples of K = C/G is rechunked to the nearest group
@@ -111,20 +107,15 @@ def _partial_block(xb, k, eps, ca):
     return stages.stats_partial(xb, gb, eps=eps, channel_axis=ca).reshape(shape)
 
 
-def _merge_task(p, stats, ca, keep, eps):
+def _merge_task(p, stats, ca, eps):
     """The one merge: all partials (concatenated in block order) -> [mean, rstd], float64.
 
-    p: (N, G, *spatial_blocks, 5) with the channel axis where x has it;
-    keep: flat indices (row-major) of the spatial blocks holding values.
+    p: (N, G, 1, ..., 1, 5) with the channel axis where x has it (the statistics
+    pass holds each sample's spatial values in one block).
     """
-    p = np.moveaxis(p, ca, 1) if ca != 1 else p          # (N, G, B1, ..., 5)
-    n, g = p.shape[:2]
-    p = p.reshape(n, g, -1, 5)[:, :, list(keep)]           # (N, G, B, 5)
-    if stats == "sample":                                  # per (n, g): its blocks in order
-        stacked = p.transpose(2, 0, 1, 3)                  # (B, N, G, 5)
-    else:                                                  # per g: samples, then blocks
-        stacked = p.transpose(0, 2, 1, 3).reshape(-1, g, 5)  # (N * B, G, 5)
-    mean, rstd, _ = stages.stats_merge(np.ascontiguousarray(stacked), eps=eps)
+    p = np.moveaxis(p, ca, 1) if ca != 1 else p
+    p = np.ascontiguousarray(p.reshape(p.shape[0], p.shape[1], 5))   # (N, G, 5)
+    mean, rstd, _ = stages.stats_merge(p if stats == "batch" else p[None], eps=eps)
     return np.stack([mean, rstd])
 
 
@@ -230,17 +221,13 @@ def _forward(x, n_groups, gamma, beta, eps, stats, channel_axis, activation, rec
                              name="gn_native-partial-" + tok)
 
     # 2. one task: every block's partials, concatenated in block order, merged
-    sizes = [1]
-    for a in spatial_axes:   # row-major flat index -> does the block hold values?
-        sizes = [s * b for s in sizes for b in xs.chunks[a]]
-    keep = tuple(i for i, s in enumerate(sizes) if s > 0)
     letters = "abcdefghijklmnopqrstuvwxyz"
     out_ind = letters[:1 + len(stat_shape)]
     in_ind = letters[len(out_ind):len(out_ind) + nd + 1]
     merged = da.blockwise(_merge_task, out_ind, partials, in_ind, concatenate=True,
                           new_axes=dict(zip(out_ind, (2,) + stat_shape)), dtype=np.float64,
                           meta=np.empty((0,) * len(out_ind)), name="gn_native-merge-" + tok,
-                          stats=str(p.stats), ca=ca, keep=keep, eps=p.eps)
+                          stats=str(p.stats), ca=ca, eps=p.eps)
 
     # 3. per block: normalize with the merged statistics of its samples and groups; on a
     # copy of x's graph that runs after the merge (bind): the blocks are made again and
